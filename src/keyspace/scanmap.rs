@@ -1,0 +1,272 @@
+//! `ScanMap`: a hash map whose iteration order is a pure function of its history, and whose
+//! elements never move, so integer SCAN cursors are stable.
+//!
+//! Entries live in a slot vector; a hash index maps each key to its slot. A removed entry leaves
+//! a hole that the next insertion reuses (last freed, first reused). Because elements never
+//! move, an element present for a whole SCAN is returned exactly once, which is the guarantee
+//! Redis gives. Because iteration walks the slot vector, never the hash index, the process's
+//! random hash seed cannot leak into replies: two replicas that applied the same operations
+//! iterate in the same order (the Raft issue relies on this for HGETALL, SPOP and snapshots).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+/// A map from binary keys to `V` with deterministic order and stable positions.
+#[derive(Debug, Clone)]
+pub struct ScanMap<V> {
+    slots: Vec<Option<(Bytes, V)>>,
+    index: HashMap<Bytes, u32>,
+    free: Vec<u32>,
+}
+
+impl<V> Default for ScanMap<V> {
+    fn default() -> Self {
+        ScanMap {
+            slots: Vec::new(),
+            index: HashMap::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<V: PartialEq> PartialEq for ScanMap<V> {
+    /// Equal when the same keys sit in the same slots with equal values and the same holes:
+    /// the layout is part of the state because it decides iteration order.
+    fn eq(&self, other: &Self) -> bool {
+        self.slots == other.slots && self.free == other.free
+    }
+}
+
+impl<V> ScanMap<V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        let slot = *self.index.get(key)?;
+        self.slots[slot as usize].as_ref().map(|(_, v)| v)
+    }
+
+    /// The value for `key`, mutably.
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        let slot = *self.index.get(key)?;
+        self.slots[slot as usize].as_mut().map(|(_, v)| v)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Inserts or replaces; returns the previous value. A replaced entry keeps its slot.
+    pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
+        if let Some(&slot) = self.index.get(&key) {
+            let entry = self.slots[slot as usize].as_mut().expect("indexed slot is occupied");
+            return Some(std::mem::replace(&mut entry.1, value));
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some((key.clone(), value));
+                slot
+            }
+            None => {
+                self.slots.push(Some((key.clone(), value)));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, slot);
+        None
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<V> {
+        let slot = self.index.remove(key)?;
+        let (_, value) = self.slots[slot as usize].take()?;
+        self.free.push(slot);
+        self.shrink_tail();
+        Some(value)
+    }
+
+    /// Drops trailing holes so a map that empties does not keep its peak size forever.
+    fn shrink_tail(&mut self) {
+        if self.slots.last().is_some_and(Option::is_none) {
+            while self.slots.last().is_some_and(Option::is_none) {
+                self.slots.pop();
+            }
+            let len = self.slots.len() as u32;
+            self.free.retain(|&s| s < len);
+        }
+    }
+
+    /// The value for `key`, inserting `make()` first if absent.
+    pub fn get_or_insert_with(&mut self, key: &Bytes, make: impl FnOnce() -> V) -> &mut V {
+        if !self.index.contains_key(key.as_ref()) {
+            self.insert(key.clone(), make());
+        }
+        self.get_mut(key).expect("just inserted")
+    }
+
+    /// Entries in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+        self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
+    }
+
+    /// Keys in slot order.
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.index.clear();
+        self.free.clear();
+    }
+
+    /// One SCAN step: visits slots from `cursor` until `count` entries were passed to `visit`
+    /// or the end is reached. Returns the next cursor, 0 when the scan is complete.
+    pub fn scan(&self, cursor: u64, count: usize, mut visit: impl FnMut(&Bytes, &V)) -> u64 {
+        let mut position = cursor as usize;
+        let mut seen = 0;
+        while position < self.slots.len() && seen < count.max(1) {
+            if let Some((k, v)) = &self.slots[position] {
+                visit(k, v);
+                seen += 1;
+            }
+            position += 1;
+        }
+        if position >= self.slots.len() { 0 } else { position as u64 }
+    }
+
+    /// The first entry at or after slot `start` (wrapping around): the building block for
+    /// RANDOMKEY, SRANDMEMBER and SPOP, which pick `start` from a seeded generator.
+    pub fn entry_at_or_after(&self, start: usize) -> Option<(&Bytes, &V)> {
+        if self.is_empty() {
+            return None;
+        }
+        let n = self.slots.len();
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find_map(|i| self.slots[i].as_ref().map(|(k, v)| (k, v)))
+    }
+
+    /// Number of slots, occupied or not: the range for random positions.
+    pub fn capacity_slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot layout, for snapshots: every slot in order, holes as `None`, and the free list.
+    pub fn layout(&self) -> (&[Option<(Bytes, V)>], &[u32]) {
+        (&self.slots, &self.free)
+    }
+
+    /// Rebuilds a map from a layout produced by [`ScanMap::layout`].
+    pub fn from_layout(slots: Vec<Option<(Bytes, V)>>, free: Vec<u32>) -> Self {
+        let index = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|(k, _)| (k.clone(), i as u32)))
+            .collect();
+        ScanMap { slots, index, free }
+    }
+}
+
+impl<V> FromIterator<(Bytes, V)> for ScanMap<V> {
+    fn from_iter<I: IntoIterator<Item = (Bytes, V)>>(iter: I) -> Self {
+        let mut map = ScanMap::new();
+        for (k, v) in iter {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn order_follows_history_and_holes_are_reused() {
+        let mut m = ScanMap::new();
+        m.insert(b("a"), 1);
+        m.insert(b("b"), 2);
+        m.insert(b("c"), 3);
+        m.remove(b"b".as_slice());
+        m.insert(b("d"), 4);
+        let keys: Vec<_> = m.keys().cloned().collect();
+        assert_eq!(keys, [b("a"), b("d"), b("c")]);
+        assert_eq!(m.insert(b("a"), 10), Some(1));
+        assert_eq!(m.get(b"a"), Some(&10));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn scan_returns_every_stable_element_once_despite_churn() {
+        let mut m = ScanMap::new();
+        for i in 0..100 {
+            m.insert(b(&format!("k{i}")), i);
+        }
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        let mut round = 0;
+        loop {
+            cursor = m.scan(cursor, 7, |k, _| seen.push(k.clone()));
+            // Churn between steps: delete and add elements that are not part of the stable set.
+            round += 1;
+            m.remove(format!("k{}", 90 + round % 10).as_bytes());
+            m.insert(b(&format!("new{round}")), 0);
+            if cursor == 0 {
+                break;
+            }
+        }
+        for i in 0..90 {
+            let key = b(&format!("k{i}"));
+            assert_eq!(seen.iter().filter(|k| **k == key).count(), 1, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn layout_round_trips() {
+        let mut m = ScanMap::new();
+        for i in 0..10 {
+            m.insert(b(&i.to_string()), i);
+        }
+        m.remove(b"3".as_slice());
+        m.remove(b"5".as_slice());
+        let (slots, free) = m.layout();
+        let copy = ScanMap::from_layout(slots.to_vec(), free.to_vec());
+        assert_eq!(copy, m);
+        assert_eq!(copy.get(b"7"), Some(&7));
+        assert_eq!(copy.keys().collect::<Vec<_>>(), m.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn emptied_maps_release_their_slots() {
+        let mut m = ScanMap::new();
+        for i in 0..50 {
+            m.insert(b(&i.to_string()), ());
+        }
+        for i in 0..50 {
+            m.remove(i.to_string().as_bytes());
+        }
+        assert_eq!(m.capacity_slots(), 0);
+        assert!(m.is_empty());
+    }
+}

@@ -1,0 +1,607 @@
+//! RESP framing: requests in, replies out.
+//!
+//! Decoding follows Redis's `processInputBuffer`: a buffer starting with `*` is a multibulk
+//! request, anything else an inline command (`PING\r\n` from telnet or redis-benchmark). A
+//! multibulk request is first checked incrementally against the limits (count, bulk length,
+//! header line length, query buffer) so a hostile header never makes us buffer or allocate
+//! without bound, and then decoded by `redis-protocol`'s tokio codec. Replies are converted to
+//! `redis-protocol` frames for the client's protocol version (RESP2 or RESP3) and encoded by the
+//! same crate. This module knows nothing about commands.
+
+use bytes::{Buf, Bytes, BytesMut};
+use redis_protocol::codec::{Resp2, Resp3};
+use redis_protocol::resp2::types::BytesFrame as Frame2;
+use redis_protocol::resp3::types::{BytesFrame as Frame3, VerbatimStringFormat};
+use thiserror::Error;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::reply::{RedisError, Reply, format_double};
+
+/// Redis's limits on a multibulk count and bulk length before a client authenticates.
+const UNAUTHENTICATED_MAX_MULTIBULK: u64 = 10;
+const UNAUTHENTICATED_MAX_BULK: u64 = 16 * 1024;
+
+/// The size limits a connection enforces, read from the live configuration per connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Longest bulk string (`proto-max-bulk-len`).
+    pub max_bulk_len: u64,
+    /// Most elements in one request.
+    pub max_multibulk_len: u64,
+    /// Longest inline command or header line.
+    pub max_inline_len: u64,
+    /// Most bytes of unfinished request buffered.
+    pub query_buffer_limit: u64,
+}
+
+/// A request that cannot be parsed. The connection answers `-ERR Protocol error: ...` and
+/// closes, as Redis does.
+#[derive(Debug, Error, PartialEq)]
+pub enum ProtocolError {
+    /// Multibulk count out of range.
+    #[error("invalid multibulk length")]
+    InvalidMultibulkLength,
+    /// Multibulk count above 10 before AUTH.
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// Bulk length out of range.
+    #[error("invalid bulk length")]
+    InvalidBulkLength,
+    /// Bulk length above 16 KB before AUTH.
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
+    /// A multibulk element that is not a bulk string.
+    #[error("expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    /// The `*n` line is too long.
+    #[error("too big mbulk count string")]
+    BigMultibulkHeader,
+    /// The `$n` line is too long.
+    #[error("too big bulk count string")]
+    BigBulkHeader,
+    /// An inline command longer than the limit.
+    #[error("too big inline request")]
+    BigInline,
+    /// An inline command with an unterminated quote.
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+    /// More unparsed input than the query buffer limit.
+    #[error("query buffer limit reached")]
+    QueryBufferLimit,
+    /// The frame decoder refused the bytes.
+    #[error("{0}")]
+    Decode(String),
+    /// The socket failed.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl RedisError for ProtocolError {
+    fn line(&self) -> String {
+        format!("ERR Protocol error: {self}")
+    }
+}
+
+impl From<std::io::Error> for ProtocolError {
+    fn from(e: std::io::Error) -> Self {
+        ProtocolError::Io(e.to_string())
+    }
+}
+
+/// Progress through a partly received multibulk request, kept between reads so a large request
+/// arriving in pieces is scanned once, not once per read.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Bytes of the buffer already checked.
+    offset: usize,
+    /// Elements still to come, once the `*n` header is read.
+    remaining: Option<u64>,
+    /// Length of the bulk whose `$n` header was read but whose payload is incomplete.
+    pending_bulk: Option<u64>,
+    /// The header announced no elements (`*0`, `*-1`).
+    empty: bool,
+}
+
+/// The connection's codec: decodes requests into argument vectors and encodes `Reply`s in the
+/// protocol version the client negotiated.
+#[derive(Debug)]
+pub struct RespCodec {
+    limits: Limits,
+    authenticated: bool,
+    resp3: bool,
+    scan: Scan,
+    resp2: Resp2,
+    resp3_codec: Resp3,
+}
+
+/// One decoded request: the command name and its arguments, binary-safe.
+pub type Request = Vec<Bytes>;
+
+impl RespCodec {
+    /// A codec enforcing `limits`; `authenticated` false applies Redis's pre-AUTH limits.
+    pub fn new(limits: Limits, authenticated: bool) -> RespCodec {
+        RespCodec {
+            limits,
+            authenticated,
+            resp3: false,
+            scan: Scan::default(),
+            resp2: Resp2::default(),
+            resp3_codec: Resp3::default(),
+        }
+    }
+
+    /// Lifts the pre-AUTH limits once the client authenticates (or lowers them on RESET).
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
+    }
+
+    /// Switches replies to RESP3 (`HELLO 3`) or back to RESP2.
+    pub fn set_resp3(&mut self, resp3: bool) {
+        self.resp3 = resp3;
+    }
+
+    /// Whether replies are RESP3.
+    pub fn is_resp3(&self) -> bool {
+        self.resp3
+    }
+
+    /// Replaces the limits (after `CONFIG SET`).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    fn max_multibulk(&self) -> u64 {
+        if self.authenticated {
+            self.limits.max_multibulk_len
+        } else {
+            UNAUTHENTICATED_MAX_MULTIBULK
+        }
+    }
+
+    fn max_bulk(&self) -> u64 {
+        if self.authenticated {
+            self.limits.max_bulk_len
+        } else {
+            UNAUTHENTICATED_MAX_BULK
+        }
+    }
+
+    /// Scans the multibulk request at the start of `src` from where the last call stopped.
+    /// Returns `Ok(true)` once the whole request is in the buffer.
+    fn scan_multibulk(&mut self, src: &BytesMut) -> Result<bool, ProtocolError> {
+        loop {
+            let rest = &src[self.scan.offset..];
+            if let Some(len) = self.scan.pending_bulk {
+                let need = len as usize + 2;
+                if rest.len() < need {
+                    return Ok(false);
+                }
+                self.scan.offset += need;
+                self.scan.pending_bulk = None;
+                continue;
+            }
+            match self.scan.remaining {
+                None => {
+                    let Some((value, used)) =
+                        read_header(rest, self.limits.max_inline_len, ProtocolError::BigMultibulkHeader)?
+                    else {
+                        return Ok(false);
+                    };
+                    if value > self.max_multibulk() as i64 {
+                        return Err(if self.authenticated {
+                            ProtocolError::InvalidMultibulkLength
+                        } else {
+                            ProtocolError::UnauthenticatedMultibulkLength
+                        });
+                    }
+                    self.scan.offset += used;
+                    self.scan.remaining = Some(value.max(0) as u64);
+                    self.scan.empty = value <= 0;
+                }
+                Some(0) => return Ok(true),
+                Some(n) => {
+                    let Some(&first) = rest.first() else {
+                        return Ok(false);
+                    };
+                    if first != b'$' {
+                        return Err(ProtocolError::ExpectedBulk(first as char));
+                    }
+                    let Some((len, used)) =
+                        read_header(rest, self.limits.max_inline_len, ProtocolError::BigBulkHeader)?
+                    else {
+                        return Ok(false);
+                    };
+                    if len < 0 || len as u64 > self.limits.max_bulk_len {
+                        return Err(ProtocolError::InvalidBulkLength);
+                    }
+                    if len as u64 > self.max_bulk() {
+                        return Err(ProtocolError::UnauthenticatedBulkLength);
+                    }
+                    self.scan.offset += used;
+                    self.scan.pending_bulk = Some(len as u64);
+                    self.scan.remaining = Some(n - 1);
+                }
+            }
+        }
+    }
+
+    fn decode_multibulk(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        if !self.scan_multibulk(src)? {
+            if src.len() as u64 > self.limits.query_buffer_limit {
+                return Err(ProtocolError::QueryBufferLimit);
+            }
+            return Ok(None);
+        }
+        let scanned = std::mem::take(&mut self.scan);
+        // A zero or negative count is an empty request, which Redis skips without a reply.
+        if scanned.empty {
+            src.advance(scanned.offset);
+            return Ok(Some(Vec::new()));
+        }
+        let frame = self
+            .resp2
+            .decode(src)
+            .map_err(|e| ProtocolError::Decode(e.details().to_owned()))?
+            .ok_or_else(|| ProtocolError::Decode("incomplete frame after scan".to_owned()))?;
+        match frame {
+            Frame2::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Frame2::BulkString(b) => Ok(b),
+                    _ => Err(ProtocolError::ExpectedBulk('?')),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            _ => Err(ProtocolError::Decode("expected an array".to_owned())),
+        }
+    }
+
+    fn decode_inline(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        let Some(newline) = src.iter().position(|&b| b == b'\n') else {
+            if src.len() as u64 > self.limits.max_inline_len {
+                return Err(ProtocolError::BigInline);
+            }
+            return Ok(None);
+        };
+        if newline as u64 > self.limits.max_inline_len {
+            return Err(ProtocolError::BigInline);
+        }
+        let line = src.split_to(newline + 1);
+        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        split_inline(line).map(Some)
+    }
+}
+
+/// Reads a `*n\r\n` or `$n\r\n` header at the start of `src`: `(n, bytes used)`, `None` if
+/// the line is incomplete, an error if it is too long or not a number.
+fn read_header(
+    src: &[u8],
+    max_line: u64,
+    too_long: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let Some(cr) = src.iter().position(|&b| b == b'\r') else {
+        if src.len() as u64 > max_line {
+            return Err(too_long);
+        }
+        return Ok(None);
+    };
+    if src.len() < cr + 2 {
+        return Ok(None);
+    }
+    let bad = || match src[0] {
+        b'*' => ProtocolError::InvalidMultibulkLength,
+        _ => ProtocolError::InvalidBulkLength,
+    };
+    if src[cr + 1] != b'\n' {
+        return Err(bad());
+    }
+    let value = std::str::from_utf8(&src[1..cr])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(bad)?;
+    Ok(Some((value, cr + 2)))
+}
+
+/// Splits an inline command into words the way Redis's `sdssplitargs` does: whitespace
+/// separates words; "double quotes" take `\n`, `\xHH`-style escapes; 'single quotes' take
+/// `\'`; a closing quote must be followed by whitespace or the end.
+pub fn split_inline(line: &[u8]) -> Result<Request, ProtocolError> {
+    let mut words = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(words);
+        }
+        let mut word = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match line.get(i) {
+                        None => return Err(ProtocolError::UnbalancedQuotes),
+                        Some(b'\\') if i + 3 < line.len()
+                            && line[i + 1] == b'x'
+                            && line[i + 2].is_ascii_hexdigit()
+                            && line[i + 3].is_ascii_hexdigit() =>
+                        {
+                            let hex = std::str::from_utf8(&line[i + 2..i + 4]).unwrap_or("0");
+                            word.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                            i += 4;
+                        }
+                        Some(b'\\') if i + 1 < line.len() => {
+                            word.push(match line[i + 1] {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 8,
+                                b'a' => 7,
+                                other => other,
+                            });
+                            i += 2;
+                        }
+                        Some(b'"') => {
+                            i += 1;
+                            if i < line.len() && !line[i].is_ascii_whitespace() {
+                                return Err(ProtocolError::UnbalancedQuotes);
+                            }
+                            break;
+                        }
+                        Some(&c) => {
+                            word.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    match line.get(i) {
+                        None => return Err(ProtocolError::UnbalancedQuotes),
+                        Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                            word.push(b'\'');
+                            i += 2;
+                        }
+                        Some(b'\'') => {
+                            i += 1;
+                            if i < line.len() && !line[i].is_ascii_whitespace() {
+                                return Err(ProtocolError::UnbalancedQuotes);
+                            }
+                            break;
+                        }
+                        Some(&c) => {
+                            word.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    word.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        words.push(Bytes::from(word));
+    }
+}
+
+impl Decoder for RespCodec {
+    type Item = Request;
+    type Error = ProtocolError;
+
+    /// Returns the next request. An empty request (a blank inline line, `*0`) is returned as an
+    /// empty vector, which the caller skips without replying.
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        match src.first() {
+            None => Ok(None),
+            Some(b'*') => self.decode_multibulk(src),
+            Some(_) => self.decode_inline(src),
+        }
+    }
+}
+
+impl Encoder<Reply> for RespCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        let encode_err = |e: redis_protocol::error::RedisProtocolError| ProtocolError::Decode(e.details().to_owned());
+        if self.resp3 {
+            self.resp3_codec.encode(to_resp3(reply), dst).map_err(encode_err)
+        } else if reply == Reply::NilArray {
+            // redis-protocol's RESP2 null is the null bulk string; EXEC wants the null array.
+            dst.extend_from_slice(b"*-1\r\n");
+            Ok(())
+        } else {
+            self.resp2.encode(to_resp2(reply), dst).map_err(encode_err)
+        }
+    }
+}
+
+/// Status and error lines cannot hold CR or LF; Redis replaces them with spaces.
+fn one_line(text: String) -> String {
+    if text.contains(['\r', '\n']) {
+        text.replace(['\r', '\n'], " ")
+    } else {
+        text
+    }
+}
+
+fn to_resp2(reply: Reply) -> Frame2 {
+    match reply {
+        Reply::Status(s) => Frame2::SimpleString(Bytes::from(one_line(s))),
+        Reply::Error(e) => Frame2::Error(one_line(e).into()),
+        Reply::Int(i) => Frame2::Integer(i),
+        Reply::Bulk(b) => Frame2::BulkString(b),
+        Reply::Nil | Reply::NilArray => Frame2::Null,
+        Reply::Array(items) | Reply::Set(items) => Frame2::Array(items.into_iter().map(to_resp2).collect()),
+        Reply::Map(pairs) => Frame2::Array(
+            pairs
+                .into_iter()
+                .flat_map(|(k, v)| [to_resp2(k), to_resp2(v)])
+                .collect(),
+        ),
+        Reply::Double(d) => Frame2::BulkString(Bytes::from(format_double(d))),
+        Reply::Bool(b) => Frame2::Integer(b as i64),
+        Reply::Verbatim(text) => Frame2::BulkString(Bytes::from(text)),
+    }
+}
+
+fn to_resp3(reply: Reply) -> Frame3 {
+    match reply {
+        Reply::Status(s) => Frame3::SimpleString { data: Bytes::from(one_line(s)), attributes: None },
+        Reply::Error(e) => Frame3::SimpleError { data: one_line(e).into(), attributes: None },
+        Reply::Int(i) => Frame3::Number { data: i, attributes: None },
+        Reply::Bulk(b) => Frame3::BlobString { data: b, attributes: None },
+        Reply::Nil | Reply::NilArray => Frame3::Null,
+        Reply::Array(items) => Frame3::Array {
+            data: items.into_iter().map(to_resp3).collect(),
+            attributes: None,
+        },
+        Reply::Set(items) => Frame3::Set {
+            data: items.into_iter().map(to_resp3).collect(),
+            attributes: None,
+        },
+        Reply::Map(pairs) => Frame3::Map {
+            data: pairs.into_iter().map(|(k, v)| (to_resp3(k), to_resp3(v))).collect(),
+            attributes: None,
+        },
+        Reply::Double(d) => Frame3::Double { data: d, attributes: None },
+        Reply::Bool(b) => Frame3::Boolean { data: b, attributes: None },
+        Reply::Verbatim(text) => Frame3::VerbatimString {
+            data: Bytes::from(text),
+            format: VerbatimStringFormat::Text,
+            attributes: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_bulk_len: 1024 * 1024,
+            max_multibulk_len: 1000,
+            max_inline_len: 64 * 1024,
+            query_buffer_limit: 16 * 1024 * 1024,
+        }
+    }
+
+    fn decode_all(codec: &mut RespCodec, input: &[u8]) -> Result<Vec<Vec<String>>, ProtocolError> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(req) = codec.decode(&mut buf)? {
+            out.push(req.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect());
+        }
+        Ok(out)
+    }
+
+    fn check(input: &[u8], expected: &[&[&str]]) {
+        let mut codec = RespCodec::new(limits(), true);
+        let got = decode_all(&mut codec, input).unwrap();
+        let expected: Vec<Vec<String>> = expected
+            .iter()
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .collect();
+        assert_eq!(got, expected, "input {:?}", String::from_utf8_lossy(input));
+    }
+
+    fn check_err(input: &[u8], authenticated: bool, expected: ProtocolError) {
+        let mut codec = RespCodec::new(limits(), authenticated);
+        assert_eq!(decode_all(&mut codec, input), Err(expected), "input {:?}", String::from_utf8_lossy(input));
+    }
+
+    #[test]
+    fn decodes_multibulk_and_inline_requests() {
+        check(b"*1\r\n$4\r\nPING\r\n", &[&["PING"]]);
+        check(b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n", &[&["ECHO", ""]]);
+        check(b"PING\r\n", &[&["PING"]]);
+        check(b"PING\n", &[&["PING"]]);
+        check(b"  set  k   v \r\n", &[&["set", "k", "v"]]);
+        check(b"set k \"a b\\x41\\n\"\r\n", &[&["set", "k", "a bA\n"]]);
+        check(b"set k 'it\\'s'\r\n", &[&["set", "k", "it's"]]);
+        check(b"\r\n", &[&[]]);
+        check(b"*0\r\n", &[&[]]);
+        check(b"*-1\r\n*1\r\n$4\r\nPING\r\n", &[&[], &["PING"]]);
+        check(b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n", &[&["PING"], &["PING"], &["PING"]]);
+    }
+
+    #[test]
+    fn incomplete_requests_wait_for_more_bytes() {
+        let mut codec = RespCodec::new(limits(), true);
+        let full = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+        let mut buf = BytesMut::new();
+        for (i, byte) in full.iter().enumerate() {
+            buf.extend_from_slice(&[*byte]);
+            let got = codec.decode(&mut buf).unwrap();
+            if i + 1 < full.len() {
+                assert_eq!(got, None, "complete too early at byte {i}");
+            } else {
+                assert_eq!(got.unwrap(), vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("value")]);
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        check_err(b"*99999999\r\n", true, ProtocolError::InvalidMultibulkLength);
+        check_err(b"*11\r\n", false, ProtocolError::UnauthenticatedMultibulkLength);
+        check_err(b"*1\r\n$99999999999\r\n", true, ProtocolError::InvalidBulkLength);
+        check_err(b"*1\r\n$20000\r\n", false, ProtocolError::UnauthenticatedBulkLength);
+        check_err(b"*1\r\n$-5\r\n", true, ProtocolError::InvalidBulkLength);
+        check_err(b"*1\r\n+PING\r\n", true, ProtocolError::ExpectedBulk('+'));
+        check_err(b"*x\r\n", true, ProtocolError::InvalidMultibulkLength);
+        check_err(b"*1\r\n$x\r\n", true, ProtocolError::InvalidBulkLength);
+        check_err(&[b'a'; 70 * 1024], true, ProtocolError::BigInline);
+        let mut big_header = b"*1".to_vec();
+        big_header.extend(std::iter::repeat_n(b'1', 70 * 1024));
+        check_err(&big_header, true, ProtocolError::BigMultibulkHeader);
+        check_err(b"set k \"open\r\n", true, ProtocolError::UnbalancedQuotes);
+        check_err(b"set k \"a\"b\r\n", true, ProtocolError::UnbalancedQuotes);
+    }
+
+    #[test]
+    fn query_buffer_limit_applies_to_unfinished_requests() {
+        let mut codec = RespCodec::new(
+            Limits {
+                query_buffer_limit: 2048,
+                ..limits()
+            },
+            true,
+        );
+        let mut buf = BytesMut::from(&b"*1\r\n$10000\r\n"[..]);
+        buf.extend_from_slice(&[b'x'; 4096]);
+        assert_eq!(codec.decode(&mut buf), Err(ProtocolError::QueryBufferLimit));
+    }
+
+    fn encoded(reply: Reply, resp3: bool) -> String {
+        let mut codec = RespCodec::new(limits(), true);
+        codec.set_resp3(resp3);
+        let mut out = BytesMut::new();
+        codec.encode(reply, &mut out).unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn replies_encode_for_each_protocol() {
+        let map = Reply::Map(vec![(Reply::bulk("a"), Reply::Int(1))]);
+        assert_eq!(encoded(map.clone(), false), "*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(encoded(map, true), "%1\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(encoded(Reply::Nil, false), "$-1\r\n");
+        assert_eq!(encoded(Reply::NilArray, false), "*-1\r\n");
+        assert_eq!(encoded(Reply::Nil, true), "_\r\n");
+        assert_eq!(encoded(Reply::Double(1.5), false), "$3\r\n1.5\r\n");
+        assert_eq!(encoded(Reply::Double(1.5), true), ",1.5\r\n");
+        assert_eq!(encoded(Reply::Bool(true), false), ":1\r\n");
+        assert_eq!(encoded(Reply::Error("ERR a\r\nb".into()), false), "-ERR a  b\r\n");
+        assert_eq!(encoded(Reply::Verbatim("x".into()), true), "=5\r\ntxt:x\r\n");
+    }
+}
