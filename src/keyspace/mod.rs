@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::reply::RedisError;
 
-pub use op::{Op, parse};
+pub use op::{Op, ParseCtx, parse};
 pub use scanmap::ScanMap;
 
 /// The time an operation executes at, carried by the operation, never read from a clock here.

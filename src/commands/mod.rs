@@ -1,0 +1,340 @@
+//! Commands: from a decoded request to a reply.
+//!
+//! [`execute`] is the one entry point. It looks the command up in the table ([`spec`]), checks
+//! arity and authentication, queues inside MULTI, then dispatches: connection, server and
+//! transaction commands are handled by the files of those names; every data command is parsed
+//! into a keyspace [`Op`](crate::keyspace::Op) and run by the [`Node`]. Statistics are kept
+//! here, around the dispatch. This layer never touches sockets.
+
+mod connection;
+mod server;
+pub mod spec;
+mod transactions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use thiserror::Error;
+
+use crate::clients::{ClientInfo, Clients};
+use crate::config::Config;
+use crate::keyspace::{self, WatchToken};
+use crate::node::Node;
+use crate::reply::{RedisError, Reply};
+use crate::stats::Stats;
+use spec::CommandSpec;
+
+/// The Redis version Ferrite reports to clients (HELLO, INFO), i.e. the command set it follows.
+pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
+
+/// Changes the log level at run time (`CONFIG SET loglevel`); installed by the binary.
+pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The engine.
+    pub node: Node,
+    /// The live configuration (CONFIG GET/SET).
+    pub config: RwLock<Config>,
+    /// Connected clients.
+    pub clients: Clients,
+    /// INFO counters.
+    pub stats: Stats,
+    /// Start time, for uptime.
+    pub started: Instant,
+    /// Fires when the server should stop (SHUTDOWN, signals).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Applies a new log level.
+    pub log_level: LogLevelSetter,
+    /// 40-hex id of this process, for INFO's run_id.
+    pub run_id: String,
+    /// The port actually listened on.
+    pub port: u16,
+    /// The configuration file, if any, for INFO.
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Shared state for a server listening on `port` with `config`.
+    pub fn new(config: Config, port: u16, config_file: Option<std::path::PathBuf>, log_level: LogLevelSetter) -> Shared {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Shared {
+            node: Node::new(),
+            config: RwLock::new(config),
+            clients: Clients::default(),
+            stats: Stats::new(spec::COMMANDS.len()),
+            started: Instant::now(),
+            shutdown,
+            log_level,
+            run_id: random_hex_id(),
+            port,
+            config_file,
+        }
+    }
+
+    /// Asks every part of the server to stop.
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// A random 40-hex-digit id (Redis run ids and, later, cluster node ids have this shape).
+pub fn random_hex_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..3)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect::<String>()[..40]
+        .to_owned()
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Session {
+    /// This client's entry in the registry.
+    pub client: Arc<ClientInfo>,
+    /// Whether AUTH succeeded (or no password is required).
+    pub authenticated: bool,
+    /// Whether replies are RESP3.
+    pub resp3: bool,
+    /// Commands queued since MULTI.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A queued command was refused, so EXEC must abort.
+    pub multi_failed: bool,
+    /// Keys watched, with their versions.
+    pub watches: Vec<WatchToken>,
+    /// Close the connection after this reply (QUIT).
+    pub close: bool,
+}
+
+impl Session {
+    /// A fresh session; `authenticated` is false when a password is required.
+    pub fn new(client: Arc<ClientInfo>, authenticated: bool) -> Session {
+        Session {
+            client,
+            authenticated,
+            resp3: false,
+            multi: None,
+            multi_failed: false,
+            watches: Vec::new(),
+            close: false,
+        }
+    }
+}
+
+/// Errors of the command layer itself (the keyspace has its own). Texts are Redis 7's.
+#[derive(Debug, Error, PartialEq)]
+pub enum CommandError {
+    /// No such command.
+    #[error("unknown command '{name}', with args beginning with: {args}")]
+    UnknownCommand {
+        /// The name as sent.
+        name: String,
+        /// The first arguments, quoted.
+        args: String,
+    },
+    /// No such subcommand.
+    #[error("unknown subcommand '{sub}'. Try {container} HELP.")]
+    UnknownSubcommand {
+        /// The subcommand as sent.
+        sub: String,
+        /// The container, uppercase.
+        container: String,
+    },
+    /// Arity mismatch.
+    #[error("wrong number of arguments for '{0}' command")]
+    WrongArity(String),
+    /// A password is required.
+    #[error("Authentication required.")]
+    NoAuth,
+    /// HELLO before authenticating, without AUTH.
+    #[error(
+        "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"
+    )]
+    HelloNoAuth,
+    /// Wrong password.
+    #[error("invalid username-password pair or user is disabled.")]
+    WrongPass,
+    /// AUTH without a configured password.
+    #[error(
+        "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+    )]
+    NoPasswordSet,
+    /// HELLO with an unknown protocol version.
+    #[error("unsupported protocol version")]
+    NoProto,
+    /// Bad syntax.
+    #[error("syntax error")]
+    Syntax,
+    /// A free-form ERR message.
+    #[error("{0}")]
+    Message(String),
+    /// EXEC after a refused queued command.
+    #[error("Transaction discarded because of previous errors.")]
+    ExecAbort,
+}
+
+impl RedisError for CommandError {
+    fn prefix(&self) -> &'static str {
+        match self {
+            CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
+            CommandError::WrongPass => "WRONGPASS",
+            CommandError::NoProto => "NOPROTO",
+            CommandError::ExecAbort => "EXECABORT",
+            _ => "ERR",
+        }
+    }
+}
+
+fn unknown_command(argv: &[Bytes]) -> CommandError {
+    let args: String = argv[1..]
+        .iter()
+        .take(32)
+        .map(|a| format!("'{}' ", String::from_utf8_lossy(&a[..a.len().min(128)])))
+        .collect();
+    CommandError::UnknownCommand {
+        name: String::from_utf8_lossy(&argv[0][..argv[0].len().min(128)]).into_owned(),
+        args,
+    }
+}
+
+/// Runs one request and returns its reply. `argv` is non-empty.
+pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Reply {
+    let stats = &shared.stats;
+    stats
+        .total_commands
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(spec) = spec::lookup(&argv[0]) else {
+        session.multi_failed |= session.multi.is_some();
+        return rejected(shared, None, unknown_command(&argv));
+    };
+    session.client.touch(spec.name);
+    if let Err(e) = check(spec, session, &argv) {
+        session.multi_failed |= session.multi.is_some();
+        return rejected(shared, Some(spec), e);
+    }
+    if let Some(queue) = &mut session.multi
+        && !matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset")
+    {
+        queue.push(argv);
+        return Reply::Status("QUEUED".to_owned());
+    }
+    let started = Instant::now();
+    let reply = run(shared, session, spec, argv).await;
+    let counters = &stats.commands[spec::index_of(spec)];
+    counters.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counters.usec.fetch_add(
+        started.elapsed().as_micros() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if let Reply::Error(line) = &reply {
+        counters.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.record_error(line);
+    }
+    reply
+}
+
+/// The checks before a command runs: arity (subcommands included), authentication, and
+/// commands that cannot be queued.
+fn check(spec: &'static CommandSpec, session: &Session, argv: &[Bytes]) -> Result<(), CommandError> {
+    if !spec.arity_ok(argv.len()) {
+        return Err(CommandError::WrongArity(spec.name.to_owned()));
+    }
+    if !session.authenticated && !spec.has_flag("no_auth") {
+        return Err(CommandError::NoAuth);
+    }
+    if !spec.subcommands.is_empty() && argv.len() > 1 {
+        let sub = spec::subcommand(spec, &argv[1]).ok_or_else(|| CommandError::UnknownSubcommand {
+            sub: String::from_utf8_lossy(&argv[1]).into_owned(),
+            container: spec.name.to_ascii_uppercase(),
+        })?;
+        if !sub.arity_ok(argv.len()) {
+            return Err(CommandError::WrongArity(sub.name.to_owned()));
+        }
+    }
+    if session.multi.is_some() && spec.has_flag("no_multi") {
+        return Err(CommandError::Message("Command not allowed inside a transaction".to_owned()));
+    }
+    Ok(())
+}
+
+/// Counts and returns a refusal that happened before the command ran.
+fn rejected(shared: &Shared, spec: Option<&'static CommandSpec>, error: CommandError) -> Reply {
+    if let Some(spec) = spec {
+        shared.stats.commands[spec::index_of(spec)]
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let reply = Reply::error(error);
+    if let Reply::Error(line) = &reply {
+        shared.stats.record_error(line);
+    }
+    reply
+}
+
+/// Dispatches a checked command to its family.
+async fn run(shared: &Shared, session: &mut Session, spec: &'static CommandSpec, argv: Vec<Bytes>) -> Reply {
+    let result = match spec.name {
+        "ping" | "echo" | "hello" | "auth" | "select" | "quit" | "reset" | "client" => {
+            connection::execute(shared, session, spec, &argv)
+        }
+        "info" | "config" | "command" | "time" | "shutdown" => server::execute(shared, spec, &argv),
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+            return transactions::execute(shared, session, spec, argv).await;
+        }
+        _ => return data(shared, spec, &argv).await,
+    };
+    result.unwrap_or_else(Reply::error)
+}
+
+/// Parses and runs a data command through the node.
+async fn data(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes]) -> Reply {
+    let ctx = shared.node.parse_ctx();
+    match keyspace::parse(spec.name, &argv[1..], &ctx) {
+        Some(Ok(op)) => shared.node.execute(op, &ctx).await,
+        Some(Err(e)) => Reply::error(e),
+        None => Reply::error(unknown_command(argv)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::ParseCtx;
+
+    /// The table's `write` flag and the operation's own `is_write` must agree, or a write
+    /// could skip the write path.
+    #[test]
+    fn table_write_flags_match_operations() {
+        let ctx = ParseCtx { now_ms: 0, seed: 0 };
+        for spec in spec::COMMANDS {
+            let argc = spec.arity.unsigned_abs() as usize;
+            // Plausible arguments: numbers parse as counts, indexes and TTLs.
+            let args: Vec<Bytes> = (1..argc.max(2)).map(|_| Bytes::from_static(b"1")).collect();
+            let args = if spec.name == "scan" { vec![Bytes::from_static(b"0")] } else { args };
+            if let Some(Ok(op)) = keyspace::parse(spec.name, &args, &ctx) {
+                assert_eq!(op.is_write(), spec.is_write(), "{}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_command_errors_quote_their_arguments() {
+        let argv: Vec<Bytes> = ["FOO", "a", "b"].iter().map(|s| Bytes::from(*s)).collect();
+        assert_eq!(
+            Reply::error(unknown_command(&argv)),
+            Reply::Error("ERR unknown command 'FOO', with args beginning with: 'a' 'b' ".into())
+        );
+    }
+}

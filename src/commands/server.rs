@@ -1,0 +1,334 @@
+//! Server commands: INFO, CONFIG GET/SET/RESETSTAT, COMMAND (COUNT, INFO, DOCS, LIST,
+//! GETKEYS), TIME, SHUTDOWN. (DBSIZE, FLUSHDB and FLUSHALL are keyspace operations.)
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tracing::info;
+
+use super::spec::{self, COMMANDS, CommandSpec};
+use super::{CommandError, REDIS_COMPAT_VERSION, Shared};
+use crate::args::{is, text};
+use crate::config::ConfigSetError;
+use crate::glob;
+use crate::reply::Reply;
+
+pub(super) fn execute(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Reply, CommandError> {
+    let args = &argv[1..];
+    match spec.name {
+        "info" => Ok(Reply::Verbatim(info(shared, args))),
+        "config" => config(shared, args),
+        "command" => command(args),
+        "time" => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            Ok(Reply::Array(vec![
+                Reply::bulk_display(now.as_secs()),
+                Reply::bulk_display(now.subsec_micros()),
+            ]))
+        }
+        _ => shutdown(shared, args),
+    }
+}
+
+fn shutdown(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
+    for arg in args {
+        if !["NOSAVE", "SAVE", "NOW", "FORCE", "ABORT"].iter().any(|w| is(arg, w)) {
+            return Err(CommandError::Syntax);
+        }
+    }
+    if args.iter().any(|a| is(a, "ABORT")) {
+        return Err(CommandError::Message("No shutdown in progress.".to_owned()));
+    }
+    info!("SHUTDOWN requested by a client");
+    shared.trigger_shutdown();
+    // The connection closes without a reply, as in Redis; this error is only seen if the
+    // shutdown could not close it first.
+    Ok(Reply::ok())
+}
+
+fn config(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
+    let sub = args[0].to_ascii_lowercase();
+    match sub.as_slice() {
+        b"get" => {
+            let config = shared.config.read();
+            let mut pairs: Vec<(Reply, Reply)> = Vec::new();
+            for pattern in &args[1..] {
+                for (name, value) in config.get_matching(pattern) {
+                    if !pairs.iter().any(|(n, _)| *n == Reply::bulk(name)) {
+                        pairs.push((Reply::bulk(name), Reply::bulk(value)));
+                    }
+                }
+            }
+            Ok(Reply::Map(pairs))
+        }
+        b"set" => {
+            let pairs = &args[1..];
+            if pairs.len() % 2 != 0 {
+                return Err(CommandError::WrongArity("config|set".to_owned()));
+            }
+            let mut config = shared.config.write();
+            let mut next = config.clone();
+            for pair in pairs.chunks_exact(2) {
+                let (name, value) = (text(&pair[0]), text(&pair[1]));
+                next.set(&name, &value).map_err(|e| match e {
+                    ConfigSetError::Unknown => CommandError::Message(format!(
+                        "Unknown option or number of arguments for CONFIG SET - '{name}'"
+                    )),
+                    ConfigSetError::Immutable => CommandError::Message(format!(
+                        "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
+                    )),
+                    ConfigSetError::BadValue(reason) => CommandError::Message(format!(
+                        "CONFIG SET failed (possibly related to argument '{name}') - {reason}"
+                    )),
+                })?;
+            }
+            if next.server.log_level != config.server.log_level {
+                (shared.log_level)(&next.server.log_level).map_err(CommandError::Message)?;
+            }
+            *config = next;
+            Ok(Reply::ok())
+        }
+        b"resetstat" => {
+            shared.stats.reset();
+            Ok(Reply::ok())
+        }
+        _ => Err(CommandError::UnknownSubcommand {
+            sub: text(&args[0]),
+            container: "CONFIG".to_owned(),
+        }),
+    }
+}
+
+fn command(args: &[Bytes]) -> Result<Reply, CommandError> {
+    let Some(sub) = args.first() else {
+        return Ok(Reply::Array(COMMANDS.iter().map(CommandSpec::info).collect()));
+    };
+    match sub.to_ascii_lowercase().as_slice() {
+        b"count" => Ok(Reply::Int(COMMANDS.len() as i64)),
+        b"info" => Ok(Reply::Array(if args.len() == 1 {
+            COMMANDS.iter().map(CommandSpec::info).collect()
+        } else {
+            args[1..]
+                .iter()
+                .map(|name| spec::lookup(name).map_or(Reply::Nil, CommandSpec::info))
+                .collect()
+        })),
+        b"docs" => {
+            let chosen: Vec<&CommandSpec> = if args.len() == 1 {
+                COMMANDS.iter().collect()
+            } else {
+                args[1..].iter().filter_map(|n| spec::lookup(n)).collect()
+            };
+            Ok(Reply::Map(chosen.into_iter().map(|s| (Reply::bulk(s.name), s.docs())).collect()))
+        }
+        b"list" => {
+            let names = COMMANDS.iter().map(|c| c.name);
+            let filtered: Vec<&str> = match &args[1..] {
+                [] => names.collect(),
+                [filterby, kind, value] if is(filterby, "FILTERBY") => {
+                    if is(kind, "PATTERN") {
+                        names.filter(|n| glob::matches(&value.to_ascii_lowercase(), n.as_bytes())).collect()
+                    } else if is(kind, "ACLCAT") {
+                        let cat = format!("@{}", text(value).to_ascii_lowercase());
+                        COMMANDS
+                            .iter()
+                            .filter(|c| c.acl_categories().contains(&cat.as_str()))
+                            .map(|c| c.name)
+                            .collect()
+                    } else if is(kind, "MODULE") {
+                        Vec::new()
+                    } else {
+                        return Err(CommandError::Syntax);
+                    }
+                }
+                _ => return Err(CommandError::Syntax),
+            };
+            Ok(Reply::Array(filtered.into_iter().map(Reply::bulk).collect()))
+        }
+        b"getkeys" => {
+            let target = &args[1..];
+            let spec = spec::lookup(&target[0]).ok_or_else(|| CommandError::Message("Invalid command specified".to_owned()))?;
+            if !spec.arity_ok(target.len()) {
+                return Err(CommandError::Message("Invalid number of arguments specified for command".to_owned()));
+            }
+            let keys = spec.keys(target);
+            if keys.is_empty() {
+                return Err(CommandError::Message("The command has no key arguments".to_owned()));
+            }
+            Ok(Reply::Array(keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect()))
+        }
+        _ => Err(CommandError::UnknownSubcommand {
+            sub: text(sub),
+            container: "COMMAND".to_owned(),
+        }),
+    }
+}
+
+/// Sections INFO prints with no argument or `default`.
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
+
+fn info(shared: &Shared, args: &[Bytes]) -> String {
+    let wanted: Vec<String> = args.iter().map(|a| text(a).to_ascii_lowercase()).collect();
+    let everything = wanted.iter().any(|w| w == "all" || w == "everything");
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+    let mut out = String::new();
+    for section in DEFAULT_SECTIONS.iter().chain(&["commandstats"]) {
+        let selected = everything
+            || (default && DEFAULT_SECTIONS.contains(section))
+            || wanted.iter().any(|w| w == section);
+        if !selected {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let mut title = section.to_owned().to_owned();
+        title[..1].make_ascii_uppercase();
+        let _ = write!(out, "# {title}\r\n");
+        section_body(shared, section, &mut out);
+    }
+    out
+}
+
+fn section_body(shared: &Shared, section: &str, out: &mut String) {
+    let mut line = |k: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(out, "{k}:{v}\r\n");
+    };
+    let stats = &shared.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    match section {
+        "server" => {
+            let uptime = shared.started.elapsed().as_secs();
+            line("redis_version", &REDIS_COMPAT_VERSION);
+            line("ferrite_version", &env!("CARGO_PKG_VERSION"));
+            line("redis_mode", &"standalone");
+            line("os", &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
+            line("arch_bits", &64);
+            line("multiplexing_api", &"tokio");
+            line("process_id", &std::process::id());
+            line("run_id", &shared.run_id);
+            line("tcp_port", &shared.port);
+            line("uptime_in_seconds", &uptime);
+            line("uptime_in_days", &(uptime / 86_400));
+            line(
+                "executable",
+                &std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            );
+            line(
+                "config_file",
+                &shared.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            );
+        }
+        "clients" => {
+            line("connected_clients", &shared.clients.len());
+            line("maxclients", &shared.config.read().server.maxclients);
+            line("blocked_clients", &0);
+        }
+        "memory" => {
+            let rss = resident_bytes();
+            line("used_memory", &rss);
+            line("used_memory_human", &human_bytes(rss));
+            line("used_memory_rss", &rss);
+            line("maxmemory", &0);
+            line("maxmemory_policy", &"noeviction");
+        }
+        "persistence" => {
+            line("loading", &0);
+            line("rdb_bgsave_in_progress", &0);
+            line("aof_enabled", &0);
+        }
+        "stats" => {
+            line("total_connections_received", &load(&stats.total_connections));
+            line("total_commands_processed", &load(&stats.total_commands));
+            line("total_net_input_bytes", &load(&stats.net_input_bytes));
+            line("total_net_output_bytes", &load(&stats.net_output_bytes));
+            line("rejected_connections", &load(&stats.rejected_connections));
+            line("expired_keys", &shared.node.keyspace_stats().expired);
+            line("evicted_keys", &0);
+            line("total_error_replies", &load(&stats.total_errors));
+        }
+        "replication" => {
+            line("role", &"master");
+            line("connected_slaves", &0);
+            line("master_replid", &shared.run_id);
+            line("master_repl_offset", &0);
+        }
+        "cpu" => {
+            let (user, system) = cpu_seconds();
+            line("used_cpu_sys", &format!("{system:.6}"));
+            line("used_cpu_user", &format!("{user:.6}"));
+        }
+        "errorstats" => {
+            for (prefix, count) in stats.errors.lock().iter() {
+                line(&format!("errorstat_{prefix}"), &format!("count={count}"));
+            }
+        }
+        "cluster" => line("cluster_enabled", &0),
+        "keyspace" => {
+            let ks = shared.node.keyspace_stats();
+            if ks.keys > 0 {
+                line("db0", &format!("keys={},expires={},avg_ttl=0", ks.keys, ks.expires));
+            }
+        }
+        "commandstats" => {
+            for (spec, c) in COMMANDS.iter().zip(&stats.commands) {
+                let calls = load(&c.calls);
+                let (rejected, failed) = (load(&c.rejected), load(&c.failed));
+                if calls + rejected == 0 {
+                    continue;
+                }
+                let usec = load(&c.usec);
+                line(
+                    &format!("cmdstat_{}", spec.name),
+                    &format!(
+                        "calls={calls},usec={usec},usec_per_call={:.2},rejected_calls={rejected},failed_calls={failed}",
+                        if calls > 0 { usec as f64 / calls as f64 } else { 0.0 }
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Resident set size in bytes, from /proc (0 where unavailable).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// User and system CPU seconds of this process, from /proc (0 where unavailable).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "K", "M", "G", "T"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", units[unit])
+}

@@ -1,0 +1,119 @@
+//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+//!
+//! Queued data commands are parsed at EXEC time (so TTLs count from EXEC, as in Redis) and run
+//! as one [`Op::Exec`]: a single atomic batch through the node's write path, which checks the
+//! watched keys' versions inside the same step that applies the batch. Queued non-data commands
+//! (PING, INFO, ...) run right after the batch, their replies put back in queue order.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::spec::{self, CommandSpec};
+use super::{CommandError, Session, Shared};
+use crate::keyspace::{self, Op};
+use crate::reply::Reply;
+
+pub(super) async fn execute(
+    shared: &Shared,
+    session: &mut Session,
+    spec: &'static CommandSpec,
+    argv: Vec<Bytes>,
+) -> Reply {
+    let result = match spec.name {
+        "multi" => multi(session),
+        "discard" => match session.multi.take() {
+            None => Err(CommandError::Message("DISCARD without MULTI".to_owned())),
+            Some(_) => {
+                end_transaction(session);
+                Ok(Reply::ok())
+            }
+        },
+        "watch" => {
+            if session.multi.is_some() {
+                Err(CommandError::Message("WATCH inside MULTI is not allowed".to_owned()))
+            } else {
+                for key in &argv[1..] {
+                    let token = shared.node.watch(key);
+                    session.watches.push(token);
+                }
+                Ok(Reply::ok())
+            }
+        }
+        "unwatch" => {
+            session.watches.clear();
+            Ok(Reply::ok())
+        }
+        _ => return exec(shared, session).await,
+    };
+    result.unwrap_or_else(Reply::error)
+}
+
+fn multi(session: &mut Session) -> Result<Reply, CommandError> {
+    if session.multi.is_some() {
+        return Err(CommandError::Message("MULTI calls can not be nested".to_owned()));
+    }
+    session.multi = Some(Vec::new());
+    session.multi_failed = false;
+    session.client.in_multi.store(true, Ordering::Relaxed);
+    Ok(Reply::ok())
+}
+
+/// Leaves MULTI state and forgets the watched keys (EXEC and DISCARD both unwatch).
+fn end_transaction(session: &mut Session) {
+    session.multi = None;
+    session.multi_failed = false;
+    session.watches.clear();
+    session.client.in_multi.store(false, Ordering::Relaxed);
+}
+
+/// Where a queued command's reply comes from.
+enum Slot {
+    /// The n-th reply of the batch.
+    Batch,
+    /// A reply known before the batch runs (a parse error).
+    Ready(Reply),
+    /// A non-data command to run after the batch.
+    After(&'static CommandSpec, Vec<Bytes>),
+}
+
+async fn exec(shared: &Shared, session: &mut Session) -> Reply {
+    let Some(queue) = session.multi.take() else {
+        return Reply::error(CommandError::Message("EXEC without MULTI".to_owned()));
+    };
+    let failed = session.multi_failed;
+    let watches = std::mem::take(&mut session.watches);
+    end_transaction(session);
+    if failed {
+        return Reply::error(CommandError::ExecAbort);
+    }
+    let ctx = shared.node.parse_ctx();
+    let mut ops = Vec::new();
+    let mut slots = Vec::with_capacity(queue.len());
+    for argv in queue {
+        let Some(spec) = spec::lookup(&argv[0]) else { continue };
+        match keyspace::parse(spec.name, &argv[1..], &ctx) {
+            Some(Ok(op)) => {
+                ops.push(op);
+                slots.push(Slot::Batch);
+            }
+            Some(Err(e)) => slots.push(Slot::Ready(Reply::error(e))),
+            None => slots.push(Slot::After(spec, argv)),
+        }
+    }
+    let batch = match shared.node.execute(Op::Exec { ops, watches }, &ctx).await {
+        Reply::Array(replies) => replies,
+        // A watched key changed: nothing ran.
+        other => return other,
+    };
+    let mut batch = batch.into_iter();
+    let mut replies = Vec::with_capacity(slots.len());
+    for slot in slots {
+        replies.push(match slot {
+            Slot::Batch => batch.next().unwrap_or(Reply::Nil),
+            Slot::Ready(reply) => reply,
+            Slot::After(spec, argv) => Box::pin(super::run(shared, session, spec, argv)).await,
+        });
+    }
+    Reply::Array(replies)
+}

@@ -1,0 +1,202 @@
+//! The node: the engine a connection talks to. It owns the keyspace behind a lock, the clock
+//! that stamps operations, the seeds for random commands, and the active expiry cycle.
+//!
+//! Reads run under a shared lock against the local keyspace. Writes go through
+//! [`Node::execute`], the single write path: today it applies the operation under the exclusive
+//! lock; the Raft issue replaces its body with "append to the log, wait for apply", without
+//! changing any caller. The node never sees RESP.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tracing::debug;
+
+use crate::keyspace::{Ctx, Keyspace, Op, ParseCtx, WatchToken};
+use crate::reply::Reply;
+
+/// Most expired keys removed by one purge operation.
+const PURGE_BATCH: usize = 200;
+/// Most purge operations per expiry tick, so a mass expiry cannot monopolise the write path.
+const PURGE_ROUNDS_PER_TICK: usize = 16;
+
+/// Milliseconds since the Unix epoch that never go backwards, so operations stamped one after
+/// another carry non-decreasing times even if the wall clock steps back.
+#[derive(Debug, Default)]
+pub struct Clock {
+    last: AtomicU64,
+}
+
+impl Clock {
+    /// The current time in ms, at least the last one returned.
+    pub fn now_ms(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let previous = self.last.fetch_max(wall, Ordering::Relaxed);
+        previous.max(wall)
+    }
+}
+
+/// Keyspace figures for INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyspaceStats {
+    /// Number of keys.
+    pub keys: usize,
+    /// Keys with a TTL.
+    pub expires: usize,
+    /// Keys removed by expiry since start.
+    pub expired: u64,
+}
+
+/// The engine behind every connection.
+#[derive(Debug)]
+pub struct Node {
+    keyspace: RwLock<Keyspace>,
+    clock: Clock,
+    seeds: AtomicU64,
+    expire_cursor: Mutex<u64>,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node::new()
+    }
+}
+
+impl Node {
+    /// A node with an empty keyspace.
+    pub fn new() -> Node {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(0);
+        Node {
+            keyspace: RwLock::new(Keyspace::new()),
+            clock: Clock::default(),
+            seeds: AtomicU64::new(hasher.finish()),
+            expire_cursor: Mutex::new(0),
+        }
+    }
+
+    /// What a command parsed now needs: the time relative TTLs count from, and a fresh seed.
+    pub fn parse_ctx(&self) -> ParseCtx {
+        ParseCtx {
+            now_ms: self.clock.now_ms(),
+            seed: self.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `op`, created at `ctx.now_ms`: reads under the shared lock, writes through the write
+    /// path. Async because the write path will wait for replication.
+    pub async fn execute(&self, op: Op, ctx: &ParseCtx) -> Reply {
+        let ctx = Ctx { now_ms: ctx.now_ms };
+        if op.is_write() {
+            op.apply(&mut self.keyspace.write(), ctx)
+        } else {
+            op.read(&self.keyspace.read(), ctx)
+        }
+    }
+
+    /// Records the version of `key` for WATCH.
+    pub fn watch(&self, key: &Bytes) -> WatchToken {
+        self.keyspace.read().watch(key, self.clock.now_ms())
+    }
+
+    /// Figures for INFO's keyspace section.
+    pub fn keyspace_stats(&self) -> KeyspaceStats {
+        let ks = self.keyspace.read();
+        KeyspaceStats {
+            keys: ks.len(),
+            expires: ks.volatile_count(),
+            expired: ks.expired_total(),
+        }
+    }
+
+    /// The current time as the node stamps operations.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// One round of active expiry: finds keys that have expired and removes them through the
+    /// write path, so removal is an operation like any other. Returns how many were removed.
+    pub async fn expire_cycle(&self) -> usize {
+        let mut removed = 0;
+        for _ in 0..PURGE_ROUNDS_PER_TICK {
+            let ctx = self.parse_ctx();
+            let (keys, next) = {
+                let cursor = *self.expire_cursor.lock();
+                self.keyspace.read().expired_keys(cursor, PURGE_BATCH, ctx.now_ms)
+            };
+            *self.expire_cursor.lock() = next;
+            let found = keys.len();
+            if found > 0
+                && let Reply::Int(n) = self.execute(Op::PurgeExpired { keys }, &ctx).await
+            {
+                removed += n as usize;
+            }
+            if found < PURGE_BATCH && next == 0 {
+                break;
+            }
+        }
+        if removed > 0 {
+            debug!(removed, "active expiry");
+        }
+        removed
+    }
+
+    /// Runs the expiry cycle every `period` until `shutdown` fires.
+    pub async fn run_expiry(&self, period: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => { self.expire_cycle().await; }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+    }
+
+    async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
+        let ctx = node.parse_ctx();
+        let op = crate::keyspace::parse(name, &args(words), &ctx).unwrap().unwrap();
+        node.execute(op, &ctx).await
+    }
+
+    #[test]
+    fn the_clock_never_goes_back() {
+        let clock = Clock::default();
+        clock.last.store(u64::MAX / 2, Ordering::Relaxed);
+        assert_eq!(clock.now_ms(), u64::MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn expiry_cycle_purges_expired_keys_through_the_write_path() {
+        let node = Node::new();
+        for i in 0..500 {
+            run(&node, "set", &[&format!("k{i}"), "v", "PX", "1"]).await;
+        }
+        run(&node, "set", &["keep", "v"]).await;
+        let written = node.now_ms();
+        while node.now_ms() <= written + 1 {
+            tokio::task::yield_now().await;
+        }
+        let mut removed = 0;
+        while node.keyspace_stats().keys > 1 {
+            removed += node.expire_cycle().await;
+        }
+        assert_eq!(removed, 500);
+        let stats = node.keyspace_stats();
+        assert_eq!((stats.keys, stats.expires, stats.expired), (1, 0, 500));
+    }
+}

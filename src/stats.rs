@@ -1,0 +1,84 @@
+//! Server statistics for INFO: per-command calls and time, errors by prefix, connection and
+//! traffic counters. Counters are relaxed atomics: they are reports, not synchronisation.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// Counters of one command.
+#[derive(Debug, Default)]
+pub struct CommandStats {
+    /// Times it ran.
+    pub calls: AtomicU64,
+    /// Microseconds spent running it.
+    pub usec: AtomicU64,
+    /// Calls refused before running (arity, auth, unknown subcommand...).
+    pub rejected: AtomicU64,
+    /// Calls that ran and answered with an error.
+    pub failed: AtomicU64,
+}
+
+/// Every counter INFO reports.
+#[derive(Debug)]
+pub struct Stats {
+    /// Per command, indexed like the command table.
+    pub commands: Vec<CommandStats>,
+    /// Error replies by prefix (`ERR`, `WRONGTYPE`...).
+    pub errors: Mutex<BTreeMap<String, u64>>,
+    /// Commands processed.
+    pub total_commands: AtomicU64,
+    /// Connections accepted.
+    pub total_connections: AtomicU64,
+    /// Connections refused by maxclients.
+    pub rejected_connections: AtomicU64,
+    /// Error replies sent.
+    pub total_errors: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+}
+
+impl Stats {
+    /// Zeroed counters for `commands` commands.
+    pub fn new(commands: usize) -> Stats {
+        Stats {
+            commands: (0..commands).map(|_| CommandStats::default()).collect(),
+            errors: Mutex::new(BTreeMap::new()),
+            total_commands: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            total_errors: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts an error reply by its prefix.
+    pub fn record_error(&self, line: &str) {
+        let prefix = line.split(' ').next().unwrap_or("ERR");
+        self.total_errors.fetch_add(1, Ordering::Relaxed);
+        *self.errors.lock().entry(prefix.to_owned()).or_default() += 1;
+    }
+
+    /// CONFIG RESETSTAT.
+    pub fn reset(&self) {
+        for c in &self.commands {
+            for counter in [&c.calls, &c.usec, &c.rejected, &c.failed] {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+        self.errors.lock().clear();
+        for counter in [
+            &self.total_commands,
+            &self.total_connections,
+            &self.rejected_connections,
+            &self.total_errors,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
