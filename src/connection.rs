@@ -100,9 +100,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // SHUTDOWN closes the connection without a reply, like Redis.
                 return Ok(false);
             }
-            self.encode(shared, reply);
+            // HELLO 3 answers in RESP3 already, so switch before encoding.
             self.codec.set_resp3(session.resp3);
             self.codec.set_authenticated(session.authenticated);
+            self.encode(shared, reply);
             if session.close {
                 self.flush(shared).await?;
                 return Ok(false);

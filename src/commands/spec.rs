@@ -138,37 +138,37 @@ impl CommandSpec {
             return Reply::Array(Vec::new());
         }
         let access: &[&str] = if self.is_write() {
-            &["RW", "UPDATE"]
+            &["RW", "update"]
         } else {
-            &["RO", "ACCESS"]
+            &["RO", "access"]
         };
         let status = |s: &str| Reply::Status(s.to_owned());
         let spec = Reply::Map(vec![
-            (status("flags"), Reply::Set(access.iter().map(|f| status(f)).collect())),
+            (Reply::bulk("flags"), Reply::Set(access.iter().map(|f| status(f)).collect())),
             (
-                status("begin_search"),
+                Reply::bulk("begin_search"),
                 Reply::Map(vec![
-                    (status("type"), status("index")),
-                    (status("spec"), Reply::Map(vec![(status("index"), Reply::Int(self.first_key as i64))])),
+                    (Reply::bulk("type"), Reply::bulk("index")),
+                    (Reply::bulk("spec"), Reply::Map(vec![(Reply::bulk("index"), Reply::Int(self.first_key as i64))])),
                 ]),
             ),
             (
-                status("find_keys"),
+                Reply::bulk("find_keys"),
                 Reply::Map(vec![
-                    (status("type"), status("range")),
+                    (Reply::bulk("type"), Reply::bulk("range")),
                     (
-                        status("spec"),
+                        Reply::bulk("spec"),
                         Reply::Map(vec![
                             (
-                                status("lastkey"),
+                                Reply::bulk("lastkey"),
                                 Reply::Int(if self.last_key < 0 {
                                     self.last_key as i64
                                 } else {
                                     (self.last_key - self.first_key) as i64
                                 }),
                             ),
-                            (status("keystep"), Reply::Int(self.step as i64)),
-                            (status("limit"), Reply::Int(0)),
+                            (Reply::bulk("keystep"), Reply::Int(self.step as i64)),
+                            (Reply::bulk("limit"), Reply::Int(0)),
                         ]),
                     ),
                 ]),
@@ -288,7 +288,7 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
 const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
     cmd("command|count", 2, &["loading", "stale"], NO_KEYS, Server, "Returns a count of commands.", "2.8.13"),
     cmd("command|docs", -2, &["loading", "stale"], NO_KEYS, Server, "Returns documentary information about one, multiple or all commands.", "7.0.0"),
-    cmd("command|getkeys", -3, &["loading", "stale"], NO_KEYS, Server, "Extracts the key names from an arbitrary command.", "2.8.13"),
+    cmd("command|getkeys", -4, &["loading", "stale"], NO_KEYS, Server, "Extracts the key names from an arbitrary command.", "2.8.13"),
     cmd("command|info", -2, &["loading", "stale"], NO_KEYS, Server, "Returns information about one, multiple or all commands.", "2.8.13"),
     cmd("command|list", -2, &["loading", "stale"], NO_KEYS, Server, "Returns a list of command names.", "7.0.0"),
 ];
