@@ -22,7 +22,10 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
 /// Parses a float like Redis's `string2ld`: no surrounding spaces, no NaN; `inf` is allowed.
 pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(bytes).ok()?;
-    if text.is_empty() || text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
+    if text.is_empty()
+        || text.starts_with(char::is_whitespace)
+        || text.ends_with(char::is_whitespace)
+    {
         return None;
     }
     let value: f64 = text.parse().ok()?;
@@ -53,7 +56,7 @@ impl<'a> Args<'a> {
     }
 
     /// The next argument, if any.
-    pub fn next(&mut self) -> Option<&'a Bytes> {
+    pub fn next_arg(&mut self) -> Option<&'a Bytes> {
         let arg = self.args.get(self.position)?;
         self.position += 1;
         Some(arg)
@@ -61,7 +64,7 @@ impl<'a> Args<'a> {
 
     /// The next argument, which the arity check guarantees exists; an empty one otherwise.
     pub fn take(&mut self) -> Bytes {
-        self.next().cloned().unwrap_or_default()
+        self.next_arg().cloned().unwrap_or_default()
     }
 
     /// The next argument if it equals `word` (case-insensitive).

@@ -43,9 +43,17 @@ impl ClientInfo {
     /// The CLIENT LIST / CLIENT INFO line (without newline), in Redis's field order.
     pub fn line(&self) -> String {
         let age = self.created.elapsed();
-        let idle = age.as_millis() as u64 - self.last_active_ms.load(Ordering::Relaxed).min(age.as_millis() as u64);
+        let idle = age.as_millis() as u64
+            - self
+                .last_active_ms
+                .load(Ordering::Relaxed)
+                .min(age.as_millis() as u64);
         let (lib_name, lib_ver) = self.lib.lock().clone();
-        let multi = if self.in_multi.load(Ordering::Relaxed) { 0 } else { -1 };
+        let multi = if self.in_multi.load(Ordering::Relaxed) {
+            0
+        } else {
+            -1
+        };
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
@@ -59,7 +67,11 @@ impl ClientInfo {
             if multi == 0 { "x" } else { "N" },
             multi,
             self.last_command.lock(),
-            if self.resp3.load(Ordering::Relaxed) { 3 } else { 2 },
+            if self.resp3.load(Ordering::Relaxed) {
+                3
+            } else {
+                2
+            },
             lib_name,
             lib_ver,
         )
@@ -75,7 +87,12 @@ pub struct Clients {
 
 impl Clients {
     /// Registers a new connection unless `max` clients are already connected.
-    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr, max: u64) -> Option<Arc<ClientInfo>> {
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        max: u64,
+    ) -> Option<Arc<ClientInfo>> {
         let mut connected = self.connected.lock();
         if connected.len() as u64 >= max {
             return None;

@@ -183,7 +183,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if s.bind.parse::<IpAddr>().is_err() {
-            return Err(invalid("server.bind", format!("'{}' is not an IP address", s.bind)));
+            return Err(invalid(
+                "server.bind",
+                format!("'{}' is not an IP address", s.bind),
+            ));
         }
         if !LOG_LEVELS.contains(&s.log_level.as_str()) {
             return Err(invalid(
@@ -195,7 +198,10 @@ impl Config {
             return Err(invalid("server.maxclients", "must be at least 1".into()));
         }
         if s.proto_max_bulk_len < 1024 {
-            return Err(invalid("server.proto_max_bulk_len", "must be at least 1024".into()));
+            return Err(invalid(
+                "server.proto_max_bulk_len",
+                "must be at least 1024".into(),
+            ));
         }
         if s.max_multibulk_len == 0 || s.max_multibulk_len > DEFAULT_MAX_MULTIBULK_LEN {
             return Err(invalid(
@@ -204,7 +210,10 @@ impl Config {
             ));
         }
         if s.max_inline_len < 1024 {
-            return Err(invalid("server.max_inline_len", "must be at least 1024".into()));
+            return Err(invalid(
+                "server.max_inline_len",
+                "must be at least 1024".into(),
+            ));
         }
         if s.client_query_buffer_limit < 1024 * 1024 {
             return Err(invalid(
@@ -213,7 +222,10 @@ impl Config {
             ));
         }
         if s.active_expire_interval_ms == 0 {
-            return Err(invalid("server.active_expire_interval_ms", "must be at least 1".into()));
+            return Err(invalid(
+                "server.active_expire_interval_ms",
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -265,15 +277,19 @@ fn invalid(key: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { key, reason }
 }
 
+/// Applies a `CONFIG SET` value to a configuration.
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
 /// One parameter as `CONFIG` sees it.
 struct Parameter {
     name: &'static str,
     get: fn(&Config) -> String,
-    set: Option<fn(&mut Config, &str) -> Result<(), String>>,
+    set: Option<Setter>,
 }
 
 fn parse_u64(value: &str) -> Result<u64, String> {
-    parse_memory(value).ok_or_else(|| format!("argument couldn't be parsed into an integer ('{value}')"))
+    parse_memory(value)
+        .ok_or_else(|| format!("argument couldn't be parsed into an integer ('{value}')"))
 }
 
 /// Parses an integer with an optional Redis memory unit (`kb`, `mb`, `gb`, `k`, `m`, `g`).
@@ -445,10 +461,19 @@ mod tests {
         let c = Config::default();
         let got = c.get_matching(b"save");
         assert_eq!(got, vec![("save", String::new())]);
-        let names: Vec<_> = c.get_matching(b"*max*").into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = c
+            .get_matching(b"*max*")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(
             names,
-            ["max-inline-len", "max-multibulk-len", "maxclients", "proto-max-bulk-len"]
+            [
+                "max-inline-len",
+                "max-multibulk-len",
+                "maxclients",
+                "proto-max-bulk-len"
+            ]
         );
         assert_eq!(c.get_matching(b"PORT"), vec![("port", "6379".to_owned())]);
     }

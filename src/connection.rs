@@ -80,7 +80,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Runs every complete request in the read buffer and writes the replies. Returns whether
     /// the connection stays open.
-    async fn run_buffered(&mut self, shared: &Shared, session: &mut Session) -> std::io::Result<bool> {
+    async fn run_buffered(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+    ) -> std::io::Result<bool> {
         loop {
             let request = match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => request,
@@ -121,7 +125,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Encoding our own replies cannot fail for well-formed values; report rather than
             // corrupt the stream.
             shared.stats.record_error("ERR");
-            let _ = self.codec.encode(Reply::Error(format!("ERR internal encoding error: {e}")), &mut self.write_buf);
+            let _ = self.codec.encode(
+                Reply::Error(format!("ERR internal encoding error: {e}")),
+                &mut self.write_buf,
+            );
         }
     }
 

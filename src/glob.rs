@@ -89,7 +89,9 @@ fn class(pattern: &[u8], start: usize, byte: u8) -> Option<(bool, usize)> {
                     matched = true;
                 }
             }
-            _ if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&e| e != b']') => {
+            _ if pattern.get(i + 1) == Some(&b'-')
+                && pattern.get(i + 2).is_some_and(|&e| e != b']') =>
+            {
                 let (mut lo, mut hi) = (c, pattern[i + 2]);
                 if lo > hi {
                     std::mem::swap(&mut lo, &mut hi);

@@ -7,14 +7,14 @@
 //! `reply`, `args` and `glob` are leaves. See ARCHITECTURE.md.
 
 pub mod args;
-pub mod config;
-pub mod glob;
-pub mod keyspace;
-pub mod protocol;
-pub mod reply;
 pub mod clients;
 pub mod commands;
-pub mod node;
-pub mod stats;
+pub mod config;
 pub mod connection;
+pub mod glob;
+pub mod keyspace;
+pub mod node;
+pub mod protocol;
+pub mod reply;
 pub mod server;
+pub mod stats;

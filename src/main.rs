@@ -10,6 +10,11 @@ use tracing::info;
 use tracing_subscriber::{EnvFilter, reload};
 
 use ferrite::commands::Shared;
+
+/// mimalloc instead of the system allocator: glibc's per-thread arenas grow and trim with
+/// mprotect under this workload, and musl's allocator (static builds) is slow under threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ferrite::config::{Config, Overrides};
 
 /// Ferrite: a Redis-compatible key-value server with WebAssembly user-defined functions.
@@ -54,7 +59,10 @@ fn main() -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+        )
         .init();
     let set_level: ferrite::commands::LogLevelSetter = Box::new(move |level: &str| {
         reload_handle
@@ -93,13 +101,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -84,7 +84,9 @@ impl Node {
     pub fn parse_ctx(&self) -> ParseCtx {
         ParseCtx {
             now_ms: self.clock.now_ms(),
-            seed: self.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+            seed: self
+                .seeds
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         }
     }
 
@@ -127,7 +129,9 @@ impl Node {
             let ctx = self.parse_ctx();
             let (keys, next) = {
                 let cursor = *self.expire_cursor.lock();
-                self.keyspace.read().expired_keys(cursor, PURGE_BATCH, ctx.now_ms)
+                self.keyspace
+                    .read()
+                    .expired_keys(cursor, PURGE_BATCH, ctx.now_ms)
             };
             *self.expire_cursor.lock() = next;
             let found = keys.len();
@@ -147,7 +151,11 @@ impl Node {
     }
 
     /// Runs the expiry cycle every `period` until `shutdown` fires.
-    pub async fn run_expiry(&self, period: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_expiry(
+        &self,
+        period: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -164,12 +172,17 @@ mod tests {
     use super::*;
 
     fn args(words: &[&str]) -> Vec<Bytes> {
-        words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
     }
 
     async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
         let ctx = node.parse_ctx();
-        let op = crate::keyspace::parse(name, &args(words), &ctx).unwrap().unwrap();
+        let op = crate::keyspace::parse(name, &args(words), &ctx)
+            .unwrap()
+            .unwrap();
         node.execute(op, &ctx).await
     }
 

@@ -182,8 +182,11 @@ impl RespCodec {
             }
             match self.scan.remaining {
                 None => {
-                    let Some((value, used)) =
-                        read_header(rest, self.limits.max_inline_len, ProtocolError::BigMultibulkHeader)?
+                    let Some((value, used)) = read_header(
+                        rest,
+                        self.limits.max_inline_len,
+                        ProtocolError::BigMultibulkHeader,
+                    )?
                     else {
                         return Ok(false);
                     };
@@ -206,8 +209,11 @@ impl RespCodec {
                     if first != b'$' {
                         return Err(ProtocolError::ExpectedBulk(first as char));
                     }
-                    let Some((len, used)) =
-                        read_header(rest, self.limits.max_inline_len, ProtocolError::BigBulkHeader)?
+                    let Some((len, used)) = read_header(
+                        rest,
+                        self.limits.max_inline_len,
+                        ProtocolError::BigBulkHeader,
+                    )?
                     else {
                         return Ok(false);
                     };
@@ -238,9 +244,14 @@ impl RespCodec {
             src.advance(scanned.offset);
             return Ok(Some(Vec::new()));
         }
+        // Copy the request out of the read buffer into an allocation of its own: arguments are
+        // slices of it, and those that end up stored in the keyspace must not pin the (much
+        // larger, reused) socket buffer.
+        let mut request = BytesMut::from(&src[..scanned.offset]);
+        src.advance(scanned.offset);
         let frame = self
             .resp2
-            .decode(src)
+            .decode(&mut request)
             .map_err(|e| ProtocolError::Decode(e.details().to_owned()))?
             .ok_or_else(|| ProtocolError::Decode("incomplete frame after scan".to_owned()))?;
         match frame {
@@ -323,10 +334,11 @@ pub fn split_inline(line: &[u8]) -> Result<Request, ProtocolError> {
                 loop {
                     match line.get(i) {
                         None => return Err(ProtocolError::UnbalancedQuotes),
-                        Some(b'\\') if i + 3 < line.len()
-                            && line[i + 1] == b'x'
-                            && line[i + 2].is_ascii_hexdigit()
-                            && line[i + 3].is_ascii_hexdigit() =>
+                        Some(b'\\')
+                            if i + 3 < line.len()
+                                && line[i + 1] == b'x'
+                                && line[i + 2].is_ascii_hexdigit()
+                                && line[i + 3].is_ascii_hexdigit() =>
                         {
                             let hex = std::str::from_utf8(&line[i + 2..i + 4]).unwrap_or("0");
                             word.push(u8::from_str_radix(hex, 16).unwrap_or(0));
@@ -410,9 +422,13 @@ impl Encoder<Reply> for RespCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let encode_err = |e: redis_protocol::error::RedisProtocolError| ProtocolError::Decode(e.details().to_owned());
+        let encode_err = |e: redis_protocol::error::RedisProtocolError| {
+            ProtocolError::Decode(e.details().to_owned())
+        };
         if self.resp3 {
-            self.resp3_codec.encode(to_resp3(reply), dst).map_err(encode_err)
+            self.resp3_codec
+                .encode(to_resp3(reply), dst)
+                .map_err(encode_err)
         } else if reply == Reply::NilArray {
             // redis-protocol's RESP2 null is the null bulk string; EXEC wants the null array.
             dst.extend_from_slice(b"*-1\r\n");
@@ -439,7 +455,9 @@ fn to_resp2(reply: Reply) -> Frame2 {
         Reply::Int(i) => Frame2::Integer(i),
         Reply::Bulk(b) => Frame2::BulkString(b),
         Reply::Nil | Reply::NilArray => Frame2::Null,
-        Reply::Array(items) | Reply::Set(items) => Frame2::Array(items.into_iter().map(to_resp2).collect()),
+        Reply::Array(items) | Reply::Set(items) => {
+            Frame2::Array(items.into_iter().map(to_resp2).collect())
+        }
         Reply::Map(pairs) => Frame2::Array(
             pairs
                 .into_iter()
@@ -454,10 +472,22 @@ fn to_resp2(reply: Reply) -> Frame2 {
 
 fn to_resp3(reply: Reply) -> Frame3 {
     match reply {
-        Reply::Status(s) => Frame3::SimpleString { data: Bytes::from(one_line(s)), attributes: None },
-        Reply::Error(e) => Frame3::SimpleError { data: one_line(e).into(), attributes: None },
-        Reply::Int(i) => Frame3::Number { data: i, attributes: None },
-        Reply::Bulk(b) => Frame3::BlobString { data: b, attributes: None },
+        Reply::Status(s) => Frame3::SimpleString {
+            data: Bytes::from(one_line(s)),
+            attributes: None,
+        },
+        Reply::Error(e) => Frame3::SimpleError {
+            data: one_line(e).into(),
+            attributes: None,
+        },
+        Reply::Int(i) => Frame3::Number {
+            data: i,
+            attributes: None,
+        },
+        Reply::Bulk(b) => Frame3::BlobString {
+            data: b,
+            attributes: None,
+        },
         Reply::Nil | Reply::NilArray => Frame3::Null,
         Reply::Array(items) => Frame3::Array {
             data: items.into_iter().map(to_resp3).collect(),
@@ -468,11 +498,20 @@ fn to_resp3(reply: Reply) -> Frame3 {
             attributes: None,
         },
         Reply::Map(pairs) => Frame3::Map {
-            data: pairs.into_iter().map(|(k, v)| (to_resp3(k), to_resp3(v))).collect(),
+            data: pairs
+                .into_iter()
+                .map(|(k, v)| (to_resp3(k), to_resp3(v)))
+                .collect(),
             attributes: None,
         },
-        Reply::Double(d) => Frame3::Double { data: d, attributes: None },
-        Reply::Bool(b) => Frame3::Boolean { data: b, attributes: None },
+        Reply::Double(d) => Frame3::Double {
+            data: d,
+            attributes: None,
+        },
+        Reply::Bool(b) => Frame3::Boolean {
+            data: b,
+            attributes: None,
+        },
         Reply::Verbatim(text) => Frame3::VerbatimString {
             data: Bytes::from(text),
             format: VerbatimStringFormat::Text,
@@ -498,7 +537,11 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         while let Some(req) = codec.decode(&mut buf)? {
-            out.push(req.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect());
+            out.push(
+                req.iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -515,7 +558,12 @@ mod tests {
 
     fn check_err(input: &[u8], authenticated: bool, expected: ProtocolError) {
         let mut codec = RespCodec::new(limits(), authenticated);
-        assert_eq!(decode_all(&mut codec, input), Err(expected), "input {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            decode_all(&mut codec, input),
+            Err(expected),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
 
     #[test]
@@ -530,7 +578,10 @@ mod tests {
         check(b"\r\n", &[&[]]);
         check(b"*0\r\n", &[&[]]);
         check(b"*-1\r\n*1\r\n$4\r\nPING\r\n", &[&[], &["PING"]]);
-        check(b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n", &[&["PING"], &["PING"], &["PING"]]);
+        check(
+            b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+            &[&["PING"], &["PING"], &["PING"]],
+        );
     }
 
     #[test]
@@ -544,7 +595,10 @@ mod tests {
             if i + 1 < full.len() {
                 assert_eq!(got, None, "complete too early at byte {i}");
             } else {
-                assert_eq!(got.unwrap(), vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("value")]);
+                assert_eq!(
+                    got.unwrap(),
+                    vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("value")]
+                );
             }
         }
         assert!(buf.is_empty());
@@ -552,10 +606,26 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        check_err(b"*99999999\r\n", true, ProtocolError::InvalidMultibulkLength);
-        check_err(b"*11\r\n", false, ProtocolError::UnauthenticatedMultibulkLength);
-        check_err(b"*1\r\n$99999999999\r\n", true, ProtocolError::InvalidBulkLength);
-        check_err(b"*1\r\n$20000\r\n", false, ProtocolError::UnauthenticatedBulkLength);
+        check_err(
+            b"*99999999\r\n",
+            true,
+            ProtocolError::InvalidMultibulkLength,
+        );
+        check_err(
+            b"*11\r\n",
+            false,
+            ProtocolError::UnauthenticatedMultibulkLength,
+        );
+        check_err(
+            b"*1\r\n$99999999999\r\n",
+            true,
+            ProtocolError::InvalidBulkLength,
+        );
+        check_err(
+            b"*1\r\n$20000\r\n",
+            false,
+            ProtocolError::UnauthenticatedBulkLength,
+        );
         check_err(b"*1\r\n$-5\r\n", true, ProtocolError::InvalidBulkLength);
         check_err(b"*1\r\n+PING\r\n", true, ProtocolError::ExpectedBulk('+'));
         check_err(b"*x\r\n", true, ProtocolError::InvalidMultibulkLength);
@@ -601,7 +671,13 @@ mod tests {
         assert_eq!(encoded(Reply::Double(1.5), false), "$3\r\n1.5\r\n");
         assert_eq!(encoded(Reply::Double(1.5), true), ",1.5\r\n");
         assert_eq!(encoded(Reply::Bool(true), false), ":1\r\n");
-        assert_eq!(encoded(Reply::Error("ERR a\r\nb".into()), false), "-ERR a  b\r\n");
-        assert_eq!(encoded(Reply::Verbatim("x".into()), true), "=5\r\ntxt:x\r\n");
+        assert_eq!(
+            encoded(Reply::Error("ERR a\r\nb".into()), false),
+            "-ERR a  b\r\n"
+        );
+        assert_eq!(
+            encoded(Reply::Verbatim("x".into()), true),
+            "=5\r\ntxt:x\r\n"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug_span, info, warn};
 
 use crate::commands::{Session, Shared};
 use crate::connection::{Connection, limits};
@@ -27,7 +27,9 @@ pub trait Listener: Send + 'static {
     /// The connection type.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Waits for the next connection: the stream, the peer's and our own address.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr, SocketAddr)>> + Send;
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr, SocketAddr)>> + Send;
 }
 
 impl Listener for tokio::net::TcpListener {
@@ -45,7 +47,8 @@ impl Listener for tokio::net::TcpListener {
 pub async fn run<L: Listener>(mut listener: L, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut connections = JoinSet::new();
-    let expiry_period = Duration::from_millis(shared.config.read().server.active_expire_interval_ms);
+    let expiry_period =
+        Duration::from_millis(shared.config.read().server.active_expire_interval_ms);
     let expiry = {
         let shared = shared.clone();
         let shutdown = shared.shutdown.subscribe();
@@ -85,19 +88,30 @@ fn accept<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
-    shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .total_connections
+        .fetch_add(1, Ordering::Relaxed);
     let (max, password) = {
         let config = shared.config.read();
-        (config.server.maxclients, !config.server.requirepass.is_empty())
+        (
+            config.server.maxclients,
+            !config.server.requirepass.is_empty(),
+        )
     };
     let Some(client) = shared.clients.register(peer, local, max) else {
-        shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .rejected_connections
+            .fetch_add(1, Ordering::Relaxed);
         connections.spawn(async move {
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
         });
         return;
     };
-    let span = info_span!("client", id = client.id, %peer);
+    let span = debug_span!("client", id = client.id, %peer);
     let shared = shared.clone();
     connections.spawn(
         async move {

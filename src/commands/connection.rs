@@ -36,7 +36,9 @@ pub(super) fn execute(
         "select" => match parse_i64(&args[0]) {
             Some(0) => Ok(Reply::ok()),
             Some(_) => Err(CommandError::Message("DB index is out of range".to_owned())),
-            None => Err(CommandError::Message("value is not an integer or out of range".to_owned())),
+            None => Err(CommandError::Message(
+                "value is not an integer or out of range".to_owned(),
+            )),
         },
         "quit" => {
             session.close = true;
@@ -86,7 +88,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Reply, CommandError> {
     let mut args = Args::new(args);
     let mut resp3 = session.resp3;
-    if let Some(version) = args.next() {
+    if let Some(version) = args.next_arg() {
         resp3 = match parse_i64(version) {
             Some(2) => false,
             Some(3) => true,
@@ -100,13 +102,16 @@ fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Reply
     }
     let mut credentials = None;
     let mut name = None;
-    while let Some(option) = args.next() {
+    while let Some(option) = args.next_arg() {
         if is(option, "AUTH") && args.remaining() >= 2 {
             credentials = Some((args.take(), args.take()));
         } else if is(option, "SETNAME") && args.remaining() >= 1 {
             name = Some(args.take());
         } else {
-            return Err(CommandError::Message(format!("Syntax error in HELLO option '{}'", text(option))));
+            return Err(CommandError::Message(format!(
+                "Syntax error in HELLO option '{}'",
+                text(option)
+            )));
         }
     }
     if let Some((user, password)) = credentials {
@@ -154,14 +159,20 @@ fn client(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Repl
         b"id" => Ok(Reply::Int(info.id as i64)),
         b"getname" => {
             let name = info.name.lock().clone();
-            Ok(if name.is_empty() { Reply::Nil } else { Reply::bulk(name) })
+            Ok(if name.is_empty() {
+                Reply::Nil
+            } else {
+                Reply::bulk(name)
+            })
         }
         b"setname" => {
             set_name(session, &args[1])?;
             Ok(Reply::ok())
         }
         b"list" => {
-            if args.len() > 1 && !(args.len() == 3 && is(&args[1], "TYPE") && is(&args[2], "normal")) {
+            if args.len() > 1
+                && !(args.len() == 3 && is(&args[1], "TYPE") && is(&args[2], "normal"))
+            {
                 return Err(CommandError::Syntax);
             }
             Ok(Reply::Verbatim(shared.clients.list()))
@@ -181,7 +192,10 @@ fn client(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Repl
             } else if is(&args[1], "LIB-VER") {
                 lib.1 = text(value);
             } else {
-                return Err(CommandError::Message(format!("Unrecognized option '{}'", text(&args[1]))));
+                return Err(CommandError::Message(format!(
+                    "Unrecognized option '{}'",
+                    text(&args[1])
+                )));
             }
             Ok(Reply::ok())
         }

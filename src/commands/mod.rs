@@ -58,13 +58,20 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
 impl Shared {
     /// Shared state for a server listening on `port` with `config`.
-    pub fn new(config: Config, port: u16, config_file: Option<std::path::PathBuf>, log_level: LogLevelSetter) -> Shared {
+    pub fn new(
+        config: Config,
+        port: u16,
+        config_file: Option<std::path::PathBuf>,
+        log_level: LogLevelSetter,
+    ) -> Shared {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Shared {
             node: Node::new(),
@@ -225,7 +232,10 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
         return rejected(shared, Some(spec), e);
     }
     if let Some(queue) = &mut session.multi
-        && !matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset")
+        && !matches!(
+            spec.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
     {
         queue.push(argv);
         return Reply::Status("QUEUED".to_owned());
@@ -233,13 +243,17 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
     let started = Instant::now();
     let reply = run(shared, session, spec, argv).await;
     let counters = &stats.commands[spec::index_of(spec)];
-    counters.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counters
+        .calls
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     counters.usec.fetch_add(
         started.elapsed().as_micros() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
     if let Reply::Error(line) = &reply {
-        counters.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats.record_error(line);
     }
     reply
@@ -247,7 +261,11 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
 
 /// The checks before a command runs: arity (subcommands included), authentication, and
 /// commands that cannot be queued.
-fn check(spec: &'static CommandSpec, session: &Session, argv: &[Bytes]) -> Result<(), CommandError> {
+fn check(
+    spec: &'static CommandSpec,
+    session: &Session,
+    argv: &[Bytes],
+) -> Result<(), CommandError> {
     if !spec.arity_ok(argv.len()) {
         return Err(CommandError::WrongArity(spec.name.to_owned()));
     }
@@ -255,16 +273,19 @@ fn check(spec: &'static CommandSpec, session: &Session, argv: &[Bytes]) -> Resul
         return Err(CommandError::NoAuth);
     }
     if !spec.subcommands.is_empty() && argv.len() > 1 {
-        let sub = spec::subcommand(spec, &argv[1]).ok_or_else(|| CommandError::UnknownSubcommand {
-            sub: String::from_utf8_lossy(&argv[1]).into_owned(),
-            container: spec.name.to_ascii_uppercase(),
-        })?;
+        let sub =
+            spec::subcommand(spec, &argv[1]).ok_or_else(|| CommandError::UnknownSubcommand {
+                sub: String::from_utf8_lossy(&argv[1]).into_owned(),
+                container: spec.name.to_ascii_uppercase(),
+            })?;
         if !sub.arity_ok(argv.len()) {
             return Err(CommandError::WrongArity(sub.name.to_owned()));
         }
     }
     if session.multi.is_some() && spec.has_flag("no_multi") {
-        return Err(CommandError::Message("Command not allowed inside a transaction".to_owned()));
+        return Err(CommandError::Message(
+            "Command not allowed inside a transaction".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -284,7 +305,12 @@ fn rejected(shared: &Shared, spec: Option<&'static CommandSpec>, error: CommandE
 }
 
 /// Dispatches a checked command to its family.
-async fn run(shared: &Shared, session: &mut Session, spec: &'static CommandSpec, argv: Vec<Bytes>) -> Reply {
+async fn run(
+    shared: &Shared,
+    session: &mut Session,
+    spec: &'static CommandSpec,
+    argv: Vec<Bytes>,
+) -> Reply {
     let result = match spec.name {
         "ping" | "echo" | "hello" | "auth" | "select" | "quit" | "reset" | "client" => {
             connection::execute(shared, session, spec, &argv)
@@ -322,7 +348,11 @@ mod tests {
             let argc = spec.arity.unsigned_abs() as usize;
             // Plausible arguments: numbers parse as counts, indexes and TTLs.
             let args: Vec<Bytes> = (1..argc.max(2)).map(|_| Bytes::from_static(b"1")).collect();
-            let args = if spec.name == "scan" { vec![Bytes::from_static(b"0")] } else { args };
+            let args = if spec.name == "scan" {
+                vec![Bytes::from_static(b"0")]
+            } else {
+                args
+            };
             if let Some(Ok(op)) = keyspace::parse(spec.name, &args, &ctx) {
                 assert_eq!(op.is_write(), spec.is_write(), "{}", spec.name);
             }

@@ -15,14 +15,20 @@ use crate::config::ConfigSetError;
 use crate::glob;
 use crate::reply::Reply;
 
-pub(super) fn execute(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Reply, CommandError> {
+pub(super) fn execute(
+    shared: &Shared,
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+) -> Result<Reply, CommandError> {
     let args = &argv[1..];
     match spec.name {
         "info" => Ok(Reply::Verbatim(info(shared, args))),
         "config" => config(shared, args),
         "command" => command(args),
         "time" => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             Ok(Reply::Array(vec![
                 Reply::bulk_display(now.as_secs()),
                 Reply::bulk_display(now.subsec_micros()),
@@ -34,7 +40,10 @@ pub(super) fn execute(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes
 
 fn shutdown(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
     for arg in args {
-        if !["NOSAVE", "SAVE", "NOW", "FORCE", "ABORT"].iter().any(|w| is(arg, w)) {
+        if !["NOSAVE", "SAVE", "NOW", "FORCE", "ABORT"]
+            .iter()
+            .any(|w| is(arg, w))
+        {
             return Err(CommandError::Syntax);
         }
     }
@@ -65,7 +74,7 @@ fn config(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
         }
         b"set" => {
             let pairs = &args[1..];
-            if pairs.len() % 2 != 0 {
+            if !pairs.len().is_multiple_of(2) {
                 return Err(CommandError::WrongArity("config|set".to_owned()));
             }
             let mut config = shared.config.write();
@@ -103,7 +112,9 @@ fn config(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
 
 fn command(args: &[Bytes]) -> Result<Reply, CommandError> {
     let Some(sub) = args.first() else {
-        return Ok(Reply::Array(COMMANDS.iter().map(CommandSpec::info).collect()));
+        return Ok(Reply::Array(
+            COMMANDS.iter().map(CommandSpec::info).collect(),
+        ));
     };
     match sub.to_ascii_lowercase().as_slice() {
         b"count" => Ok(Reply::Int(COMMANDS.len() as i64)),
@@ -121,7 +132,12 @@ fn command(args: &[Bytes]) -> Result<Reply, CommandError> {
             } else {
                 args[1..].iter().filter_map(|n| spec::lookup(n)).collect()
             };
-            Ok(Reply::Map(chosen.into_iter().map(|s| (Reply::bulk(s.name), s.docs())).collect()))
+            Ok(Reply::Map(
+                chosen
+                    .into_iter()
+                    .map(|s| (Reply::bulk(s.name), s.docs()))
+                    .collect(),
+            ))
         }
         b"list" => {
             let names = COMMANDS.iter().map(|c| c.name);
@@ -129,7 +145,9 @@ fn command(args: &[Bytes]) -> Result<Reply, CommandError> {
                 [] => names.collect(),
                 [filterby, kind, value] if is(filterby, "FILTERBY") => {
                     if is(kind, "PATTERN") {
-                        names.filter(|n| glob::matches(&value.to_ascii_lowercase(), n.as_bytes())).collect()
+                        names
+                            .filter(|n| glob::matches(&value.to_ascii_lowercase(), n.as_bytes()))
+                            .collect()
                     } else if is(kind, "ACLCAT") {
                         let cat = format!("@{}", text(value).to_ascii_lowercase());
                         COMMANDS
@@ -145,19 +163,28 @@ fn command(args: &[Bytes]) -> Result<Reply, CommandError> {
                 }
                 _ => return Err(CommandError::Syntax),
             };
-            Ok(Reply::Array(filtered.into_iter().map(Reply::bulk).collect()))
+            Ok(Reply::Array(
+                filtered.into_iter().map(Reply::bulk).collect(),
+            ))
         }
         b"getkeys" => {
             let target = &args[1..];
-            let spec = spec::lookup(&target[0]).ok_or_else(|| CommandError::Message("Invalid command specified".to_owned()))?;
+            let spec = spec::lookup(&target[0])
+                .ok_or_else(|| CommandError::Message("Invalid command specified".to_owned()))?;
             if !spec.arity_ok(target.len()) {
-                return Err(CommandError::Message("Invalid number of arguments specified for command".to_owned()));
+                return Err(CommandError::Message(
+                    "Invalid number of arguments specified for command".to_owned(),
+                ));
             }
             let keys = spec.keys(target);
             if keys.is_empty() {
-                return Err(CommandError::Message("The command has no key arguments".to_owned()));
+                return Err(CommandError::Message(
+                    "The command has no key arguments".to_owned(),
+                ));
             }
-            Ok(Reply::Array(keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect()))
+            Ok(Reply::Array(
+                keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect(),
+            ))
         }
         _ => Err(CommandError::UnknownSubcommand {
             sub: text(sub),
@@ -215,7 +242,10 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("redis_version", &REDIS_COMPAT_VERSION);
             line("ferrite_version", &env!("CARGO_PKG_VERSION"));
             line("redis_mode", &"standalone");
-            line("os", &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
+            line(
+                "os",
+                &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            );
             line("arch_bits", &64);
             line("multiplexing_api", &"tokio");
             line("process_id", &std::process::id());
@@ -225,11 +255,17 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("uptime_in_days", &(uptime / 86_400));
             line(
                 "executable",
-                &std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+                &std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             );
             line(
                 "config_file",
-                &shared.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                &shared
+                    .config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             );
         }
         "clients" => {
@@ -251,7 +287,10 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("aof_enabled", &0);
         }
         "stats" => {
-            line("total_connections_received", &load(&stats.total_connections));
+            line(
+                "total_connections_received",
+                &load(&stats.total_connections),
+            );
             line("total_commands_processed", &load(&stats.total_commands));
             line("total_net_input_bytes", &load(&stats.net_input_bytes));
             line("total_net_output_bytes", &load(&stats.net_output_bytes));
@@ -280,7 +319,10 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
         "keyspace" => {
             let ks = shared.node.keyspace_stats();
             if ks.keys > 0 {
-                line("db0", &format!("keys={},expires={},avg_ttl=0", ks.keys, ks.expires));
+                line(
+                    "db0",
+                    &format!("keys={},expires={},avg_ttl=0", ks.keys, ks.expires),
+                );
             }
         }
         "commandstats" => {
@@ -295,7 +337,11 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
                     &format!("cmdstat_{}", spec.name),
                     &format!(
                         "calls={calls},usec={usec},usec_per_call={:.2},rejected_calls={rejected},failed_calls={failed}",
-                        if calls > 0 { usec as f64 / calls as f64 } else { 0.0 }
+                        if calls > 0 {
+                            usec as f64 / calls as f64
+                        } else {
+                            0.0
+                        }
                     ),
                 );
             }
@@ -318,7 +364,13 @@ fn cpu_seconds() -> (f64, f64) {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
     (ticks(11), ticks(12))
 }
 

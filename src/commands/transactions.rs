@@ -31,7 +31,9 @@ pub(super) async fn execute(
         },
         "watch" => {
             if session.multi.is_some() {
-                Err(CommandError::Message("WATCH inside MULTI is not allowed".to_owned()))
+                Err(CommandError::Message(
+                    "WATCH inside MULTI is not allowed".to_owned(),
+                ))
             } else {
                 for key in &argv[1..] {
                     let token = shared.node.watch(key);
@@ -51,7 +53,9 @@ pub(super) async fn execute(
 
 fn multi(session: &mut Session) -> Result<Reply, CommandError> {
     if session.multi.is_some() {
-        return Err(CommandError::Message("MULTI calls can not be nested".to_owned()));
+        return Err(CommandError::Message(
+            "MULTI calls can not be nested".to_owned(),
+        ));
     }
     session.multi = Some(Vec::new());
     session.multi_failed = false;
@@ -91,7 +95,9 @@ async fn exec(shared: &Shared, session: &mut Session) -> Reply {
     let mut ops = Vec::new();
     let mut slots = Vec::with_capacity(queue.len());
     for argv in queue {
-        let Some(spec) = spec::lookup(&argv[0]) else { continue };
+        let Some(spec) = spec::lookup(&argv[0]) else {
+            continue;
+        };
         match keyspace::parse(spec.name, &argv[1..], &ctx) {
             Some(Ok(op)) => {
                 ops.push(op);

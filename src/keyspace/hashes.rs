@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::parse_scan;
 use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, KsResult, Op, ScanMap, Value};
+use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, ScanMap, Value};
 use crate::args::{Args, parse_f64, parse_i64};
 use crate::glob;
 use crate::reply::{Reply, format_double};
 
 /// Which of the hash setters, for its reply and NX behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::enum_variant_names)] // The variants are the command names.
 pub enum HSetMode {
     /// HSET: replies with the number of new fields.
     HSet,
@@ -28,7 +29,7 @@ pub(super) fn parse(name: &str, a: &[Bytes], _ctx: &ParseCtx) -> Option<KsResult
         "hset" | "hmset" | "hsetnx" => {
             let key = args.take();
             let rest = args.rest();
-            if rest.len() % 2 != 0 || rest.is_empty() {
+            if !rest.len().is_multiple_of(2) || rest.is_empty() {
                 Err(KeyspaceError::WrongArity(name.to_owned()))
             } else {
                 let mode = match name {
@@ -36,7 +37,10 @@ pub(super) fn parse(name: &str, a: &[Bytes], _ctx: &ParseCtx) -> Option<KsResult
                     "hmset" => HSetMode::HMSet,
                     _ => HSetMode::HSetNx,
                 };
-                let pairs = rest.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                let pairs = rest
+                    .chunks_exact(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect();
                 Ok(Op::HSet { key, pairs, mode })
             }
         }
@@ -106,7 +110,13 @@ impl Keyspace {
         }
     }
 
-    pub(super) fn hset(&mut self, key: &Bytes, pairs: Vec<(Bytes, Bytes)>, mode: HSetMode, now: u64) -> KsResult<Reply> {
+    pub(super) fn hset(
+        &mut self,
+        key: &Bytes,
+        pairs: Vec<(Bytes, Bytes)>,
+        mode: HSetMode,
+        now: u64,
+    ) -> KsResult<Reply> {
         if mode == HSetMode::HSetNx
             && self
                 .hash(key, now)?
@@ -114,7 +124,7 @@ impl Keyspace {
         {
             return Ok(Reply::Int(0));
         }
-        let hash = self.container_mut(key, now, new_hash, pick_hash)?;
+        let hash = self.container_mut(key, now, Kind::Hash, new_hash, pick_hash)?;
         let mut added = 0;
         for (field, value) in pairs {
             if hash.insert(field, value).is_none() {
@@ -129,7 +139,9 @@ impl Keyspace {
     }
 
     pub(super) fn hget(&self, key: &Bytes, field: &[u8], now: u64) -> KsResult<Reply> {
-        Ok(Reply::opt_bulk(self.hash(key, now)?.and_then(|h| h.get(field)).cloned()))
+        Ok(Reply::opt_bulk(
+            self.hash(key, now)?.and_then(|h| h.get(field)).cloned(),
+        ))
     }
 
     pub(super) fn hmget(&self, key: &Bytes, fields: &[Bytes], now: u64) -> KsResult<Reply> {
@@ -155,18 +167,22 @@ impl Keyspace {
         if self.hash(key, now)?.is_none() {
             return Ok(Reply::Int(0));
         }
-        let hash = self.container_mut(key, now, new_hash, pick_hash)?;
+        let hash = self.container_mut(key, now, Kind::Hash, new_hash, pick_hash)?;
         let removed = fields.iter().filter(|f| hash.remove(f).is_some()).count();
         self.drop_if_empty(key);
         Ok(Reply::Int(removed as i64))
     }
 
     pub(super) fn hexists(&self, key: &Bytes, field: &[u8], now: u64) -> KsResult<Reply> {
-        Ok(Reply::Int(self.hash(key, now)?.is_some_and(|h| h.contains_key(field)) as i64))
+        Ok(Reply::Int(
+            self.hash(key, now)?.is_some_and(|h| h.contains_key(field)) as i64,
+        ))
     }
 
     pub(super) fn hlen(&self, key: &Bytes, now: u64) -> KsResult<Reply> {
-        Ok(Reply::Int(self.hash(key, now)?.map_or(0, ScanMap::len) as i64))
+        Ok(Reply::Int(
+            self.hash(key, now)?.map_or(0, ScanMap::len) as i64
+        ))
     }
 
     pub(super) fn hkeys_or_vals(&self, key: &Bytes, keys: bool, now: u64) -> KsResult<Reply> {
@@ -180,22 +196,36 @@ impl Keyspace {
 
     pub(super) fn hstrlen(&self, key: &Bytes, field: &[u8], now: u64) -> KsResult<Reply> {
         Ok(Reply::Int(
-            self.hash(key, now)?.and_then(|h| h.get(field)).map_or(0, Bytes::len) as i64,
+            self.hash(key, now)?
+                .and_then(|h| h.get(field))
+                .map_or(0, Bytes::len) as i64,
         ))
     }
 
-    pub(super) fn hincr_by(&mut self, key: &Bytes, field: Bytes, by: i64, now: u64) -> KsResult<Reply> {
+    pub(super) fn hincr_by(
+        &mut self,
+        key: &Bytes,
+        field: Bytes,
+        by: i64,
+        now: u64,
+    ) -> KsResult<Reply> {
         let current = match self.hash(key, now)?.and_then(|h| h.get(&field)) {
             Some(v) => parse_i64(v).ok_or(KeyspaceError::HashNotInteger)?,
             None => 0,
         };
         let next = current.checked_add(by).ok_or(KeyspaceError::Overflow)?;
-        let hash = self.container_mut(key, now, new_hash, pick_hash)?;
+        let hash = self.container_mut(key, now, Kind::Hash, new_hash, pick_hash)?;
         hash.insert(field, Bytes::from(next.to_string()));
         Ok(Reply::Int(next))
     }
 
-    pub(super) fn hincr_by_float(&mut self, key: &Bytes, field: Bytes, by: f64, now: u64) -> KsResult<Reply> {
+    pub(super) fn hincr_by_float(
+        &mut self,
+        key: &Bytes,
+        field: Bytes,
+        by: f64,
+        now: u64,
+    ) -> KsResult<Reply> {
         let current = match self.hash(key, now)?.and_then(|h| h.get(&field)) {
             Some(v) => parse_f64(v).ok_or(KeyspaceError::HashNotFloat)?,
             None => 0.0,
@@ -205,12 +235,17 @@ impl Keyspace {
             return Err(KeyspaceError::NanOrInfinity);
         }
         let text = Bytes::from(format_double(next));
-        let hash = self.container_mut(key, now, new_hash, pick_hash)?;
+        let hash = self.container_mut(key, now, Kind::Hash, new_hash, pick_hash)?;
         hash.insert(field, text.clone());
         Ok(Reply::Bulk(text))
     }
 
-    pub(super) fn hscan(&self, key: &Bytes, scan: &super::keys::ScanOp, now: u64) -> KsResult<Reply> {
+    pub(super) fn hscan(
+        &self,
+        key: &Bytes,
+        scan: &super::keys::ScanOp,
+        now: u64,
+    ) -> KsResult<Reply> {
         let mut found = Vec::new();
         let next = match self.hash(key, now)? {
             None => 0,
@@ -223,7 +258,10 @@ impl Keyspace {
                 }
             }),
         };
-        Ok(Reply::Array(vec![Reply::bulk_display(next), Reply::Array(found)]))
+        Ok(Reply::Array(vec![
+            Reply::bulk_display(next),
+            Reply::Array(found),
+        ]))
     }
 }
 
@@ -233,7 +271,10 @@ mod tests {
     use super::*;
 
     fn run(ks: &mut Keyspace, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..].iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let args: Vec<Bytes> = words[1..]
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
         let ctx = ParseCtx { now_ms: 0, seed: 1 };
         match super::super::parse(words[0], &args, &ctx).expect("known command") {
             Ok(op) => op.apply(ks, Ctx { now_ms: 0 }),
@@ -244,14 +285,26 @@ mod tests {
     #[test]
     fn hash_commands_follow_redis() {
         let mut ks = Keyspace::new();
-        assert_eq!(run(&mut ks, &["hset", "h", "a", "1", "b", "2"]), Reply::Int(2));
-        assert_eq!(run(&mut ks, &["hset", "h", "a", "3", "c", "4"]), Reply::Int(1));
-        assert_eq!(run(&mut ks, &["hset", "h", "a"]), Reply::Error("ERR wrong number of arguments for 'hset' command".into()));
+        assert_eq!(
+            run(&mut ks, &["hset", "h", "a", "1", "b", "2"]),
+            Reply::Int(2)
+        );
+        assert_eq!(
+            run(&mut ks, &["hset", "h", "a", "3", "c", "4"]),
+            Reply::Int(1)
+        );
+        assert_eq!(
+            run(&mut ks, &["hset", "h", "a"]),
+            Reply::Error("ERR wrong number of arguments for 'hset' command".into())
+        );
         assert_eq!(run(&mut ks, &["hsetnx", "h", "a", "9"]), Reply::Int(0));
         assert_eq!(run(&mut ks, &["hsetnx", "h", "d", "9"]), Reply::Int(1));
         assert_eq!(run(&mut ks, &["hmset", "h", "e", "5"]), Reply::ok());
         assert_eq!(run(&mut ks, &["hget", "h", "a"]), Reply::bulk("3"));
-        assert_eq!(run(&mut ks, &["hmget", "h", "a", "zz"]), Reply::Array(vec![Reply::bulk("3"), Reply::Nil]));
+        assert_eq!(
+            run(&mut ks, &["hmget", "h", "a", "zz"]),
+            Reply::Array(vec![Reply::bulk("3"), Reply::Nil])
+        );
         assert_eq!(run(&mut ks, &["hlen", "h"]), Reply::Int(5));
         assert_eq!(run(&mut ks, &["hstrlen", "h", "a"]), Reply::Int(1));
         assert_eq!(run(&mut ks, &["hexists", "h", "b"]), Reply::Int(1));
@@ -260,18 +313,45 @@ mod tests {
             Reply::bulks(["a", "b", "c", "d", "e"].map(Bytes::from))
         );
         assert_eq!(run(&mut ks, &["hincrby", "h", "a", "10"]), Reply::Int(13));
-        assert_eq!(run(&mut ks, &["hincrbyfloat", "h", "a", "0.5"]), Reply::bulk("13.5"));
-        assert_eq!(run(&mut ks, &["hincrby", "h", "a", "1"]), Reply::error(KeyspaceError::HashNotInteger));
+        assert_eq!(
+            run(&mut ks, &["hincrbyfloat", "h", "a", "0.5"]),
+            Reply::bulk("13.5")
+        );
+        assert_eq!(
+            run(&mut ks, &["hincrby", "h", "a", "1"]),
+            Reply::error(KeyspaceError::HashNotInteger)
+        );
         run(&mut ks, &["hset", "h", "s", "abc"]);
-        assert_eq!(run(&mut ks, &["hincrbyfloat", "h", "s", "1"]), Reply::error(KeyspaceError::HashNotFloat));
-        assert_eq!(run(&mut ks, &["hdel", "h", "a", "b", "nope"]), Reply::Int(2));
-        let Reply::Map(all) = run(&mut ks, &["hgetall", "h"]) else { panic!() };
+        assert_eq!(
+            run(&mut ks, &["hincrbyfloat", "h", "s", "1"]),
+            Reply::error(KeyspaceError::HashNotFloat)
+        );
+        assert_eq!(
+            run(&mut ks, &["hdel", "h", "a", "b", "nope"]),
+            Reply::Int(2)
+        );
+        let Reply::Map(all) = run(&mut ks, &["hgetall", "h"]) else {
+            panic!()
+        };
         assert_eq!(all.len(), 4);
         run(&mut ks, &["set", "str", "x"]);
-        assert_eq!(run(&mut ks, &["hget", "str", "a"]), Reply::error(KeyspaceError::WrongType));
-        assert_eq!(run(&mut ks, &["hset", "str", "a", "1"]), Reply::error(KeyspaceError::WrongType));
-        assert_eq!(run(&mut ks, &["hdel", "h", "c", "d", "e", "s"]), Reply::Int(4));
-        assert_eq!(run(&mut ks, &["exists", "h"]), Reply::Int(0), "an emptied hash is deleted");
+        assert_eq!(
+            run(&mut ks, &["hget", "str", "a"]),
+            Reply::error(KeyspaceError::WrongType)
+        );
+        assert_eq!(
+            run(&mut ks, &["hset", "str", "a", "1"]),
+            Reply::error(KeyspaceError::WrongType)
+        );
+        assert_eq!(
+            run(&mut ks, &["hdel", "h", "c", "d", "e", "s"]),
+            Reply::Int(4)
+        );
+        assert_eq!(
+            run(&mut ks, &["exists", "h"]),
+            Reply::Int(0),
+            "an emptied hash is deleted"
+        );
     }
 
     #[test]
@@ -283,10 +363,14 @@ mod tests {
         let mut cursor = "0".to_owned();
         let mut fields = 0;
         loop {
-            let Reply::Array(page) = run(&mut ks, &["hscan", "h", &cursor, "COUNT", "4", "NOVALUES"]) else {
+            let Reply::Array(page) =
+                run(&mut ks, &["hscan", "h", &cursor, "COUNT", "4", "NOVALUES"])
+            else {
                 panic!()
             };
-            let (Reply::Bulk(next), Reply::Array(found)) = (&page[0], &page[1]) else { panic!() };
+            let (Reply::Bulk(next), Reply::Array(found)) = (&page[0], &page[1]) else {
+                panic!()
+            };
             fields += found.len();
             cursor = String::from_utf8(next.to_vec()).unwrap();
             if cursor == "0" {

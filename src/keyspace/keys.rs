@@ -56,15 +56,16 @@ pub(super) fn parse_scan(args: &mut Args<'_>, hash: bool) -> KsResult<ScanOp> {
     };
     while !args.is_done() {
         if args.eat("MATCH") {
-            scan.pattern = Some(args.next().ok_or(KeyspaceError::Syntax)?.clone());
+            scan.pattern = Some(args.next_arg().ok_or(KeyspaceError::Syntax)?.clone());
         } else if args.eat("COUNT") {
-            let count = parse_i64(args.next().ok_or(KeyspaceError::Syntax)?).ok_or(KeyspaceError::NotInteger)?;
+            let count = parse_i64(args.next_arg().ok_or(KeyspaceError::Syntax)?)
+                .ok_or(KeyspaceError::NotInteger)?;
             if count < 1 {
                 return Err(KeyspaceError::Syntax);
             }
             scan.count = count as usize;
         } else if !hash && args.eat("TYPE") {
-            let kind = args.next().ok_or(KeyspaceError::Syntax)?;
+            let kind = args.next_arg().ok_or(KeyspaceError::Syntax)?;
             scan.kind = Some(String::from_utf8_lossy(kind).to_ascii_lowercase());
         } else if hash && args.eat("NOVALUES") {
             scan.novalues = true;
@@ -95,7 +96,11 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
                 "expireat" => (1000, false),
                 _ => (1, false),
             };
-            parse_expire(&mut args, name, unit, relative, now).map(|(at_ms, cond)| Op::Expire { key, at_ms, cond })
+            parse_expire(&mut args, name, unit, relative, now).map(|(at_ms, cond)| Op::Expire {
+                key,
+                at_ms,
+                cond,
+            })
         }
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => Ok(Op::Ttl {
             key: args.take(),
@@ -103,11 +108,13 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
             absolute: name.ends_with("expiretime"),
         }),
         "persist" => Ok(Op::Persist { key: args.take() }),
-        "keys" => Ok(Op::Keys { pattern: args.take() }),
+        "keys" => Ok(Op::Keys {
+            pattern: args.take(),
+        }),
         "scan" => parse_scan(&mut args, false).map(Op::Scan),
         "randomkey" => Ok(Op::RandomKey { seed: ctx.seed }),
         "dbsize" => Ok(Op::DbSize),
-        "flushall" | "flushdb" => match args.next() {
+        "flushall" | "flushdb" => match args.next_arg() {
             None => Ok(Op::FlushAll),
             Some(mode) if is(mode, "ASYNC") || is(mode, "SYNC") => Ok(Op::FlushAll),
             Some(_) => Err(KeyspaceError::Syntax),
@@ -132,13 +139,17 @@ fn parse_expire(
         at = at.checked_add(now).ok_or_else(invalid)?;
     }
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-    while let Some(opt) = args.next() {
+    while let Some(opt) = args.next_arg() {
         match opt.to_ascii_uppercase().as_slice() {
             b"NX" => nx = true,
             b"XX" => xx = true,
             b"GT" => gt = true,
             b"LT" => lt = true,
-            _ => return Err(KeyspaceError::UnsupportedOption(String::from_utf8_lossy(opt).into_owned())),
+            _ => {
+                return Err(KeyspaceError::UnsupportedOption(
+                    String::from_utf8_lossy(opt).into_owned(),
+                ));
+            }
         }
     }
     if nx && (xx || gt || lt) {
@@ -170,14 +181,28 @@ impl Keyspace {
     }
 
     pub(super) fn exists(&self, keys: &[Bytes], now: u64) -> Reply {
-        Reply::Int(keys.iter().filter(|k| self.lookup(k, now).is_some()).count() as i64)
+        Reply::Int(
+            keys.iter()
+                .filter(|k| self.lookup(k, now).is_some())
+                .count() as i64,
+        )
     }
 
     pub(super) fn type_of(&self, key: &Bytes, now: u64) -> Reply {
-        Reply::Status(self.lookup(key, now).map_or("none", |e| e.value.type_name()).to_owned())
+        Reply::Status(
+            self.lookup(key, now)
+                .map_or("none", |e| e.value.type_name())
+                .to_owned(),
+        )
     }
 
-    pub(super) fn rename(&mut self, from: &Bytes, to: Bytes, nx: bool, now: u64) -> KsResult<Reply> {
+    pub(super) fn rename(
+        &mut self,
+        from: &Bytes,
+        to: Bytes,
+        nx: bool,
+        now: u64,
+    ) -> KsResult<Reply> {
         if self.lookup(from, now).is_none() {
             return Err(KeyspaceError::NoSuchKey);
         }
@@ -193,7 +218,13 @@ impl Keyspace {
         Ok(if nx { Reply::Int(1) } else { Reply::ok() })
     }
 
-    pub(super) fn expire(&mut self, key: &Bytes, at: i64, cond: ExpireCond, now: u64) -> KsResult<Reply> {
+    pub(super) fn expire(
+        &mut self,
+        key: &Bytes,
+        at: i64,
+        cond: ExpireCond,
+        now: u64,
+    ) -> KsResult<Reply> {
         let Some(entry) = self.lookup_mut(key, now) else {
             return Ok(Reply::Int(0));
         };
@@ -254,7 +285,10 @@ impl Keyspace {
     pub(super) fn scan(&self, scan: &ScanOp, now: u64) -> Reply {
         let mut found = Vec::new();
         let next = self.entries.scan(scan.cursor, scan.count, |k, e| {
-            let type_ok = scan.kind.as_deref().is_none_or(|t| t == e.value.type_name());
+            let type_ok = scan
+                .kind
+                .as_deref()
+                .is_none_or(|t| t == e.value.type_name());
             let match_ok = scan.pattern.as_ref().is_none_or(|p| glob::matches(p, k));
             if !e.is_expired(now) && type_ok && match_ok {
                 found.push(Reply::Bulk(k.clone()));
@@ -294,8 +328,14 @@ mod tests {
     use super::*;
 
     fn run(ks: &mut Keyspace, now: u64, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..].iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        let ctx = ParseCtx { now_ms: now, seed: 3 };
+        let args: Vec<Bytes> = words[1..]
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        let ctx = ParseCtx {
+            now_ms: now,
+            seed: 3,
+        };
         match super::super::parse(words[0], &args, &ctx).expect("known command") {
             Ok(op) => op.apply(ks, Ctx { now_ms: now }),
             Err(e) => Reply::error(e),
@@ -308,12 +348,22 @@ mod tests {
         run(&mut ks, 0, &["set", "k", "v"]);
         assert_eq!(run(&mut ks, 0, &["ttl", "k"]), Reply::Int(-1));
         assert_eq!(run(&mut ks, 0, &["ttl", "nokey"]), Reply::Int(-2));
-        assert_eq!(run(&mut ks, 0, &["expire", "k", "100", "XX"]), Reply::Int(0));
-        assert_eq!(run(&mut ks, 0, &["expire", "k", "100", "NX"]), Reply::Int(1));
+        assert_eq!(
+            run(&mut ks, 0, &["expire", "k", "100", "XX"]),
+            Reply::Int(0)
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["expire", "k", "100", "NX"]),
+            Reply::Int(1)
+        );
         assert_eq!(run(&mut ks, 0, &["expire", "k", "50", "GT"]), Reply::Int(0));
         assert_eq!(run(&mut ks, 0, &["expire", "k", "50", "LT"]), Reply::Int(1));
         assert_eq!(run(&mut ks, 0, &["ttl", "k"]), Reply::Int(50));
-        assert_eq!(run(&mut ks, 400, &["ttl", "k"]), Reply::Int(50), "rounded like Redis");
+        assert_eq!(
+            run(&mut ks, 400, &["ttl", "k"]),
+            Reply::Int(50),
+            "rounded like Redis"
+        );
         assert_eq!(run(&mut ks, 0, &["pexpiretime", "k"]), Reply::Int(50_000));
         assert_eq!(run(&mut ks, 0, &["expiretime", "k"]), Reply::Int(50));
         assert_eq!(
@@ -327,7 +377,11 @@ mod tests {
         assert_eq!(run(&mut ks, 0, &["persist", "k"]), Reply::Int(1));
         assert_eq!(run(&mut ks, 0, &["persist", "k"]), Reply::Int(0));
         assert_eq!(run(&mut ks, 0, &["expire", "k", "-1"]), Reply::Int(1));
-        assert_eq!(run(&mut ks, 0, &["exists", "k"]), Reply::Int(0), "a past expiry deletes");
+        assert_eq!(
+            run(&mut ks, 0, &["exists", "k"]),
+            Reply::Int(0),
+            "a past expiry deletes"
+        );
         assert_eq!(
             run(&mut ks, 0, &["expire", "k", "9223372036854775807"]),
             Reply::Error("ERR invalid expire time in 'expire' command".into())
@@ -340,12 +394,21 @@ mod tests {
         run(&mut ks, 0, &["set", "a", "1", "PX", "500"]);
         assert_eq!(run(&mut ks, 0, &["rename", "a", "b"]), Reply::ok());
         assert_eq!(run(&mut ks, 0, &["pttl", "b"]), Reply::Int(500));
-        assert_eq!(run(&mut ks, 0, &["rename", "a", "b"]), Reply::error(KeyspaceError::NoSuchKey));
+        assert_eq!(
+            run(&mut ks, 0, &["rename", "a", "b"]),
+            Reply::error(KeyspaceError::NoSuchKey)
+        );
         run(&mut ks, 0, &["set", "c", "3"]);
         assert_eq!(run(&mut ks, 0, &["renamenx", "b", "c"]), Reply::Int(0));
         assert_eq!(run(&mut ks, 0, &["renamenx", "b", "d"]), Reply::Int(1));
-        assert_eq!(run(&mut ks, 0, &["type", "d"]), Reply::Status("string".into()));
-        assert_eq!(run(&mut ks, 0, &["type", "b"]), Reply::Status("none".into()));
+        assert_eq!(
+            run(&mut ks, 0, &["type", "d"]),
+            Reply::Status("string".into())
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["type", "b"]),
+            Reply::Status("none".into())
+        );
     }
 
     #[test]
@@ -356,18 +419,30 @@ mod tests {
         }
         run(&mut ks, 0, &["rpush", "list", "x"]);
         run(&mut ks, 0, &["set", "gone", "x", "PX", "10"]);
-        let Reply::Array(keys) = run(&mut ks, 100, &["keys", "user:1*"]) else { panic!() };
+        let Reply::Array(keys) = run(&mut ks, 100, &["keys", "user:1*"]) else {
+            panic!()
+        };
         assert_eq!(keys.len(), 11);
-        let Reply::Array(all) = run(&mut ks, 100, &["keys", "*"]) else { panic!() };
+        let Reply::Array(all) = run(&mut ks, 100, &["keys", "*"]) else {
+            panic!()
+        };
         assert_eq!(all.len(), 31, "the expired key is invisible");
         let mut cursor = "0".to_owned();
         let mut seen = 0;
         loop {
-            let Reply::Array(page) = run(&mut ks, 100, &["scan", &cursor, "COUNT", "7", "TYPE", "string"]) else {
+            let Reply::Array(page) = run(
+                &mut ks,
+                100,
+                &["scan", &cursor, "COUNT", "7", "TYPE", "string"],
+            ) else {
                 panic!()
             };
-            let Reply::Bulk(next) = &page[0] else { panic!() };
-            let Reply::Array(found) = &page[1] else { panic!() };
+            let Reply::Bulk(next) = &page[0] else {
+                panic!()
+            };
+            let Reply::Array(found) = &page[1] else {
+                panic!()
+            };
             seen += found.len();
             cursor = String::from_utf8(next.to_vec()).unwrap();
             if cursor == "0" {
@@ -375,7 +450,10 @@ mod tests {
             }
         }
         assert_eq!(seen, 30);
-        assert_eq!(run(&mut ks, 100, &["scan", "x"]), Reply::error(KeyspaceError::InvalidCursor));
+        assert_eq!(
+            run(&mut ks, 100, &["scan", "x"]),
+            Reply::error(KeyspaceError::InvalidCursor)
+        );
         assert_eq!(run(&mut ks, 100, &["dbsize"]), Reply::Int(32));
         let (expired, _) = ks.expired_keys(0, 10, 100);
         assert_eq!(expired, vec![Bytes::from("gone")]);

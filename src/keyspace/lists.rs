@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, KsResult, Op, Value, clamp_range};
+use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, Value, clamp_range};
 use crate::args::{Args, parse_i64};
 use crate::reply::Reply;
 
@@ -23,7 +23,7 @@ pub(super) fn parse(name: &str, a: &[Bytes], _ctx: &ParseCtx) -> Option<KsResult
         }
         "lpop" | "rpop" => {
             let key = args.take();
-            let count = match args.next() {
+            let count = match args.next_arg() {
                 None => Ok(None),
                 Some(c) => match parse_i64(c) {
                     None => Err(KeyspaceError::NotPositive),
@@ -102,8 +102,14 @@ impl Keyspace {
         }
     }
 
-    pub(super) fn push(&mut self, key: &Bytes, values: Vec<Bytes>, left: bool, now: u64) -> KsResult<Reply> {
-        let list = self.container_mut(key, now, new_list, pick_list)?;
+    pub(super) fn push(
+        &mut self,
+        key: &Bytes,
+        values: Vec<Bytes>,
+        left: bool,
+        now: u64,
+    ) -> KsResult<Reply> {
+        let list = self.container_mut(key, now, Kind::List, new_list, pick_list)?;
         for value in values {
             if left {
                 list.push_front(value);
@@ -114,14 +120,30 @@ impl Keyspace {
         Ok(Reply::Int(list.len() as i64))
     }
 
-    pub(super) fn pop(&mut self, key: &Bytes, left: bool, count: Option<u64>, now: u64) -> KsResult<Reply> {
+    pub(super) fn pop(
+        &mut self,
+        key: &Bytes,
+        left: bool,
+        count: Option<u64>,
+        now: u64,
+    ) -> KsResult<Reply> {
         if self.list(key, now)?.is_none() {
-            return Ok(if count.is_some() { Reply::NilArray } else { Reply::Nil });
+            return Ok(if count.is_some() {
+                Reply::NilArray
+            } else {
+                Reply::Nil
+            });
         }
-        let list = self.container_mut(key, now, new_list, pick_list)?;
+        let list = self.container_mut(key, now, Kind::List, new_list, pick_list)?;
         let take = count.unwrap_or(1).min(list.len() as u64) as usize;
         let popped: Vec<Bytes> = (0..take)
-            .filter_map(|_| if left { list.pop_front() } else { list.pop_back() })
+            .filter_map(|_| {
+                if left {
+                    list.pop_front()
+                } else {
+                    list.pop_back()
+                }
+            })
             .collect();
         self.drop_if_empty(key);
         Ok(match count {
@@ -131,7 +153,9 @@ impl Keyspace {
     }
 
     pub(super) fn llen(&self, key: &Bytes, now: u64) -> KsResult<Reply> {
-        Ok(Reply::Int(self.list(key, now)?.map_or(0, VecDeque::len) as i64))
+        Ok(Reply::Int(
+            self.list(key, now)?.map_or(0, VecDeque::len) as i64
+        ))
     }
 
     pub(super) fn lrange(&self, key: &Bytes, start: i64, stop: i64, now: u64) -> KsResult<Reply> {
@@ -146,25 +170,44 @@ impl Keyspace {
 
     pub(super) fn lindex(&self, key: &Bytes, index: i64, now: u64) -> KsResult<Reply> {
         let list = self.list(key, now)?;
-        Ok(Reply::opt_bulk(
-            list.and_then(|l| resolve(index, l.len()).map(|i| l[i].clone())),
-        ))
+        Ok(Reply::opt_bulk(list.and_then(|l| {
+            resolve(index, l.len()).map(|i| l[i].clone())
+        })))
     }
 
-    pub(super) fn lset(&mut self, key: &Bytes, index: i64, value: Bytes, now: u64) -> KsResult<Reply> {
+    pub(super) fn lset(
+        &mut self,
+        key: &Bytes,
+        index: i64,
+        value: Bytes,
+        now: u64,
+    ) -> KsResult<Reply> {
         let len = self.list(key, now)?.ok_or(KeyspaceError::NoSuchKey)?.len();
         let i = resolve(index, len).ok_or(KeyspaceError::IndexOutOfRange)?;
-        let list = self.container_mut(key, now, new_list, pick_list)?;
+        let list = self.container_mut(key, now, Kind::List, new_list, pick_list)?;
         list[i] = value;
         Ok(Reply::ok())
     }
 
-    pub(super) fn lrem(&mut self, key: &Bytes, count: i64, value: &[u8], now: u64) -> KsResult<Reply> {
-        if self.list(key, now)?.is_none_or(|l| !l.iter().any(|v| v == value)) {
+    pub(super) fn lrem(
+        &mut self,
+        key: &Bytes,
+        count: i64,
+        value: &[u8],
+        now: u64,
+    ) -> KsResult<Reply> {
+        if self
+            .list(key, now)?
+            .is_none_or(|l| !l.iter().any(|v| v == value))
+        {
             return Ok(Reply::Int(0));
         }
-        let list = self.container_mut(key, now, new_list, pick_list)?;
-        let limit = if count == 0 { usize::MAX } else { count.unsigned_abs() as usize };
+        let list = self.container_mut(key, now, Kind::List, new_list, pick_list)?;
+        let limit = if count == 0 {
+            usize::MAX
+        } else {
+            count.unsigned_abs() as usize
+        };
         let mut removed = 0;
         if count >= 0 {
             list.retain(|v| {
@@ -190,11 +233,17 @@ impl Keyspace {
         Ok(Reply::Int(removed as i64))
     }
 
-    pub(super) fn ltrim(&mut self, key: &Bytes, start: i64, stop: i64, now: u64) -> KsResult<Reply> {
+    pub(super) fn ltrim(
+        &mut self,
+        key: &Bytes,
+        start: i64,
+        stop: i64,
+        now: u64,
+    ) -> KsResult<Reply> {
         let Some(len) = self.list(key, now)?.map(VecDeque::len) else {
             return Ok(Reply::ok());
         };
-        let list = self.container_mut(key, now, new_list, pick_list)?;
+        let list = self.container_mut(key, now, Kind::List, new_list, pick_list)?;
         match clamp_range(start, stop, len) {
             Some((from, to)) => {
                 list.truncate(to + 1);
@@ -213,7 +262,10 @@ mod tests {
     use super::*;
 
     fn run(ks: &mut Keyspace, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..].iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let args: Vec<Bytes> = words[1..]
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
         let ctx = ParseCtx { now_ms: 0, seed: 1 };
         match super::super::parse(words[0], &args, &ctx).expect("known command") {
             Ok(op) => op.apply(ks, Ctx { now_ms: 0 }),
@@ -230,31 +282,58 @@ mod tests {
         let mut ks = Keyspace::new();
         assert_eq!(run(&mut ks, &["rpush", "l", "a", "b", "c"]), Reply::Int(3));
         assert_eq!(run(&mut ks, &["lpush", "l", "x", "y"]), Reply::Int(5));
-        assert_eq!(run(&mut ks, &["lrange", "l", "0", "-1"]), list(&["y", "x", "a", "b", "c"]));
-        assert_eq!(run(&mut ks, &["lrange", "l", "-2", "100"]), list(&["b", "c"]));
+        assert_eq!(
+            run(&mut ks, &["lrange", "l", "0", "-1"]),
+            list(&["y", "x", "a", "b", "c"])
+        );
+        assert_eq!(
+            run(&mut ks, &["lrange", "l", "-2", "100"]),
+            list(&["b", "c"])
+        );
         assert_eq!(run(&mut ks, &["lrange", "l", "3", "1"]), list(&[]));
         assert_eq!(run(&mut ks, &["lindex", "l", "-1"]), Reply::bulk("c"));
         assert_eq!(run(&mut ks, &["lindex", "l", "10"]), Reply::Nil);
         assert_eq!(run(&mut ks, &["lset", "l", "1", "X"]), Reply::ok());
-        assert_eq!(run(&mut ks, &["lset", "l", "9", "X"]), Reply::error(KeyspaceError::IndexOutOfRange));
-        assert_eq!(run(&mut ks, &["lset", "none", "0", "X"]), Reply::error(KeyspaceError::NoSuchKey));
+        assert_eq!(
+            run(&mut ks, &["lset", "l", "9", "X"]),
+            Reply::error(KeyspaceError::IndexOutOfRange)
+        );
+        assert_eq!(
+            run(&mut ks, &["lset", "none", "0", "X"]),
+            Reply::error(KeyspaceError::NoSuchKey)
+        );
         assert_eq!(run(&mut ks, &["lpop", "l"]), Reply::bulk("y"));
         assert_eq!(run(&mut ks, &["rpop", "l", "2"]), list(&["c", "b"]));
         assert_eq!(run(&mut ks, &["lpop", "none", "2"]), Reply::NilArray);
         assert_eq!(run(&mut ks, &["lpop", "none"]), Reply::Nil);
-        assert_eq!(run(&mut ks, &["lpop", "l", "-1"]), Reply::error(KeyspaceError::NotPositive));
+        assert_eq!(
+            run(&mut ks, &["lpop", "l", "-1"]),
+            Reply::error(KeyspaceError::NotPositive)
+        );
         run(&mut ks, &["rpush", "r", "a", "b", "a", "c", "a"]);
         assert_eq!(run(&mut ks, &["lrem", "r", "-2", "a"]), Reply::Int(2));
-        assert_eq!(run(&mut ks, &["lrange", "r", "0", "-1"]), list(&["a", "b", "c"]));
+        assert_eq!(
+            run(&mut ks, &["lrange", "r", "0", "-1"]),
+            list(&["a", "b", "c"])
+        );
         assert_eq!(run(&mut ks, &["lrem", "r", "0", "a"]), Reply::Int(1));
         run(&mut ks, &["rpush", "t", "1", "2", "3", "4", "5"]);
         assert_eq!(run(&mut ks, &["ltrim", "t", "1", "-2"]), Reply::ok());
-        assert_eq!(run(&mut ks, &["lrange", "t", "0", "-1"]), list(&["2", "3", "4"]));
+        assert_eq!(
+            run(&mut ks, &["lrange", "t", "0", "-1"]),
+            list(&["2", "3", "4"])
+        );
         assert_eq!(run(&mut ks, &["ltrim", "t", "5", "10"]), Reply::ok());
         assert_eq!(run(&mut ks, &["exists", "t"]), Reply::Int(0));
         assert_eq!(run(&mut ks, &["llen", "l"]), Reply::Int(2));
         run(&mut ks, &["set", "s", "x"]);
-        assert_eq!(run(&mut ks, &["lpush", "s", "x"]), Reply::error(KeyspaceError::WrongType));
-        assert_eq!(run(&mut ks, &["llen", "s"]), Reply::error(KeyspaceError::WrongType));
+        assert_eq!(
+            run(&mut ks, &["lpush", "s", "x"]),
+            Reply::error(KeyspaceError::WrongType)
+        );
+        assert_eq!(
+            run(&mut ks, &["llen", "s"]),
+            Reply::error(KeyspaceError::WrongType)
+        );
     }
 }

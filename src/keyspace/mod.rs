@@ -17,6 +17,9 @@ mod scanmap;
 mod sets;
 mod strings;
 
+#[cfg(test)]
+mod determinism;
+
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
@@ -47,7 +50,30 @@ pub enum Value {
     Set(Box<ScanMap<()>>),
 }
 
+/// The type of a value, without the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string.
+    String,
+    /// A hash.
+    Hash,
+    /// A list.
+    List,
+    /// A set.
+    Set,
+}
+
 impl Value {
+    /// The value's type.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::String(_) => Kind::String,
+            Value::Hash(_) => Kind::Hash,
+            Value::List(_) => Kind::List,
+            Value::Set(_) => Kind::Set,
+        }
+    }
+
     /// The name `TYPE` answers with.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -270,7 +296,9 @@ impl Keyspace {
 
     /// Inserts or replaces `key` with `value` and expiry `expire_at`.
     fn store(&mut self, key: Bytes, value: Value, expire_at: Option<u64>) {
-        self.tombstones.remove(&key);
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(&key);
+        }
         let entry = Entry {
             value,
             expire_at,
@@ -296,7 +324,8 @@ impl Keyspace {
             self.tombstones.clear();
             self.tombstone_floor = self.seq;
         }
-        self.tombstones.insert(Bytes::copy_from_slice(key), self.seq);
+        self.tombstones
+            .insert(Bytes::copy_from_slice(key), self.seq);
         Some(old)
     }
 
@@ -316,7 +345,11 @@ impl Keyspace {
 
     /// Deletes `key` if its container became empty, as Redis does after HDEL, LPOP, SREM...
     fn drop_if_empty(&mut self, key: &[u8]) {
-        if self.entries.get(key).is_some_and(|e| e.value.is_empty_container()) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.value.is_empty_container())
+        {
             self.remove(key);
         }
     }
@@ -327,18 +360,21 @@ impl Keyspace {
         &mut self,
         key: &Bytes,
         now: u64,
+        kind: Kind,
         make: fn() -> Value,
         pick: fn(&mut Value) -> Option<&mut T>,
     ) -> KsResult<&mut T> {
-        match self.lookup_mut(key, now) {
-            Some(entry) => {
-                if pick(&mut entry.value).is_none() {
-                    return Err(KeyspaceError::WrongType);
-                }
+        self.expire_if_needed(key, now);
+        match self.entries.get(key) {
+            Some(entry) if entry.value.kind() != kind => {
+                return Err(KeyspaceError::WrongType);
             }
+            Some(_) => {}
             None => self.store(key.clone(), make(), None),
         }
-        let entry = self.modify(key, now).expect("present");
+        let seq = self.seq;
+        let entry = self.entries.get_mut(key).expect("present");
+        entry.version = seq;
         pick(&mut entry.value).ok_or(KeyspaceError::WrongType)
     }
 
@@ -421,7 +457,15 @@ impl SplitMix {
 /// `None` if it is empty.
 pub fn clamp_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
     let len = len as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
     (start <= stop && start < len && stop >= 0).then_some((start as usize, stop as usize))
 }

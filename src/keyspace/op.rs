@@ -8,7 +8,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Keyspace, KeyspaceError, KsResult, WatchToken, hashes, keys, lists, sets, strings};
+use super::{
+    Ctx, Keyspace, KeyspaceError, KsResult, WatchToken, hashes, keys, lists, sets, strings,
+};
 use crate::reply::Reply;
 
 /// What a parser needs besides the arguments: the time relative TTLs count from and a seed for
@@ -27,69 +29,217 @@ pub struct ParseCtx {
 #[allow(missing_docs)] // The variants are Redis commands; their fields are the arguments.
 pub enum Op {
     // Strings.
-    Get { key: Bytes },
+    Get {
+        key: Bytes,
+    },
     Set(strings::SetOp),
-    MGet { keys: Vec<Bytes> },
-    MSet { pairs: Vec<(Bytes, Bytes)>, nx: bool },
-    GetDel { key: Bytes },
-    GetEx { key: Bytes, expire: strings::GetExExpire },
-    IncrBy { key: Bytes, by: i64 },
-    IncrByFloat { key: Bytes, by: f64 },
-    Append { key: Bytes, value: Bytes },
-    StrLen { key: Bytes },
-    GetRange { key: Bytes, start: i64, end: i64 },
-    SetRange { key: Bytes, offset: u64, value: Bytes },
+    MGet {
+        keys: Vec<Bytes>,
+    },
+    MSet {
+        pairs: Vec<(Bytes, Bytes)>,
+        nx: bool,
+    },
+    GetDel {
+        key: Bytes,
+    },
+    GetEx {
+        key: Bytes,
+        expire: strings::GetExExpire,
+    },
+    IncrBy {
+        key: Bytes,
+        by: i64,
+    },
+    IncrByFloat {
+        key: Bytes,
+        by: f64,
+    },
+    Append {
+        key: Bytes,
+        value: Bytes,
+    },
+    StrLen {
+        key: Bytes,
+    },
+    GetRange {
+        key: Bytes,
+        start: i64,
+        end: i64,
+    },
+    SetRange {
+        key: Bytes,
+        offset: u64,
+        value: Bytes,
+    },
     // Keys.
-    Del { keys: Vec<Bytes> },
-    Exists { keys: Vec<Bytes> },
-    Type { key: Bytes },
-    Rename { from: Bytes, to: Bytes, nx: bool },
-    Expire { key: Bytes, at_ms: i64, cond: keys::ExpireCond },
-    Ttl { key: Bytes, millis: bool, absolute: bool },
-    Persist { key: Bytes },
-    Keys { pattern: Bytes },
+    Del {
+        keys: Vec<Bytes>,
+    },
+    Exists {
+        keys: Vec<Bytes>,
+    },
+    Type {
+        key: Bytes,
+    },
+    Rename {
+        from: Bytes,
+        to: Bytes,
+        nx: bool,
+    },
+    Expire {
+        key: Bytes,
+        at_ms: i64,
+        cond: keys::ExpireCond,
+    },
+    Ttl {
+        key: Bytes,
+        millis: bool,
+        absolute: bool,
+    },
+    Persist {
+        key: Bytes,
+    },
+    Keys {
+        pattern: Bytes,
+    },
     Scan(keys::ScanOp),
-    RandomKey { seed: u64 },
+    RandomKey {
+        seed: u64,
+    },
     DbSize,
     FlushAll,
     /// Removes the listed keys that are expired at the operation's time: the active expiry
     /// cycle's write.
-    PurgeExpired { keys: Vec<Bytes> },
+    PurgeExpired {
+        keys: Vec<Bytes>,
+    },
     // Hashes.
-    HSet { key: Bytes, pairs: Vec<(Bytes, Bytes)>, mode: hashes::HSetMode },
-    HGet { key: Bytes, field: Bytes },
-    HMGet { key: Bytes, fields: Vec<Bytes> },
-    HGetAll { key: Bytes },
-    HDel { key: Bytes, fields: Vec<Bytes> },
-    HExists { key: Bytes, field: Bytes },
-    HLen { key: Bytes },
-    HKeys { key: Bytes },
-    HVals { key: Bytes },
-    HStrLen { key: Bytes, field: Bytes },
-    HIncrBy { key: Bytes, field: Bytes, by: i64 },
-    HIncrByFloat { key: Bytes, field: Bytes, by: f64 },
-    HScan { key: Bytes, scan: keys::ScanOp },
+    HSet {
+        key: Bytes,
+        pairs: Vec<(Bytes, Bytes)>,
+        mode: hashes::HSetMode,
+    },
+    HGet {
+        key: Bytes,
+        field: Bytes,
+    },
+    HMGet {
+        key: Bytes,
+        fields: Vec<Bytes>,
+    },
+    HGetAll {
+        key: Bytes,
+    },
+    HDel {
+        key: Bytes,
+        fields: Vec<Bytes>,
+    },
+    HExists {
+        key: Bytes,
+        field: Bytes,
+    },
+    HLen {
+        key: Bytes,
+    },
+    HKeys {
+        key: Bytes,
+    },
+    HVals {
+        key: Bytes,
+    },
+    HStrLen {
+        key: Bytes,
+        field: Bytes,
+    },
+    HIncrBy {
+        key: Bytes,
+        field: Bytes,
+        by: i64,
+    },
+    HIncrByFloat {
+        key: Bytes,
+        field: Bytes,
+        by: f64,
+    },
+    HScan {
+        key: Bytes,
+        scan: keys::ScanOp,
+    },
     // Lists.
-    Push { key: Bytes, values: Vec<Bytes>, left: bool },
-    Pop { key: Bytes, left: bool, count: Option<u64> },
-    LLen { key: Bytes },
-    LRange { key: Bytes, start: i64, stop: i64 },
-    LIndex { key: Bytes, index: i64 },
-    LSet { key: Bytes, index: i64, value: Bytes },
-    LRem { key: Bytes, count: i64, value: Bytes },
-    LTrim { key: Bytes, start: i64, stop: i64 },
+    Push {
+        key: Bytes,
+        values: Vec<Bytes>,
+        left: bool,
+    },
+    Pop {
+        key: Bytes,
+        left: bool,
+        count: Option<u64>,
+    },
+    LLen {
+        key: Bytes,
+    },
+    LRange {
+        key: Bytes,
+        start: i64,
+        stop: i64,
+    },
+    LIndex {
+        key: Bytes,
+        index: i64,
+    },
+    LSet {
+        key: Bytes,
+        index: i64,
+        value: Bytes,
+    },
+    LRem {
+        key: Bytes,
+        count: i64,
+        value: Bytes,
+    },
+    LTrim {
+        key: Bytes,
+        start: i64,
+        stop: i64,
+    },
     // Sets.
-    SAdd { key: Bytes, members: Vec<Bytes> },
-    SRem { key: Bytes, members: Vec<Bytes> },
-    SMembers { key: Bytes },
-    SIsMember { key: Bytes, member: Bytes },
-    SCard { key: Bytes },
-    SPop { key: Bytes, count: Option<u64>, seed: u64 },
-    SRandMember { key: Bytes, count: Option<i64>, seed: u64 },
+    SAdd {
+        key: Bytes,
+        members: Vec<Bytes>,
+    },
+    SRem {
+        key: Bytes,
+        members: Vec<Bytes>,
+    },
+    SMembers {
+        key: Bytes,
+    },
+    SIsMember {
+        key: Bytes,
+        member: Bytes,
+    },
+    SCard {
+        key: Bytes,
+    },
+    SPop {
+        key: Bytes,
+        count: Option<u64>,
+        seed: u64,
+    },
+    SRandMember {
+        key: Bytes,
+        count: Option<i64>,
+        seed: u64,
+    },
     // Transactions.
     /// MULTI ... EXEC: the queued operations run as one atomic batch, unless a watched key
     /// changed, in which case nothing runs and the reply is the null array.
-    Exec { ops: Vec<Op>, watches: Vec<WatchToken> },
+    Exec {
+        ops: Vec<Op>,
+        watches: Vec<WatchToken>,
+    },
 }
 
 /// Parses the data command `name` (lowercase) with `args` (name excluded). The caller has
@@ -153,7 +303,11 @@ impl Op {
             Op::GetRange { key, start, end } => ks.getrange(key, *start, *end, now),
             Op::Exists { keys } => Ok(ks.exists(keys, now)),
             Op::Type { key } => Ok(ks.type_of(key, now)),
-            Op::Ttl { key, millis, absolute } => Ok(ks.ttl(key, *millis, *absolute, now)),
+            Op::Ttl {
+                key,
+                millis,
+                absolute,
+            } => Ok(ks.ttl(key, *millis, *absolute, now)),
             Op::Keys { pattern } => Ok(ks.keys(pattern, now)),
             Op::Scan(scan) => Ok(ks.scan(scan, now)),
             Op::RandomKey { seed } => Ok(ks.random_key(*seed, now)),
@@ -178,7 +332,9 @@ impl Op {
                 if watches.iter().any(|w| ks.watch_broken(w, now)) {
                     return Ok(Reply::NilArray);
                 }
-                Ok(Reply::Array(ops.iter().map(|op| op.read(ks, ctx)).collect()))
+                Ok(Reply::Array(
+                    ops.iter().map(|op| op.read(ks, ctx)).collect(),
+                ))
             }
             write => Err(KeyspaceError::UnknownCommand(format!("{write:?}"))),
         }
@@ -230,7 +386,9 @@ impl Op {
                 if watches.iter().any(|w| ks.watch_broken(w, now)) {
                     return Ok(Reply::NilArray);
                 }
-                Ok(Reply::Array(ops.into_iter().map(|op| op.apply(ks, ctx)).collect()))
+                Ok(Reply::Array(
+                    ops.into_iter().map(|op| op.apply(ks, ctx)).collect(),
+                ))
             }
             read => read.try_read(ks, ctx),
         }
@@ -281,13 +439,16 @@ impl Op {
             | Op::SPop { key, .. }
             | Op::SRandMember { key, .. } => vec![key],
             Op::Set(set) => vec![&set.key],
-            Op::MGet { keys } | Op::Del { keys } | Op::Exists { keys } | Op::PurgeExpired { keys } => {
-                keys.iter().collect()
-            }
+            Op::MGet { keys }
+            | Op::Del { keys }
+            | Op::Exists { keys }
+            | Op::PurgeExpired { keys } => keys.iter().collect(),
             Op::MSet { pairs, .. } => pairs.iter().map(|(k, _)| k).collect(),
             Op::Rename { from, to, .. } => vec![from, to],
             Op::Exec { ops, .. } => ops.iter().flat_map(Op::keys).collect(),
-            Op::Keys { .. } | Op::Scan(_) | Op::RandomKey { .. } | Op::DbSize | Op::FlushAll => Vec::new(),
+            Op::Keys { .. } | Op::Scan(_) | Op::RandomKey { .. } | Op::DbSize | Op::FlushAll => {
+                Vec::new()
+            }
         }
     }
 }

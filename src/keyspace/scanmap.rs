@@ -10,13 +10,19 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use bytes::Bytes;
+
+/// One position of the slot vector: an entry or a hole.
+pub type Slot<V> = Option<(Bytes, V)>;
 
 /// A map from binary keys to `V` with deterministic order and stable positions.
 #[derive(Debug, Clone)]
 pub struct ScanMap<V> {
-    slots: Vec<Option<(Bytes, V)>>,
-    index: HashMap<Bytes, u32>,
+    slots: Vec<Slot<V>>,
+    /// Randomly seeded per map (foldhash), so colliding keys cannot be precomputed.
+    index: HashMap<Bytes, u32, RandomState>,
     free: Vec<u32>,
 }
 
@@ -24,7 +30,7 @@ impl<V> Default for ScanMap<V> {
     fn default() -> Self {
         ScanMap {
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             free: Vec::new(),
         }
     }
@@ -74,7 +80,9 @@ impl<V> ScanMap<V> {
     /// Inserts or replaces; returns the previous value. A replaced entry keeps its slot.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
         if let Some(&slot) = self.index.get(&key) {
-            let entry = self.slots[slot as usize].as_mut().expect("indexed slot is occupied");
+            let entry = self.slots[slot as usize]
+                .as_mut()
+                .expect("indexed slot is occupied");
             return Some(std::mem::replace(&mut entry.1, value));
         }
         let slot = match self.free.pop() {
@@ -121,7 +129,9 @@ impl<V> ScanMap<V> {
 
     /// Entries in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
     }
 
     /// Keys in slot order.
@@ -148,7 +158,11 @@ impl<V> ScanMap<V> {
             }
             position += 1;
         }
-        if position >= self.slots.len() { 0 } else { position as u64 }
+        if position >= self.slots.len() {
+            0
+        } else {
+            position as u64
+        }
     }
 
     /// The first entry at or after slot `start` (wrapping around): the building block for
@@ -169,12 +183,12 @@ impl<V> ScanMap<V> {
     }
 
     /// The slot layout, for snapshots: every slot in order, holes as `None`, and the free list.
-    pub fn layout(&self) -> (&[Option<(Bytes, V)>], &[u32]) {
+    pub fn layout(&self) -> (&[Slot<V>], &[u32]) {
         (&self.slots, &self.free)
     }
 
     /// Rebuilds a map from a layout produced by [`ScanMap::layout`].
-    pub fn from_layout(slots: Vec<Option<(Bytes, V)>>, free: Vec<u32>) -> Self {
+    pub fn from_layout(slots: Vec<Slot<V>>, free: Vec<u32>) -> Self {
         let index = slots
             .iter()
             .enumerate()
@@ -254,7 +268,10 @@ mod tests {
         let copy = ScanMap::from_layout(slots.to_vec(), free.to_vec());
         assert_eq!(copy, m);
         assert_eq!(copy.get(b"7"), Some(&7));
-        assert_eq!(copy.keys().collect::<Vec<_>>(), m.keys().collect::<Vec<_>>());
+        assert_eq!(
+            copy.keys().collect::<Vec<_>>(),
+            m.keys().collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, KsResult, Op, ScanMap, SplitMix, Value};
+use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, ScanMap, SplitMix, Value};
 use crate::args::{Args, parse_i64};
 use crate::reply::Reply;
 
@@ -30,8 +30,12 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
         "scard" => Ok(Op::SCard { key: args.take() }),
         "spop" => {
             let key = args.take();
-            match args.next().map(|c| parse_i64(c)) {
-                None => Ok(Op::SPop { key, count: None, seed: ctx.seed }),
+            match args.next_arg().map(|c| parse_i64(c)) {
+                None => Ok(Op::SPop {
+                    key,
+                    count: None,
+                    seed: ctx.seed,
+                }),
                 Some(Some(c)) if c >= 0 => Ok(Op::SPop {
                     key,
                     count: Some(c as u64),
@@ -42,8 +46,12 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
         }
         "srandmember" => {
             let key = args.take();
-            match args.next().map(|c| parse_i64(c)) {
-                None => Ok(Op::SRandMember { key, count: None, seed: ctx.seed }),
+            match args.next_arg().map(|c| parse_i64(c)) {
+                None => Ok(Op::SRandMember {
+                    key,
+                    count: None,
+                    seed: ctx.seed,
+                }),
                 Some(Some(c)) => Ok(Op::SRandMember {
                     key,
                     count: Some(c),
@@ -77,7 +85,8 @@ fn random_member(set: &ScanMap<()>, rng: &mut SplitMix) -> Option<Bytes> {
     if slots == 0 {
         return None;
     }
-    set.entry_at_or_after(rng.below(slots)).map(|(m, _)| m.clone())
+    set.entry_at_or_after(rng.below(slots))
+        .map(|(m, _)| m.clone())
 }
 
 impl Keyspace {
@@ -91,8 +100,11 @@ impl Keyspace {
     }
 
     pub(super) fn sadd(&mut self, key: &Bytes, members: Vec<Bytes>, now: u64) -> KsResult<Reply> {
-        let set = self.container_mut(key, now, new_set, pick_set)?;
-        let added = members.into_iter().filter(|m| set.insert(m.clone(), ()).is_none()).count();
+        let set = self.container_mut(key, now, Kind::Set, new_set, pick_set)?;
+        let added = members
+            .into_iter()
+            .filter(|m| set.insert(m.clone(), ()).is_none())
+            .count();
         Ok(Reply::Int(added as i64))
     }
 
@@ -100,31 +112,48 @@ impl Keyspace {
         if self.set_at(key, now)?.is_none() {
             return Ok(Reply::Int(0));
         }
-        let set = self.container_mut(key, now, new_set, pick_set)?;
+        let set = self.container_mut(key, now, Kind::Set, new_set, pick_set)?;
         let removed = members.iter().filter(|m| set.remove(m).is_some()).count();
         self.drop_if_empty(key);
         Ok(Reply::Int(removed as i64))
     }
 
     pub(super) fn smembers(&self, key: &Bytes, now: u64) -> KsResult<Reply> {
-        let members = self.set_at(key, now)?.map_or_else(Vec::new, |s| s.keys().cloned().map(Reply::Bulk).collect());
+        let members = self
+            .set_at(key, now)?
+            .map_or_else(Vec::new, |s| s.keys().cloned().map(Reply::Bulk).collect());
         Ok(Reply::Set(members))
     }
 
     pub(super) fn sismember(&self, key: &Bytes, member: &[u8], now: u64) -> KsResult<Reply> {
-        Ok(Reply::Int(self.set_at(key, now)?.is_some_and(|s| s.contains_key(member)) as i64))
+        Ok(Reply::Int(
+            self.set_at(key, now)?
+                .is_some_and(|s| s.contains_key(member)) as i64,
+        ))
     }
 
     pub(super) fn scard(&self, key: &Bytes, now: u64) -> KsResult<Reply> {
-        Ok(Reply::Int(self.set_at(key, now)?.map_or(0, ScanMap::len) as i64))
+        Ok(Reply::Int(
+            self.set_at(key, now)?.map_or(0, ScanMap::len) as i64
+        ))
     }
 
-    pub(super) fn spop(&mut self, key: &Bytes, count: Option<u64>, seed: u64, now: u64) -> KsResult<Reply> {
+    pub(super) fn spop(
+        &mut self,
+        key: &Bytes,
+        count: Option<u64>,
+        seed: u64,
+        now: u64,
+    ) -> KsResult<Reply> {
         let Some(len) = self.set_at(key, now)?.map(ScanMap::len) else {
-            return Ok(if count.is_some() { Reply::Set(Vec::new()) } else { Reply::Nil });
+            return Ok(if count.is_some() {
+                Reply::Set(Vec::new())
+            } else {
+                Reply::Nil
+            });
         };
         let take = count.unwrap_or(1).min(len as u64) as usize;
-        let set = self.container_mut(key, now, new_set, pick_set)?;
+        let set = self.container_mut(key, now, Kind::Set, new_set, pick_set)?;
         let mut rng = SplitMix::new(seed);
         let mut popped = Vec::with_capacity(take);
         for _ in 0..take {
@@ -140,11 +169,19 @@ impl Keyspace {
         })
     }
 
-    pub(super) fn srandmember(&self, key: &Bytes, count: Option<i64>, seed: u64, now: u64) -> KsResult<Reply> {
+    pub(super) fn srandmember(
+        &self,
+        key: &Bytes,
+        count: Option<i64>,
+        seed: u64,
+        now: u64,
+    ) -> KsResult<Reply> {
         let set = self.set_at(key, now)?;
         let mut rng = SplitMix::new(seed);
         let Some(count) = count else {
-            return Ok(Reply::opt_bulk(set.and_then(|s| random_member(s, &mut rng))));
+            return Ok(Reply::opt_bulk(
+                set.and_then(|s| random_member(s, &mut rng)),
+            ));
         };
         let Some(set) = set else {
             return Ok(Reply::Array(Vec::new()));
@@ -178,7 +215,10 @@ mod tests {
     use super::*;
 
     fn run(ks: &mut Keyspace, seed: u64, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..].iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let args: Vec<Bytes> = words[1..]
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
         let ctx = ParseCtx { now_ms: 0, seed };
         match super::super::parse(words[0], &args, &ctx).expect("known command") {
             Ok(op) => op.apply(ks, Ctx { now_ms: 0 }),
@@ -189,29 +229,51 @@ mod tests {
     #[test]
     fn set_commands_follow_redis() {
         let mut ks = Keyspace::new();
-        assert_eq!(run(&mut ks, 1, &["sadd", "s", "a", "b", "c", "a"]), Reply::Int(3));
+        assert_eq!(
+            run(&mut ks, 1, &["sadd", "s", "a", "b", "c", "a"]),
+            Reply::Int(3)
+        );
         assert_eq!(run(&mut ks, 1, &["sadd", "s", "c", "d"]), Reply::Int(1));
         assert_eq!(run(&mut ks, 1, &["scard", "s"]), Reply::Int(4));
         assert_eq!(run(&mut ks, 1, &["sismember", "s", "a"]), Reply::Int(1));
         assert_eq!(run(&mut ks, 1, &["sismember", "s", "z"]), Reply::Int(0));
         assert_eq!(run(&mut ks, 1, &["srem", "s", "a", "z"]), Reply::Int(1));
-        let Reply::Set(members) = run(&mut ks, 1, &["smembers", "s"]) else { panic!() };
+        let Reply::Set(members) = run(&mut ks, 1, &["smembers", "s"]) else {
+            panic!()
+        };
         assert_eq!(members.len(), 3);
-        let Reply::Array(sample) = run(&mut ks, 1, &["srandmember", "s", "2"]) else { panic!() };
+        let Reply::Array(sample) = run(&mut ks, 1, &["srandmember", "s", "2"]) else {
+            panic!()
+        };
         assert_eq!(sample.len(), 2);
-        assert_ne!(sample[0], sample[1], "positive counts give distinct members");
-        let Reply::Array(sample) = run(&mut ks, 1, &["srandmember", "s", "-7"]) else { panic!() };
+        assert_ne!(
+            sample[0], sample[1],
+            "positive counts give distinct members"
+        );
+        let Reply::Array(sample) = run(&mut ks, 1, &["srandmember", "s", "-7"]) else {
+            panic!()
+        };
         assert_eq!(sample.len(), 7);
-        let Reply::Array(all) = run(&mut ks, 1, &["srandmember", "s", "10"]) else { panic!() };
+        let Reply::Array(all) = run(&mut ks, 1, &["srandmember", "s", "10"]) else {
+            panic!()
+        };
         assert_eq!(all.len(), 3);
         assert!(matches!(run(&mut ks, 1, &["spop", "s"]), Reply::Bulk(_)));
-        let Reply::Set(rest) = run(&mut ks, 1, &["spop", "s", "5"]) else { panic!() };
+        let Reply::Set(rest) = run(&mut ks, 1, &["spop", "s", "5"]) else {
+            panic!()
+        };
         assert_eq!(rest.len(), 2);
         assert_eq!(run(&mut ks, 1, &["exists", "s"]), Reply::Int(0));
         assert_eq!(run(&mut ks, 1, &["spop", "s"]), Reply::Nil);
-        assert_eq!(run(&mut ks, 1, &["spop", "s", "-1"]), Reply::error(KeyspaceError::NotPositive));
+        assert_eq!(
+            run(&mut ks, 1, &["spop", "s", "-1"]),
+            Reply::error(KeyspaceError::NotPositive)
+        );
         run(&mut ks, 1, &["set", "str", "x"]);
-        assert_eq!(run(&mut ks, 1, &["sadd", "str", "x"]), Reply::error(KeyspaceError::WrongType));
+        assert_eq!(
+            run(&mut ks, 1, &["sadd", "str", "x"]),
+            Reply::error(KeyspaceError::WrongType)
+        );
     }
 
     #[test]
@@ -225,7 +287,10 @@ mod tests {
         };
         let (mut a, mut b) = (build(), build());
         for seed in 0..20 {
-            assert_eq!(run(&mut a, seed, &["spop", "s", "2"]), run(&mut b, seed, &["spop", "s", "2"]));
+            assert_eq!(
+                run(&mut a, seed, &["spop", "s", "2"]),
+                run(&mut b, seed, &["spop", "s", "2"])
+            );
         }
         assert_eq!(a, b);
     }

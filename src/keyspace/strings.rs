@@ -86,14 +86,20 @@ pub(super) fn parse_expiry_option(
     } else {
         return None;
     };
-    let Some(raw) = args.next() else {
+    let Some(raw) = args.next_arg() else {
         return Some(Err(KeyspaceError::Syntax));
     };
     Some(expiry_from(raw, unit_ms, relative, command, now_ms))
 }
 
 /// Converts a TTL argument to an absolute time in ms; `value` must be a positive integer.
-pub(super) fn expiry_from(raw: &[u8], unit_ms: i64, relative: bool, command: &str, now_ms: u64) -> KsResult<i64> {
+pub(super) fn expiry_from(
+    raw: &[u8],
+    unit_ms: i64,
+    relative: bool,
+    command: &str,
+    now_ms: u64,
+) -> KsResult<i64> {
     let value = parse_i64(raw).ok_or(KeyspaceError::NotInteger)?;
     let invalid = || KeyspaceError::InvalidExpire(command.to_owned());
     if value <= 0 {
@@ -141,15 +147,26 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
             reply: SetReply::OldValue,
         })),
         "mget" => Ok(Op::MGet { keys: a.to_vec() }),
-        "mset" | "msetnx" if a.is_empty() || a.len() % 2 != 0 => Err(KeyspaceError::WrongArity(name.to_owned())),
+        "mset" | "msetnx" if a.is_empty() || !a.len().is_multiple_of(2) => {
+            Err(KeyspaceError::WrongArity(name.to_owned()))
+        }
         "mset" | "msetnx" => Ok(Op::MSet {
-            pairs: a.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect(),
+            pairs: a
+                .chunks_exact(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
             nx: name == "msetnx",
         }),
         "getdel" => Ok(Op::GetDel { key: args.take() }),
         "getex" => parse_getex(&mut args, now),
-        "incr" => Ok(Op::IncrBy { key: args.take(), by: 1 }),
-        "decr" => Ok(Op::IncrBy { key: args.take(), by: -1 }),
+        "incr" => Ok(Op::IncrBy {
+            key: args.take(),
+            by: 1,
+        }),
+        "decr" => Ok(Op::IncrBy {
+            key: args.take(),
+            by: -1,
+        }),
         "incrby" | "decrby" => {
             let key = args.take();
             match parse_i64(&args.take()) {
@@ -252,7 +269,9 @@ fn stored_i64(value: &[u8]) -> KsResult<i64> {
 
 /// A mutable buffer holding `bytes`, reusing its allocation when nobody else holds it.
 fn into_mut(bytes: Bytes) -> BytesMut {
-    bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+    bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
 }
 
 impl Keyspace {
@@ -373,7 +392,11 @@ impl Keyspace {
             return Err(KeyspaceError::StringTooLong);
         }
         let Some(entry) = self.modify(key, now) else {
-            self.store(key.clone(), Value::String(Bytes::copy_from_slice(value)), None);
+            self.store(
+                key.clone(),
+                Value::String(Bytes::copy_from_slice(value)),
+                None,
+            );
             return Ok(Reply::Int(value.len() as i64));
         };
         let Value::String(current) = &mut entry.value else {
@@ -387,7 +410,9 @@ impl Keyspace {
     }
 
     pub(super) fn strlen(&self, key: &Bytes, now: u64) -> KsResult<Reply> {
-        Ok(Reply::Int(self.get_string(key, now)?.map_or(0, Bytes::len) as i64))
+        Ok(Reply::Int(
+            self.get_string(key, now)?.map_or(0, Bytes::len) as i64
+        ))
     }
 
     pub(super) fn getrange(&self, key: &Bytes, start: i64, end: i64, now: u64) -> KsResult<Reply> {
@@ -396,15 +421,29 @@ impl Keyspace {
         if len == 0 || (start < 0 && end < 0 && start > end) {
             return Ok(Reply::Bulk(Bytes::new()));
         }
-        let start = if start < 0 { (len + start).max(0) } else { start };
-        let end = if end < 0 { (len + end).max(0) } else { end.min(len - 1) };
+        let start = if start < 0 {
+            (len + start).max(0)
+        } else {
+            start
+        };
+        let end = if end < 0 {
+            (len + end).max(0)
+        } else {
+            end.min(len - 1)
+        };
         if start > end {
             return Ok(Reply::Bulk(Bytes::new()));
         }
         Ok(Reply::Bulk(value.slice(start as usize..=end as usize)))
     }
 
-    pub(super) fn setrange(&mut self, key: &Bytes, offset: u64, value: &[u8], now: u64) -> KsResult<Reply> {
+    pub(super) fn setrange(
+        &mut self,
+        key: &Bytes,
+        offset: u64,
+        value: &[u8],
+        now: u64,
+    ) -> KsResult<Reply> {
         let len = self.get_string(key, now)?.map_or(0, Bytes::len);
         if value.is_empty() {
             return Ok(Reply::Int(len as i64));
@@ -414,7 +453,10 @@ impl Keyspace {
         }
         let end = offset as usize + value.len();
         let current = match self.modify(key, now) {
-            Some(Entry { value: Value::String(s), .. }) => std::mem::take(s),
+            Some(Entry {
+                value: Value::String(s),
+                ..
+            }) => std::mem::take(s),
             _ => Bytes::new(),
         };
         let mut buffer = into_mut(current);
@@ -434,8 +476,14 @@ mod tests {
     use super::*;
 
     fn run(ks: &mut Keyspace, now: u64, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..].iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        let ctx = ParseCtx { now_ms: now, seed: 7 };
+        let args: Vec<Bytes> = words[1..]
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        let ctx = ParseCtx {
+            now_ms: now,
+            seed: 7,
+        };
         match super::super::parse(words[0], &args, &ctx).expect("known command") {
             Ok(op) => op.apply(ks, Ctx { now_ms: now }),
             Err(e) => Reply::error(e),
@@ -453,16 +501,31 @@ mod tests {
         assert_eq!(run(&mut ks, 0, &["set", "k", "w", "NX"]), Reply::Nil);
         assert_eq!(run(&mut ks, 0, &["set", "k", "w", "XX", "GET"]), bulk("v"));
         assert_eq!(run(&mut ks, 0, &["set", "missing", "w", "XX"]), Reply::Nil);
-        assert_eq!(run(&mut ks, 0, &["set", "k", "v", "NX", "XX"]), Reply::error(KeyspaceError::Syntax));
-        assert_eq!(run(&mut ks, 0, &["set", "k", "v", "EX", "10", "PX", "5"]), Reply::error(KeyspaceError::Syntax));
+        assert_eq!(
+            run(&mut ks, 0, &["set", "k", "v", "NX", "XX"]),
+            Reply::error(KeyspaceError::Syntax)
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["set", "k", "v", "EX", "10", "PX", "5"]),
+            Reply::error(KeyspaceError::Syntax)
+        );
         assert_eq!(
             run(&mut ks, 0, &["set", "k", "v", "EX", "0"]),
             Reply::Error("ERR invalid expire time in 'set' command".into())
         );
-        assert_eq!(run(&mut ks, 0, &["set", "k", "v", "EX", "x"]), Reply::error(KeyspaceError::NotInteger));
-        assert_eq!(run(&mut ks, 1000, &["set", "t", "v", "EX", "10"]), Reply::ok());
+        assert_eq!(
+            run(&mut ks, 0, &["set", "k", "v", "EX", "x"]),
+            Reply::error(KeyspaceError::NotInteger)
+        );
+        assert_eq!(
+            run(&mut ks, 1000, &["set", "t", "v", "EX", "10"]),
+            Reply::ok()
+        );
         assert_eq!(run(&mut ks, 1000, &["pttl", "t"]), Reply::Int(10_000));
-        assert_eq!(run(&mut ks, 2000, &["set", "t", "w", "KEEPTTL"]), Reply::ok());
+        assert_eq!(
+            run(&mut ks, 2000, &["set", "t", "w", "KEEPTTL"]),
+            Reply::ok()
+        );
         assert_eq!(run(&mut ks, 2000, &["pttl", "t"]), Reply::Int(9_000));
         assert_eq!(run(&mut ks, 10_999, &["get", "t"]), bulk("w"));
         assert_eq!(run(&mut ks, 11_000, &["get", "t"]), Reply::Nil);
@@ -470,8 +533,15 @@ mod tests {
         assert_eq!(run(&mut ks, 0, &["setnx", "n", "2"]), Reply::Int(0));
         assert_eq!(run(&mut ks, 0, &["getset", "n", "3"]), bulk("1"));
         run(&mut ks, 0, &["rpush", "l", "a"]);
-        assert_eq!(run(&mut ks, 0, &["set", "l", "x", "GET"]), Reply::error(KeyspaceError::WrongType));
-        assert_eq!(run(&mut ks, 0, &["set", "l", "x"]), Reply::ok(), "plain SET overwrites any type");
+        assert_eq!(
+            run(&mut ks, 0, &["set", "l", "x", "GET"]),
+            Reply::error(KeyspaceError::WrongType)
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["set", "l", "x"]),
+            Reply::ok(),
+            "plain SET overwrites any type"
+        );
     }
 
     #[test]
@@ -482,14 +552,29 @@ mod tests {
         assert_eq!(run(&mut ks, 0, &["decrby", "c", "2"]), Reply::Int(40));
         assert_eq!(run(&mut ks, 0, &["decr", "c"]), Reply::Int(39));
         run(&mut ks, 0, &["set", "big", "9223372036854775807"]);
-        assert_eq!(run(&mut ks, 0, &["incr", "big"]), Reply::error(KeyspaceError::Overflow));
+        assert_eq!(
+            run(&mut ks, 0, &["incr", "big"]),
+            Reply::error(KeyspaceError::Overflow)
+        );
         run(&mut ks, 0, &["set", "s", "abc"]);
-        assert_eq!(run(&mut ks, 0, &["incr", "s"]), Reply::error(KeyspaceError::NotInteger));
+        assert_eq!(
+            run(&mut ks, 0, &["incr", "s"]),
+            Reply::error(KeyspaceError::NotInteger)
+        );
         assert_eq!(run(&mut ks, 0, &["incrbyfloat", "f", "10.5"]), bulk("10.5"));
         assert_eq!(run(&mut ks, 0, &["incrbyfloat", "f", "0.1"]), bulk("10.6"));
-        assert_eq!(run(&mut ks, 0, &["incrbyfloat", "f", "-5e3"]), bulk("-4989.4"));
-        assert_eq!(run(&mut ks, 0, &["incrbyfloat", "s", "1"]), Reply::error(KeyspaceError::NotFloat));
-        assert_eq!(run(&mut ks, 0, &["incrbyfloat", "f", "inf"]), Reply::error(KeyspaceError::NanOrInfinity));
+        assert_eq!(
+            run(&mut ks, 0, &["incrbyfloat", "f", "-5e3"]),
+            bulk("-4989.4")
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["incrbyfloat", "s", "1"]),
+            Reply::error(KeyspaceError::NotFloat)
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["incrbyfloat", "f", "inf"]),
+            Reply::error(KeyspaceError::NanOrInfinity)
+        );
     }
 
     #[test]
@@ -498,14 +583,26 @@ mod tests {
         assert_eq!(run(&mut ks, 0, &["append", "s", "Hello"]), Reply::Int(5));
         assert_eq!(run(&mut ks, 0, &["append", "s", " World"]), Reply::Int(11));
         assert_eq!(run(&mut ks, 0, &["getrange", "s", "0", "4"]), bulk("Hello"));
-        assert_eq!(run(&mut ks, 0, &["getrange", "s", "-5", "-1"]), bulk("World"));
+        assert_eq!(
+            run(&mut ks, 0, &["getrange", "s", "-5", "-1"]),
+            bulk("World")
+        );
         assert_eq!(run(&mut ks, 0, &["getrange", "s", "5", "2"]), bulk(""));
-        assert_eq!(run(&mut ks, 0, &["getrange", "s", "0", "100"]), bulk("Hello World"));
-        assert_eq!(run(&mut ks, 0, &["setrange", "s", "6", "Redis"]), Reply::Int(11));
+        assert_eq!(
+            run(&mut ks, 0, &["getrange", "s", "0", "100"]),
+            bulk("Hello World")
+        );
+        assert_eq!(
+            run(&mut ks, 0, &["setrange", "s", "6", "Redis"]),
+            Reply::Int(11)
+        );
         assert_eq!(run(&mut ks, 0, &["get", "s"]), bulk("Hello Redis"));
         assert_eq!(run(&mut ks, 0, &["setrange", "p", "3", "x"]), Reply::Int(4));
         assert_eq!(run(&mut ks, 0, &["get", "p"]), Reply::bulk(b"\0\0\0x"));
-        assert_eq!(run(&mut ks, 0, &["setrange", "p", "-1", "x"]), Reply::error(KeyspaceError::OffsetOutOfRange));
+        assert_eq!(
+            run(&mut ks, 0, &["setrange", "p", "-1", "x"]),
+            Reply::error(KeyspaceError::OffsetOutOfRange)
+        );
         assert_eq!(run(&mut ks, 0, &["strlen", "s"]), Reply::Int(11));
         assert_eq!(run(&mut ks, 0, &["strlen", "none"]), Reply::Int(0));
     }
@@ -518,14 +615,23 @@ mod tests {
             run(&mut ks, 0, &["mget", "a", "b", "c"]),
             Reply::Array(vec![bulk("1"), bulk("2"), Reply::Nil])
         );
-        assert_eq!(run(&mut ks, 0, &["msetnx", "c", "3", "a", "9"]), Reply::Int(0));
+        assert_eq!(
+            run(&mut ks, 0, &["msetnx", "c", "3", "a", "9"]),
+            Reply::Int(0)
+        );
         assert_eq!(run(&mut ks, 0, &["get", "c"]), Reply::Nil);
-        assert_eq!(run(&mut ks, 0, &["msetnx", "c", "3", "d", "4"]), Reply::Int(1));
+        assert_eq!(
+            run(&mut ks, 0, &["msetnx", "c", "3", "d", "4"]),
+            Reply::Int(1)
+        );
         assert_eq!(run(&mut ks, 0, &["getex", "a", "PX", "100"]), bulk("1"));
         assert_eq!(run(&mut ks, 0, &["pttl", "a"]), Reply::Int(100));
         assert_eq!(run(&mut ks, 0, &["getex", "a", "PERSIST"]), bulk("1"));
         assert_eq!(run(&mut ks, 0, &["pttl", "a"]), Reply::Int(-1));
-        assert_eq!(run(&mut ks, 0, &["getex", "a", "BOGUS"]), Reply::error(KeyspaceError::Syntax));
+        assert_eq!(
+            run(&mut ks, 0, &["getex", "a", "BOGUS"]),
+            Reply::error(KeyspaceError::Syntax)
+        );
         assert_eq!(run(&mut ks, 0, &["getdel", "a"]), bulk("1"));
         assert_eq!(run(&mut ks, 0, &["exists", "a"]), Reply::Int(0));
     }

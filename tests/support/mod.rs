@@ -53,17 +53,17 @@ impl Server {
             std::thread::spawn(move || {
                 let mut sent = false;
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if !sent && line.contains("ready to accept connections") {
-                        if let Some(port) = line
+                    if !sent
+                        && line.contains("ready to accept connections")
+                        && let Some(port) = line
                             .split("addr=")
                             .nth(1)
                             .and_then(|a| a.split_whitespace().next())
                             .and_then(|a| a.rsplit(':').next())
                             .and_then(|p| p.parse::<u16>().ok())
-                        {
-                            let _ = tx.send(port);
-                            sent = true;
-                        }
+                    {
+                        let _ = tx.send(port);
+                        sent = true;
                     }
                     log.lock().unwrap().push(line);
                 }
@@ -77,7 +77,10 @@ impl Server {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("ferrite did not start: stderr={err} log={:?}", log.lock().unwrap());
+                panic!(
+                    "ferrite did not start: stderr={err} log={:?}",
+                    log.lock().unwrap()
+                );
             }
         };
         Server {
@@ -96,7 +99,10 @@ impl Server {
 
     /// A synchronous redis-crate connection (RESP2).
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().expect("connect")
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .expect("connect")
     }
 
     /// A synchronous redis-crate connection speaking RESP3.
