@@ -6,17 +6,30 @@ use bytes::Bytes;
 /// Parses a signed 64-bit integer with Redis's strictness: an optional `-`, no `+`, no spaces,
 /// no leading zeros, no `-0`.
 pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    if bytes.is_empty() || bytes.len() > 20 {
-        return None;
+    let (negative, digits) = match bytes.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, bytes),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] if !negative => return Some(0),
+        [b'0', ..] => return None,
+        _ if digits.len() > 19 => return None,
+        _ => {}
     }
-    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
+    // Accumulate negatively so i64::MIN fits.
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
     }
-    if digits[0] == b'0' && (digits.len() > 1 || bytes[0] == b'-') {
-        return None;
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
     }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 /// Parses a float like Redis's `string2ld`: no surrounding spaces, no NaN; `inf` is allowed.

@@ -34,9 +34,11 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     /// Notes activity for `idle=`.
-    pub fn touch(&self, command: &'static str) {
-        self.last_active_ms
-            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    pub fn touch(&self, command: &'static str, now: Instant) {
+        self.last_active_ms.store(
+            now.saturating_duration_since(self.created).as_millis() as u64,
+            Ordering::Relaxed,
+        );
         *self.last_command.lock() = command;
     }
 

@@ -9,10 +9,11 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tracing::debug;
 
 use crate::keyspace::{Ctx, Keyspace, Op, ParseCtx, WatchToken};
@@ -55,6 +56,8 @@ pub struct KeyspaceStats {
 /// The engine behind every connection.
 #[derive(Debug)]
 pub struct Node {
+    /// std's futex-based lock: under a 2-core write-heavy load it measured clearly faster than
+    /// parking_lot's, whose spinning ends in sched_yield storms.
     keyspace: RwLock<Keyspace>,
     clock: Clock,
     seeds: AtomicU64,
@@ -80,6 +83,19 @@ impl Node {
         }
     }
 
+    /// The keyspace for reading. A poisoned lock (a panic while writing, which the keyspace
+    /// never does on input) is recovered rather than propagated.
+    fn read_keyspace(&self) -> RwLockReadGuard<'_, Keyspace> {
+        self.keyspace.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The keyspace for writing; see [`Node::read_keyspace`].
+    fn write_keyspace(&self) -> RwLockWriteGuard<'_, Keyspace> {
+        self.keyspace
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// What a command parsed now needs: the time relative TTLs count from, and a fresh seed.
     pub fn parse_ctx(&self) -> ParseCtx {
         ParseCtx {
@@ -95,20 +111,20 @@ impl Node {
     pub async fn execute(&self, op: Op, ctx: &ParseCtx) -> Reply {
         let ctx = Ctx { now_ms: ctx.now_ms };
         if op.is_write() {
-            op.apply(&mut self.keyspace.write(), ctx)
+            op.apply(&mut self.write_keyspace(), ctx)
         } else {
-            op.read(&self.keyspace.read(), ctx)
+            op.read(&self.read_keyspace(), ctx)
         }
     }
 
     /// Records the version of `key` for WATCH.
     pub fn watch(&self, key: &Bytes) -> WatchToken {
-        self.keyspace.read().watch(key, self.clock.now_ms())
+        self.read_keyspace().watch(key, self.clock.now_ms())
     }
 
     /// Figures for INFO's keyspace section.
     pub fn keyspace_stats(&self) -> KeyspaceStats {
-        let ks = self.keyspace.read();
+        let ks = self.read_keyspace();
         KeyspaceStats {
             keys: ks.len(),
             expires: ks.volatile_count(),
@@ -131,6 +147,7 @@ impl Node {
                 let cursor = *self.expire_cursor.lock();
                 self.keyspace
                     .read()
+                    .unwrap_or_else(|e| e.into_inner())
                     .expired_keys(cursor, PURGE_BATCH, ctx.now_ms)
             };
             *self.expire_cursor.lock() = next;

@@ -10,7 +10,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::codec::{Resp2, Resp3};
-use redis_protocol::resp2::types::BytesFrame as Frame2;
+use redis_protocol::resp2::decode::decode_range;
+use redis_protocol::resp2::types::{BytesFrame as Frame2, RangeFrame};
 use redis_protocol::resp3::types::{BytesFrame as Frame3, VerbatimStringFormat};
 use thiserror::Error;
 use tokio_util::codec::{Decoder, Encoder};
@@ -246,19 +247,18 @@ impl RespCodec {
         }
         // Copy the request out of the read buffer into an allocation of its own: arguments are
         // slices of it, and those that end up stored in the keyspace must not pin the (much
-        // larger, reused) socket buffer.
-        let mut request = BytesMut::from(&src[..scanned.offset]);
+        // larger, reused) socket buffer. redis-protocol's range decoder then locates the
+        // arguments without building intermediate frames.
+        let request = Bytes::copy_from_slice(&src[..scanned.offset]);
         src.advance(scanned.offset);
-        let frame = self
-            .resp2
-            .decode(&mut request)
+        let (frame, _) = decode_range(&request)
             .map_err(|e| ProtocolError::Decode(e.details().to_owned()))?
             .ok_or_else(|| ProtocolError::Decode("incomplete frame after scan".to_owned()))?;
         match frame {
-            Frame2::Array(items) => items
+            RangeFrame::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
-                    Frame2::BulkString(b) => Ok(b),
+                    RangeFrame::BulkString((start, end)) => Ok(request.slice(start..end)),
                     _ => Err(ProtocolError::ExpectedBulk('?')),
                 })
                 .collect::<Result<Vec<_>, _>>()

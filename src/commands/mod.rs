@@ -222,14 +222,16 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
     stats
         .total_commands
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let Some(spec) = spec::lookup(&argv[0]) else {
+    let Some(index) = spec::lookup_index(&argv[0]) else {
         session.multi_failed |= session.multi.is_some();
         return rejected(shared, None, unknown_command(&argv));
     };
-    session.client.touch(spec.name);
+    let spec = &spec::COMMANDS[index];
+    let started = Instant::now();
+    session.client.touch(spec.name, started);
     if let Err(e) = check(spec, session, &argv) {
         session.multi_failed |= session.multi.is_some();
-        return rejected(shared, Some(spec), e);
+        return rejected(shared, Some(index), e);
     }
     if let Some(queue) = &mut session.multi
         && !matches!(
@@ -240,9 +242,8 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
         queue.push(argv);
         return Reply::Status("QUEUED".to_owned());
     }
-    let started = Instant::now();
     let reply = run(shared, session, spec, argv).await;
-    let counters = &stats.commands[spec::index_of(spec)];
+    let counters = &stats.commands[index];
     counters
         .calls
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -291,9 +292,9 @@ fn check(
 }
 
 /// Counts and returns a refusal that happened before the command ran.
-fn rejected(shared: &Shared, spec: Option<&'static CommandSpec>, error: CommandError) -> Reply {
-    if let Some(spec) = spec {
-        shared.stats.commands[spec::index_of(spec)]
+fn rejected(shared: &Shared, index: Option<usize>, error: CommandError) -> Reply {
+    if let Some(index) = index {
+        shared.stats.commands[index]
             .rejected
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

@@ -14,23 +14,28 @@ use foldhash::fast::RandomState;
 
 use bytes::Bytes;
 
-/// One position of the slot vector: an entry or a hole.
+/// One position of a map's layout: an entry or a hole.
 pub type Slot<V> = Option<(Bytes, V)>;
 
 /// A map from binary keys to `V` with deterministic order and stable positions.
+///
+/// Point operations go straight to the hash index, which holds the value and its slot, so a
+/// lookup costs one probe. The slot vector holds only keys: it defines the iteration order and
+/// the SCAN cursor positions.
 #[derive(Debug, Clone)]
 pub struct ScanMap<V> {
-    slots: Vec<Slot<V>>,
-    /// Randomly seeded per map (foldhash), so colliding keys cannot be precomputed.
-    index: HashMap<Bytes, u32, RandomState>,
+    /// Randomly seeded per map (foldhash), so colliding keys cannot be precomputed; never
+    /// iterated.
+    index: HashMap<Bytes, (u32, V), RandomState>,
+    slots: Vec<Option<Bytes>>,
     free: Vec<u32>,
 }
 
 impl<V> Default for ScanMap<V> {
     fn default() -> Self {
         ScanMap {
-            slots: Vec::new(),
             index: HashMap::default(),
+            slots: Vec::new(),
             free: Vec::new(),
         }
     }
@@ -40,7 +45,7 @@ impl<V: PartialEq> PartialEq for ScanMap<V> {
     /// Equal when the same keys sit in the same slots with equal values and the same holes:
     /// the layout is part of the state because it decides iteration order.
     fn eq(&self, other: &Self) -> bool {
-        self.slots == other.slots && self.free == other.free
+        self.slots == other.slots && self.free == other.free && self.index == other.index
     }
 }
 
@@ -62,14 +67,12 @@ impl<V> ScanMap<V> {
 
     /// The value for `key`.
     pub fn get(&self, key: &[u8]) -> Option<&V> {
-        let slot = *self.index.get(key)?;
-        self.slots[slot as usize].as_ref().map(|(_, v)| v)
+        self.index.get(key).map(|(_, v)| v)
     }
 
     /// The value for `key`, mutably.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        let slot = *self.index.get(key)?;
-        self.slots[slot as usize].as_mut().map(|(_, v)| v)
+        self.index.get_mut(key).map(|(_, v)| v)
     }
 
     /// Whether `key` is present.
@@ -79,30 +82,27 @@ impl<V> ScanMap<V> {
 
     /// Inserts or replaces; returns the previous value. A replaced entry keeps its slot.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
-        if let Some(&slot) = self.index.get(&key) {
-            let entry = self.slots[slot as usize]
-                .as_mut()
-                .expect("indexed slot is occupied");
-            return Some(std::mem::replace(&mut entry.1, value));
+        if let Some((_, current)) = self.index.get_mut(&key) {
+            return Some(std::mem::replace(current, value));
         }
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some((key.clone(), value));
+                self.slots[slot as usize] = Some(key.clone());
                 slot
             }
             None => {
-                self.slots.push(Some((key.clone(), value)));
+                self.slots.push(Some(key.clone()));
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key, slot);
+        self.index.insert(key, (slot, value));
         None
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<V> {
-        let slot = self.index.remove(key)?;
-        let (_, value) = self.slots[slot as usize].take()?;
+        let (slot, value) = self.index.remove(key)?;
+        self.slots[slot as usize] = None;
         self.free.push(slot);
         self.shrink_tail();
         Some(value)
@@ -127,16 +127,20 @@ impl<V> ScanMap<V> {
         self.get_mut(key).expect("just inserted")
     }
 
+    /// The entry stored under the key in `slot`.
+    fn at<'a>(&'a self, slot: &'a Option<Bytes>) -> Option<(&'a Bytes, &'a V)> {
+        let key = slot.as_ref()?;
+        self.index.get(key).map(|(_, v)| (key, v))
+    }
+
     /// Entries in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
+        self.slots.iter().filter_map(|s| self.at(s))
     }
 
     /// Keys in slot order.
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.iter().map(|(k, _)| k)
+        self.slots.iter().flatten()
     }
 
     /// Removes every entry.
@@ -152,7 +156,7 @@ impl<V> ScanMap<V> {
         let mut position = cursor as usize;
         let mut seen = 0;
         while position < self.slots.len() && seen < count.max(1) {
-            if let Some((k, v)) = &self.slots[position] {
+            if let Some((k, v)) = self.at(&self.slots[position]) {
                 visit(k, v);
                 seen += 1;
             }
@@ -172,9 +176,7 @@ impl<V> ScanMap<V> {
             return None;
         }
         let n = self.slots.len();
-        (0..n)
-            .map(|i| (start + i) % n)
-            .find_map(|i| self.slots[i].as_ref().map(|(k, v)| (k, v)))
+        (0..n).find_map(|i| self.at(&self.slots[(start + i) % n]))
     }
 
     /// Number of slots, occupied or not: the range for random positions.
@@ -182,19 +184,34 @@ impl<V> ScanMap<V> {
         self.slots.len()
     }
 
-    /// The slot layout, for snapshots: every slot in order, holes as `None`, and the free list.
-    pub fn layout(&self) -> (&[Slot<V>], &[u32]) {
-        (&self.slots, &self.free)
+    /// The layout, for snapshots: every slot in order (holes as `None`) and the free list.
+    pub fn layout(&self) -> (Vec<Slot<V>>, Vec<u32>)
+    where
+        V: Clone,
+    {
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| self.at(s).map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        (slots, self.free.clone())
     }
 
     /// Rebuilds a map from a layout produced by [`ScanMap::layout`].
     pub fn from_layout(slots: Vec<Slot<V>>, free: Vec<u32>) -> Self {
-        let index = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|(k, _)| (k.clone(), i as u32)))
-            .collect();
-        ScanMap { slots, index, free }
+        let mut keys = Vec::with_capacity(slots.len());
+        let mut index = HashMap::default();
+        for (i, slot) in slots.into_iter().enumerate() {
+            keys.push(slot.as_ref().map(|(k, _)| k.clone()));
+            if let Some((k, v)) = slot {
+                index.insert(k, (i as u32, v));
+            }
+        }
+        ScanMap {
+            index,
+            slots: keys,
+            free,
+        }
     }
 }
 
@@ -265,7 +282,7 @@ mod tests {
         m.remove(b"3".as_slice());
         m.remove(b"5".as_slice());
         let (slots, free) = m.layout();
-        let copy = ScanMap::from_layout(slots.to_vec(), free.to_vec());
+        let copy = ScanMap::from_layout(slots, free);
         assert_eq!(copy, m);
         assert_eq!(copy.get(b"7"), Some(&7));
         assert_eq!(
