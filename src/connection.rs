@@ -56,9 +56,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Serves the client until it disconnects, sends QUIT, breaks the protocol, or the server
     /// shuts down.
     pub async fn serve(mut self, shared: Arc<Shared>, mut session: Session) {
+        self.serve_until_closed(&shared, &mut session).await;
+        shared.stats.merge(&mut session.stats);
+    }
+
+    async fn serve_until_closed(&mut self, shared: &Shared, session: &mut Session) {
         let mut shutdown = shared.shutdown.subscribe();
         loop {
-            match self.run_buffered(&shared, &mut session).await {
+            match self.run_buffered(shared, session).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
@@ -66,6 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return;
                 }
             }
+            shared.stats.merge(&mut session.stats);
             self.read_buf.reserve(READ_CHUNK);
             tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => match read {
@@ -74,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
                 _ = shutdown.changed() => return,
             }
-            self.codec.set_limits(limits(&shared));
+            self.codec.set_limits(limits(shared));
         }
     }
 

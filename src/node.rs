@@ -37,9 +37,31 @@ impl Clock {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let previous = self.last.fetch_max(wall, Ordering::Relaxed);
-        previous.max(wall)
+        // Read first: the shared line is written at most once per millisecond, not once per
+        // command, so it is not bounced between cores.
+        let previous = self.last.load(Ordering::Relaxed);
+        if wall <= previous {
+            return previous;
+        }
+        self.last.fetch_max(wall, Ordering::Relaxed).max(wall)
     }
+}
+
+/// A fresh seed for random commands, from a per-thread generator started at a random point (no
+/// shared counter to contend on). Seeds need not be unique, only carried by the operation.
+fn next_seed() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut hasher = RandomState::new().build_hasher();
+            hasher.write_u64(0);
+            hasher.finish()
+        });
+    }
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(next);
+        crate::keyspace::SplitMix::new(next).next_u64()
+    })
 }
 
 /// Keyspace figures for INFO.
@@ -60,7 +82,6 @@ pub struct Node {
     /// parking_lot's, whose spinning ends in sched_yield storms.
     keyspace: RwLock<Keyspace>,
     clock: Clock,
-    seeds: AtomicU64,
     expire_cursor: Mutex<u64>,
 }
 
@@ -73,12 +94,9 @@ impl Default for Node {
 impl Node {
     /// A node with an empty keyspace.
     pub fn new() -> Node {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(0);
         Node {
             keyspace: RwLock::new(Keyspace::new()),
             clock: Clock::default(),
-            seeds: AtomicU64::new(hasher.finish()),
             expire_cursor: Mutex::new(0),
         }
     }
@@ -100,9 +118,7 @@ impl Node {
     pub fn parse_ctx(&self) -> ParseCtx {
         ParseCtx {
             now_ms: self.clock.now_ms(),
-            seed: self
-                .seeds
-                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+            seed: next_seed(),
         }
     }
 

@@ -19,6 +19,36 @@ pub struct CommandStats {
     pub failed: AtomicU64,
 }
 
+/// Counters a connection accumulates privately and merges into [`Stats`] once per batch of
+/// requests: every command touching shared atomics would bounce their cache lines between the
+/// worker threads.
+#[derive(Debug, Default)]
+pub struct LocalStats {
+    commands: u64,
+    /// (command index, calls, microseconds, failed calls), a handful of entries per batch.
+    per_command: Vec<(usize, u64, u64, u64)>,
+}
+
+impl LocalStats {
+    /// Counts one command that ran.
+    pub fn record(&mut self, index: usize, usec: u64, failed: bool) {
+        self.commands += 1;
+        match self.per_command.iter_mut().find(|(i, ..)| *i == index) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += usec;
+                entry.3 += failed as u64;
+            }
+            None => self.per_command.push((index, 1, usec, failed as u64)),
+        }
+    }
+
+    /// Counts a command refused before it ran (also counted in the shared rejected counter).
+    pub fn record_rejected(&mut self) {
+        self.commands += 1;
+    }
+}
+
 /// Every counter INFO reports.
 #[derive(Debug)]
 pub struct Stats {
@@ -60,6 +90,24 @@ impl Stats {
         let prefix = line.split(' ').next().unwrap_or("ERR");
         self.total_errors.fetch_add(1, Ordering::Relaxed);
         *self.errors.lock().entry(prefix.to_owned()).or_default() += 1;
+    }
+
+    /// Adds a connection's private counters and empties them.
+    pub fn merge(&self, local: &mut LocalStats) {
+        if local.commands > 0 {
+            self.total_commands
+                .fetch_add(local.commands, Ordering::Relaxed);
+            local.commands = 0;
+        }
+        for (index, calls, usec, failed) in local.per_command.drain(..) {
+            if let Some(c) = self.commands.get(index) {
+                c.calls.fetch_add(calls, Ordering::Relaxed);
+                c.usec.fetch_add(usec, Ordering::Relaxed);
+                if failed > 0 {
+                    c.failed.fetch_add(failed, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// CONFIG RESETSTAT.

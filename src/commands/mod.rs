@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::keyspace::{self, WatchToken};
 use crate::node::Node;
 use crate::reply::{RedisError, Reply};
-use crate::stats::Stats;
+use crate::stats::{LocalStats, Stats};
 use spec::CommandSpec;
 
 /// The Redis version Ferrite reports to clients (HELLO, INFO), i.e. the command set it follows.
@@ -123,6 +123,8 @@ pub struct Session {
     pub watches: Vec<WatchToken>,
     /// Close the connection after this reply (QUIT).
     pub close: bool,
+    /// Statistics not yet merged into the shared ones (merged after each batch).
+    pub stats: LocalStats,
 }
 
 impl Session {
@@ -136,6 +138,7 @@ impl Session {
             multi_failed: false,
             watches: Vec::new(),
             close: false,
+            stats: LocalStats::default(),
         }
     }
 }
@@ -218,12 +221,9 @@ fn unknown_command(argv: &[Bytes]) -> CommandError {
 
 /// Runs one request and returns its reply. `argv` is non-empty.
 pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Reply {
-    let stats = &shared.stats;
-    stats
-        .total_commands
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(index) = spec::lookup_index(&argv[0]) else {
         session.multi_failed |= session.multi.is_some();
+        session.stats.record_rejected();
         return rejected(shared, None, unknown_command(&argv));
     };
     let spec = &spec::COMMANDS[index];
@@ -231,6 +231,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
     session.client.touch(spec.name, started);
     if let Err(e) = check(spec, session, &argv) {
         session.multi_failed |= session.multi.is_some();
+        session.stats.record_rejected();
         return rejected(shared, Some(index), e);
     }
     if let Some(queue) = &mut session.multi
@@ -243,19 +244,12 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
         return Reply::Status("QUEUED".to_owned());
     }
     let reply = run(shared, session, spec, argv).await;
-    let counters = &stats.commands[index];
-    counters
-        .calls
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    counters.usec.fetch_add(
-        started.elapsed().as_micros() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let failed = reply.is_error();
+    session
+        .stats
+        .record(index, started.elapsed().as_micros() as u64, failed);
     if let Reply::Error(line) = &reply {
-        counters
-            .failed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats.record_error(line);
+        shared.stats.record_error(line);
     }
     reply
 }
