@@ -328,18 +328,7 @@ mod tests {
     use super::*;
 
     fn run(ks: &mut Keyspace, now: u64, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..]
-            .iter()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect();
-        let ctx = ParseCtx {
-            now_ms: now,
-            seed: 3,
-        };
-        match super::super::parse(words[0], &args, &ctx).expect("known command") {
-            Ok(op) => op.apply(ks, Ctx { now_ms: now }),
-            Err(e) => Reply::error(e),
-        }
+        super::super::run_command(ks, now, 3, words)
     }
 
     #[test]

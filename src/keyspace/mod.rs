@@ -427,6 +427,21 @@ impl Keyspace {
     }
 }
 
+/// Test helper for the family files: parses `words` (command name first) as if received at
+/// `now` with `seed`, and applies it; parse errors become error replies.
+#[cfg(test)]
+fn run_command(ks: &mut Keyspace, now: u64, seed: u64, words: &[&str]) -> crate::reply::Reply {
+    let args: Vec<Bytes> = words[1..]
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    let parse_ctx = ParseCtx { now_ms: now, seed };
+    match parse(words[0], &args, &parse_ctx).expect("known command") {
+        Ok(op) => op.apply(ks, Ctx { now_ms: now }),
+        Err(e) => crate::reply::Reply::error(e),
+    }
+}
+
 /// A small deterministic generator (SplitMix64) for SPOP/SRANDMEMBER/RANDOMKEY: the seed
 /// travels in the operation so replicas pick the same members.
 #[derive(Debug, Clone)]

@@ -211,19 +211,10 @@ impl Keyspace {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Ctx;
     use super::*;
 
     fn run(ks: &mut Keyspace, seed: u64, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words[1..]
-            .iter()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect();
-        let ctx = ParseCtx { now_ms: 0, seed };
-        match super::super::parse(words[0], &args, &ctx).expect("known command") {
-            Ok(op) => op.apply(ks, Ctx { now_ms: 0 }),
-            Err(e) => Reply::error(e),
-        }
+        super::super::run_command(ks, 0, seed, words)
     }
 
     #[test]
