@@ -160,6 +160,9 @@ pub enum KeyspaceError {
     /// A count that must not be negative.
     #[error("value is out of range, must be positive")]
     NotPositive,
+    /// A count outside the range a command accepts.
+    #[error("value is out of range")]
+    OutOfRange,
     /// SCAN with a non-numeric cursor.
     #[error("invalid cursor")]
     InvalidCursor,

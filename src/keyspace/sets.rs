@@ -10,6 +10,9 @@ use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, ScanMap, SplitMix, Valu
 use crate::args::{Args, parse_i64};
 use crate::reply::Reply;
 
+/// Most members `SRANDMEMBER key -count` returns.
+const MAX_RANDOM_REPEATS: u64 = 16 * 1024 * 1024;
+
 pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<Op>> {
     let mut args = Args::new(a);
     let op = match name {
@@ -52,6 +55,14 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
                     count: None,
                     seed: ctx.seed,
                 }),
+                // Redis refuses |count| > LONG_MAX/2; repeats are further capped so one command
+                // cannot build an unbounded reply (Redis would try to build it).
+                Some(Some(c)) if c.unsigned_abs() > MAX_RANDOM_REPEATS && c < 0 => {
+                    Err(KeyspaceError::OutOfRange)
+                }
+                Some(Some(c)) if c.unsigned_abs() > (i64::MAX / 2) as u64 => {
+                    Err(KeyspaceError::OutOfRange)
+                }
                 Some(Some(c)) => Ok(Op::SRandMember {
                     key,
                     count: Some(c),
@@ -259,6 +270,17 @@ mod tests {
         assert_eq!(
             run(&mut ks, 1, &["spop", "s", "-1"]),
             Reply::error(KeyspaceError::NotPositive)
+        );
+        run(&mut ks, 1, &["sadd", "s", "a"]);
+        for count in ["-9223372036854775808", "-100000000", "9223372036854775807"] {
+            assert_eq!(
+                run(&mut ks, 1, &["srandmember", "s", count]),
+                Reply::error(KeyspaceError::OutOfRange),
+                "{count}"
+            );
+        }
+        assert!(
+            matches!(run(&mut ks, 1, &["srandmember", "s", "-1000"]), Reply::Array(v) if v.len() == 1000)
         );
         run(&mut ks, 1, &["set", "str", "x"]);
         assert_eq!(

@@ -246,6 +246,8 @@ const SCRIPT: &[&[&str]] = &[
     &["SREM", "s1", "1", "9"],
     &["SPOP", "s1", "-1"],
     &["SRANDMEMBER", "s1", "x"],
+    &["SRANDMEMBER", "s1", "-9223372036854775808"],
+    &["SRANDMEMBER", "s1", "9223372036854775807"],
     &["SRANDMEMBER", "nope"],
     &["SRANDMEMBER", "nope", "5"],
     &["SPOP", "nope"],
