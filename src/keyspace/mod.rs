@@ -161,8 +161,8 @@ pub enum KeyspaceError {
     #[error("value is out of range, must be positive")]
     NotPositive,
     /// A count outside the range a command accepts.
-    #[error("value is out of range")]
-    OutOfRange,
+    #[error("value is out of range, value must between {0} and 9223372036854775807")]
+    OutOfRange(i64),
     /// SCAN with a non-numeric cursor.
     #[error("invalid cursor")]
     InvalidCursor,

@@ -11,7 +11,7 @@ use crate::args::{Args, parse_i64};
 use crate::reply::Reply;
 
 /// Most members `SRANDMEMBER key -count` returns.
-const MAX_RANDOM_REPEATS: u64 = 16 * 1024 * 1024;
+const MAX_RANDOM_REPEATS: i64 = 16 * 1024 * 1024;
 
 pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<Op>> {
     let mut args = Args::new(a);
@@ -55,13 +55,14 @@ pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<
                     count: None,
                     seed: ctx.seed,
                 }),
-                // Redis refuses |count| > LONG_MAX/2; repeats are further capped so one command
-                // cannot build an unbounded reply (Redis would try to build it).
-                Some(Some(c)) if c.unsigned_abs() > MAX_RANDOM_REPEATS && c < 0 => {
-                    Err(KeyspaceError::OutOfRange)
-                }
-                Some(Some(c)) if c.unsigned_abs() > (i64::MAX / 2) as u64 => {
-                    Err(KeyspaceError::OutOfRange)
+                // Redis refuses i64::MIN. Negative counts (repeats allowed) are also capped
+                // here, so one command cannot build an unbounded reply.
+                Some(Some(c)) if c < -MAX_RANDOM_REPEATS => {
+                    Err(KeyspaceError::OutOfRange(if c == i64::MIN {
+                        -i64::MAX
+                    } else {
+                        -MAX_RANDOM_REPEATS
+                    }))
                 }
                 Some(Some(c)) => Ok(Op::SRandMember {
                     key,
@@ -272,13 +273,17 @@ mod tests {
             Reply::error(KeyspaceError::NotPositive)
         );
         run(&mut ks, 1, &["sadd", "s", "a"]);
-        for count in ["-9223372036854775808", "-100000000", "9223372036854775807"] {
-            assert_eq!(
-                run(&mut ks, 1, &["srandmember", "s", count]),
-                Reply::error(KeyspaceError::OutOfRange),
-                "{count}"
-            );
-        }
+        assert_eq!(
+            run(&mut ks, 1, &["srandmember", "s", "-9223372036854775808"]),
+            Reply::Error("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807".into())
+        );
+        assert_eq!(
+            run(&mut ks, 1, &["srandmember", "s", "-100000000"]),
+            Reply::error(KeyspaceError::OutOfRange(-16 * 1024 * 1024))
+        );
+        assert!(
+            matches!(run(&mut ks, 1, &["srandmember", "s", "9223372036854775807"]), Reply::Array(v) if v.len() == 1)
+        );
         assert!(
             matches!(run(&mut ks, 1, &["srandmember", "s", "-1000"]), Reply::Array(v) if v.len() == 1000)
         );
