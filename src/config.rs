@@ -39,6 +39,103 @@ pub const DEFAULT_ACTIVE_EXPIRE_INTERVAL_MS: u64 = 100;
 pub struct Config {
     /// `[server]`: listener, limits, authentication.
     pub server: ServerConfig,
+    /// `[wasm]`: WebAssembly functions.
+    pub wasm: WasmConfig,
+}
+
+/// Default largest module: 8 MB.
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 8 * 1024 * 1024;
+/// Default memory limit of a call: 64 MB.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Default fuel of a call.
+pub const DEFAULT_MAX_FUEL: u64 = 1_000_000;
+/// Default wall-clock limit of a read-only call.
+pub const DEFAULT_MAX_DURATION_MS: u64 = 5_000;
+/// Default WebAssembly stack: 512 KiB (wasmtime's default).
+pub const DEFAULT_MAX_STACK_BYTES: u64 = 512 * 1024;
+/// Default number of instances the pooling allocator can hold at once.
+pub const DEFAULT_MAX_INSTANCES: u32 = 64;
+
+/// The `[wasm]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmConfig {
+    /// Directory of modules loaded at start (`name.wasm`, optional `name.toml`); empty: none.
+    pub module_dir: PathBuf,
+    /// Largest module accepted, in bytes.
+    pub max_module_size: u64,
+    /// Permissions of a module loaded without PERMISSIONS: `readonly` (READ) or `readwrite`.
+    pub default_permissions: String,
+    /// `[wasm.limits]`.
+    pub limits: WasmLimits,
+    /// `[wasm.pool]`.
+    pub pool: WasmPool,
+    /// `[wasm.security]`.
+    pub security: WasmSecurity,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            module_dir: PathBuf::new(),
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            default_permissions: "readonly".to_owned(),
+            limits: WasmLimits::default(),
+            pool: WasmPool::default(),
+            security: WasmSecurity::default(),
+        }
+    }
+}
+
+/// `[wasm.limits]`: per-call limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmLimits {
+    /// Most linear memory of a call, in bytes.
+    pub max_memory_bytes: u64,
+    /// Fuel a call starts with.
+    pub max_fuel: u64,
+    /// Wall-clock limit of read-only calls, in ms (write calls are bounded by fuel alone).
+    pub max_duration_ms: u64,
+    /// WebAssembly stack limit, in bytes.
+    pub max_stack_bytes: u64,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        WasmLimits {
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_fuel: DEFAULT_MAX_FUEL,
+            max_duration_ms: DEFAULT_MAX_DURATION_MS,
+            max_stack_bytes: DEFAULT_MAX_STACK_BYTES,
+        }
+    }
+}
+
+/// `[wasm.pool]`: the instance allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmPool {
+    /// Instances that can exist at once (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+impl Default for WasmPool {
+    fn default() -> Self {
+        WasmPool {
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+/// `[wasm.security]`: which permissions modules may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmSecurity {
+    /// Whether NETWORK may be granted (it grants nothing yet: no WASI imports in ABI v1).
+    pub allow_network: bool,
+    /// Whether FILESYSTEM may be granted (likewise).
+    pub allow_filesystem: bool,
 }
 
 /// The `[server]` section.
@@ -227,9 +324,60 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.wasm.validate()
+    }
+}
+
+impl WasmConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !["readonly", "readwrite"].contains(&self.default_permissions.as_str()) {
+            return Err(invalid(
+                "wasm.default_permissions",
+                format!(
+                    "'{}' is not readonly or readwrite",
+                    self.default_permissions
+                ),
+            ));
+        }
+        if self.max_module_size == 0 || self.max_module_size > 1024 * 1024 * 1024 {
+            return Err(invalid(
+                "wasm.max_module_size",
+                "must be between 1 and 1073741824".into(),
+            ));
+        }
+        let l = &self.limits;
+        if !(65_536..=4 * 1024 * 1024 * 1024).contains(&l.max_memory_bytes) {
+            return Err(invalid(
+                "wasm.limits.max_memory_bytes",
+                "must be between 65536 and 4294967296".into(),
+            ));
+        }
+        if l.max_fuel == 0 {
+            return Err(invalid("wasm.limits.max_fuel", "must be at least 1".into()));
+        }
+        if l.max_duration_ms == 0 {
+            return Err(invalid(
+                "wasm.limits.max_duration_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(16 * 1024..=64 * 1024 * 1024).contains(&l.max_stack_bytes) {
+            return Err(invalid(
+                "wasm.limits.max_stack_bytes",
+                "must be between 16384 and 67108864".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.pool.max_instances) {
+            return Err(invalid(
+                "wasm.pool.max_instances",
+                "must be between 1 and 10000".into(),
+            ));
+        }
         Ok(())
     }
+}
 
+impl Config {
     /// The `(name, value)` pairs of every parameter whose Redis name matches `pattern`
     /// (a glob, case-insensitive), as `CONFIG GET` answers.
     pub fn get_matching(&self, pattern: &[u8]) -> Vec<(&'static str, String)> {
@@ -406,6 +554,30 @@ const PARAMETERS: &[Parameter] = &[
         get: |_| String::new(),
         set: None,
     },
+    Parameter {
+        name: "wasm-max-duration-ms",
+        get: |c| c.wasm.limits.max_duration_ms.to_string(),
+        set: Some(|c, v| {
+            c.wasm.limits.max_duration_ms = parse_u64(v)?;
+            Ok(())
+        }),
+    },
+    Parameter {
+        name: "wasm-max-fuel",
+        get: |c| c.wasm.limits.max_fuel.to_string(),
+        set: Some(|c, v| {
+            c.wasm.limits.max_fuel = parse_u64(v)?;
+            Ok(())
+        }),
+    },
+    Parameter {
+        name: "wasm-max-memory-bytes",
+        get: |c| c.wasm.limits.max_memory_bytes.to_string(),
+        set: Some(|c, v| {
+            c.wasm.limits.max_memory_bytes = parse_u64(v)?;
+            Ok(())
+        }),
+    },
 ];
 
 #[cfg(test)]
@@ -472,7 +644,10 @@ mod tests {
                 "max-inline-len",
                 "max-multibulk-len",
                 "maxclients",
-                "proto-max-bulk-len"
+                "proto-max-bulk-len",
+                "wasm-max-duration-ms",
+                "wasm-max-fuel",
+                "wasm-max-memory-bytes"
             ]
         );
         assert_eq!(c.get_matching(b"PORT"), vec![("port", "6379".to_owned())]);

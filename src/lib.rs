@@ -17,4 +17,7 @@ pub mod node;
 pub mod protocol;
 pub mod reply;
 pub mod server;
+pub mod slot;
+pub mod spec;
 pub mod stats;
+pub mod wasm;

@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {address}"))?;
         let local = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config, local.port(), cli.config, set_level));
+        let shared = Arc::new(Shared::new(config, local.port(), cli.config, set_level)?);
         info!(version = env!("CARGO_PKG_VERSION"), addr = %local, "Ferrite ready to accept connections");
         let signals = {
             let shared = shared.clone();

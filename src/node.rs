@@ -18,6 +18,9 @@ use tracing::debug;
 
 use crate::keyspace::{Ctx, Keyspace, Op, ParseCtx, WatchToken};
 use crate::reply::Reply;
+use crate::wasm::{
+    CallLimits, CallMode, EngineSettings, Permissions, Registry, Runtime, WasmError,
+};
 
 /// Most expired keys removed by one purge operation.
 const PURGE_BATCH: usize = 200;
@@ -82,22 +85,97 @@ pub struct Node {
     /// parking_lot's, whose spinning ends in sched_yield storms.
     keyspace: RwLock<Keyspace>,
     clock: Clock,
+    /// The WebAssembly engine.
+    wasm: std::sync::Arc<Runtime>,
+    /// Loaded modules.
+    pub modules: Registry,
     expire_cursor: Mutex<u64>,
 }
 
-impl Default for Node {
-    fn default() -> Self {
-        Node::new()
+/// WASM engine settings from the configuration defaults (tests, and `Node::new`).
+pub fn default_engine_settings() -> EngineSettings {
+    use crate::config;
+    EngineSettings {
+        max_memory_bytes: config::DEFAULT_MAX_MEMORY_BYTES,
+        max_stack_bytes: config::DEFAULT_MAX_STACK_BYTES as usize,
+        max_instances: config::DEFAULT_MAX_INSTANCES,
+        max_module_size: config::DEFAULT_MAX_MODULE_SIZE as usize,
     }
 }
 
 impl Node {
-    /// A node with an empty keyspace.
-    pub fn new() -> Node {
-        Node {
+    /// A node with an empty keyspace and the default WASM engine settings.
+    pub fn new() -> Result<Node, WasmError> {
+        Node::with_engine(default_engine_settings())
+    }
+
+    /// A node with an empty keyspace and the given WASM engine settings.
+    pub fn with_engine(settings: EngineSettings) -> Result<Node, WasmError> {
+        Ok(Node {
             keyspace: RwLock::new(Keyspace::new()),
             clock: Clock::default(),
+            wasm: std::sync::Arc::new(Runtime::new(settings)?),
+            modules: Registry::default(),
             expire_cursor: Mutex::new(0),
+        })
+    }
+
+    /// Compiles and validates a module off the async runtime's worker threads, then adds it
+    /// (swapping out a module of the same name if `replace`).
+    pub async fn wasm_load(
+        &self,
+        name: String,
+        bytes: bytes::Bytes,
+        permissions: Permissions,
+        replace: bool,
+    ) -> Result<(), WasmError> {
+        if !replace && self.modules.get(&name).is_some() {
+            return Err(WasmError::AlreadyLoaded(name));
+        }
+        let runtime = self.wasm.clone();
+        let now = self.now_ms();
+        let module =
+            tokio::task::spawn_blocking(move || runtime.compile(&name, &bytes, permissions, now))
+                .await
+                .map_err(|e| WasmError::Instantiate(e.to_string()))??;
+        self.modules.insert(module, replace)
+    }
+
+    /// Calls `entry` of module `name`. The call owns the keyspace for its duration: it is
+    /// moved into the call's store under the exclusive lock and moved back afterwards, so a
+    /// call is atomic and sees no concurrent writes.
+    pub async fn wasm_call(
+        &self,
+        name: &str,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> Reply {
+        let Some(module) = self.modules.get(name) else {
+            return Reply::error(WasmError::NoSuchModule(name.to_owned()));
+        };
+        if !module.exports.iter().any(|e| e == entry) {
+            return Reply::error(WasmError::NoSuchEntry {
+                module: name.to_owned(),
+                entry: entry.to_owned(),
+            });
+        }
+        let ctx = self.parse_ctx();
+        let outcome = {
+            let mut guard = self.write_keyspace();
+            let keyspace = std::mem::take(&mut *guard);
+            let (keyspace, outcome) = self
+                .wasm
+                .call(&module, entry, keys, args, keyspace, ctx, mode, limits);
+            *guard = keyspace;
+            outcome
+        };
+        self.modules.record(&outcome);
+        match outcome {
+            Ok(o) => o.reply,
+            Err(e) => Reply::error(e),
         }
     }
 
@@ -228,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn expiry_cycle_purges_expired_keys_through_the_write_path() {
-        let node = Node::new();
+        let node = Node::new().unwrap();
         for i in 0..500 {
             run(&node, "set", &[&format!("k{i}"), "v", "PX", "1"]).await;
         }

@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::spec::CommandSpec;
 use super::{CommandError, REDIS_COMPAT_VERSION, Session, Shared};
 use crate::args::{Args, is, parse_i64, text};
 use crate::reply::Reply;
+use crate::spec::CommandSpec;
 
 pub(super) fn execute(
     shared: &Shared,

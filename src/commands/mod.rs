@@ -8,8 +8,8 @@
 
 mod connection;
 mod server;
-pub mod spec;
 mod transactions;
+mod wasm;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,8 +23,9 @@ use crate::config::Config;
 use crate::keyspace::{self, WatchToken};
 use crate::node::Node;
 use crate::reply::{RedisError, Reply};
+use crate::spec::{self, CommandSpec};
 use crate::stats::{LocalStats, Stats};
-use spec::CommandSpec;
+use crate::wasm::{EngineSettings, WasmError};
 
 /// The Redis version Ferrite reports to clients (HELLO, INFO), i.e. the command set it follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
@@ -65,16 +66,24 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Shared state for a server listening on `port` with `config`.
+    /// Shared state for a server listening on `port` with `config`. Fails if the WASM engine
+    /// cannot start.
     pub fn new(
         config: Config,
         port: u16,
         config_file: Option<std::path::PathBuf>,
         log_level: LogLevelSetter,
-    ) -> Shared {
+    ) -> Result<Shared, WasmError> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        Shared {
-            node: Node::new(),
+        let w = &config.wasm;
+        let node = Node::with_engine(EngineSettings {
+            max_memory_bytes: w.limits.max_memory_bytes,
+            max_stack_bytes: w.limits.max_stack_bytes as usize,
+            max_instances: w.pool.max_instances,
+            max_module_size: w.max_module_size as usize,
+        })?;
+        Ok(Shared {
+            node,
             config: RwLock::new(config),
             clients: Clients::default(),
             stats: Stats::new(spec::COMMANDS.len()),
@@ -84,7 +93,7 @@ impl Shared {
             run_id: random_hex_id(),
             port,
             config_file,
-        }
+        })
     }
 
     /// Asks every part of the server to stop.
@@ -187,6 +196,9 @@ pub enum CommandError {
     /// Bad syntax.
     #[error("syntax error")]
     Syntax,
+    /// A whole error line, prefix included.
+    #[error("{0}")]
+    Line(String),
     /// A free-form ERR message.
     #[error("{0}")]
     Message(String),
@@ -196,6 +208,13 @@ pub enum CommandError {
 }
 
 impl RedisError for CommandError {
+    fn line(&self) -> String {
+        match self {
+            CommandError::Line(line) => line.clone(),
+            other => format!("{} {other}", other.prefix()),
+        }
+    }
+
     fn prefix(&self) -> &'static str {
         match self {
             CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
@@ -311,6 +330,8 @@ async fn run(
             connection::execute(shared, session, spec, &argv)
         }
         "info" | "config" | "command" | "time" | "shutdown" => server::execute(shared, spec, &argv),
+        "wasm.load" | "wasm.unload" | "wasm.call" | "wasm.call_ro" | "wasm.list" | "wasm.info"
+        | "wasm.stats" | "fcall" | "fcall_ro" => return wasm::execute(shared, spec, &argv).await,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => {
             return transactions::execute(shared, session, spec, argv).await;
         }

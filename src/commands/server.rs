@@ -8,12 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::info;
 
-use super::spec::{self, COMMANDS, CommandSpec};
 use super::{CommandError, REDIS_COMPAT_VERSION, Shared};
 use crate::args::{is, text};
 use crate::config::ConfigSetError;
 use crate::glob;
 use crate::reply::Reply;
+use crate::spec::{self, COMMANDS, CommandSpec};
 
 pub(super) fn execute(
     shared: &Shared,
@@ -205,6 +205,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "errorstats",
     "cluster",
     "keyspace",
+    "wasm",
 ];
 
 fn info(shared: &Shared, args: &[Bytes]) -> String {
@@ -316,6 +317,15 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             }
         }
         "cluster" => line("cluster_enabled", &0),
+        "wasm" => {
+            let registry = &shared.node.modules;
+            let t = &registry.totals;
+            line("wasm_modules", &registry.len());
+            line("wasm_loads", &load(&t.loads));
+            line("wasm_calls", &load(&t.calls));
+            line("wasm_errors", &load(&t.errors));
+            line("wasm_fuel_total", &load(&t.fuel));
+        }
         "keyspace" => {
             let ks = shared.node.keyspace_stats();
             if ks.keys > 0 {

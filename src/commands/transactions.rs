@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::spec::{self, CommandSpec};
 use super::{CommandError, Session, Shared};
 use crate::keyspace::{self, Op};
 use crate::reply::Reply;
+use crate::spec::{self, CommandSpec};
 
 pub(super) async fn execute(
     shared: &Shared,

@@ -381,6 +381,40 @@ impl Keyspace {
         pick(&mut entry.value).ok_or(KeyspaceError::WrongType)
     }
 
+    /// A copy of `key`'s entry as stored (expired or not), for undo logs.
+    pub fn entry_snapshot(&self, key: &[u8]) -> Option<Entry> {
+        self.entries.get(key).cloned()
+    }
+
+    /// Puts back an entry saved by [`Keyspace::entry_snapshot`] (`None`: the key was absent).
+    pub fn restore_entry(&mut self, key: Bytes, entry: Option<Entry>) {
+        let had_ttl = |e: &Entry| e.expire_at.is_some();
+        match (self.entries.get_mut(&key), entry) {
+            (Some(current), Some(saved)) => {
+                match (had_ttl(current), had_ttl(&saved)) {
+                    (true, false) => self.volatile -= 1,
+                    (false, true) => self.volatile += 1,
+                    _ => {}
+                }
+                *current = saved;
+            }
+            (Some(_), None) => {
+                if let Some(old) = self.entries.remove(&key)
+                    && had_ttl(&old)
+                {
+                    self.volatile -= 1;
+                }
+            }
+            (None, Some(saved)) => {
+                if had_ttl(&saved) {
+                    self.volatile += 1;
+                }
+                self.entries.insert(key, saved);
+            }
+            (None, None) => {}
+        }
+    }
+
     /// The version WATCH records for `key`.
     pub fn watch(&self, key: &Bytes, now: u64) -> WatchToken {
         let version = match self.lookup(key, now) {

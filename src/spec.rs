@@ -1,4 +1,4 @@
-//! The command table: every command's arity, flags, key positions, family and summary, written
+//! The command table (a leaf: the command layer and the WASM `call` host function both read it): every command's arity, flags, key positions, family and summary, written
 //! once. Dispatch checks arity against it, the write path is chosen by its `write` flag,
 //! `COMMAND` answers from it (redis-py's cluster client routes by these key positions), and
 //! `COMMAND GETKEYS` extracts keys with it.
@@ -30,6 +30,8 @@ pub enum Group {
     Set,
     /// MULTI/EXEC/WATCH.
     Transactions,
+    /// WASM.* and FCALL.
+    Scripting,
 }
 
 impl Group {
@@ -43,6 +45,7 @@ impl Group {
             Group::List => "list",
             Group::Set => "set",
             Group::Transactions => "transactions",
+            Group::Scripting => "scripting",
         }
     }
 
@@ -56,6 +59,7 @@ impl Group {
             Group::List => "@list",
             Group::Set => "@set",
             Group::Transactions => "@transaction",
+            Group::Scripting => "@scripting",
         }
     }
 }
@@ -83,6 +87,41 @@ pub struct CommandSpec {
     pub since: &'static str,
     /// Subcommands of a container command (CONFIG, CLIENT, COMMAND).
     pub subcommands: &'static [CommandSpec],
+    /// Where the keys are when they are not at fixed positions (`movablekeys`).
+    pub movable: Option<MovableKeys>,
+}
+
+/// Key positions that depend on the arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovableKeys {
+    /// `FCALL name numkeys key ... arg ...`: the count is at this position, keys follow it.
+    Numkeys(usize),
+    /// `WASM.CALL name KEYS key ... ARGS arg ...`: keys between the two keywords.
+    KeysKeyword,
+}
+
+impl MovableKeys {
+    fn keys(self, argv: &[Bytes]) -> Vec<&Bytes> {
+        match self {
+            MovableKeys::Numkeys(at) => {
+                let count = argv
+                    .get(at)
+                    .and_then(|n| crate::args::parse_i64(n))
+                    .filter(|&n| n >= 0)
+                    .unwrap_or(0) as usize;
+                argv.iter().skip(at + 1).take(count).collect()
+            }
+            MovableKeys::KeysKeyword => {
+                let Some(start) = argv.iter().position(|a| crate::args::is(a, "KEYS")) else {
+                    return Vec::new();
+                };
+                argv[start + 1..]
+                    .iter()
+                    .take_while(|a| !crate::args::is(a, "ARGS"))
+                    .collect()
+            }
+        }
+    }
 }
 
 impl CommandSpec {
@@ -109,6 +148,9 @@ impl CommandSpec {
     /// The keys of `argv` (name included) by first/last/step, or `None` if the words do not
     /// reach the key positions.
     pub fn keys<'a>(&self, argv: &'a [Bytes]) -> Vec<&'a Bytes> {
+        if let Some(movable) = self.movable {
+            return movable.keys(argv);
+        }
         if self.first_key <= 0 || argv.len() <= self.first_key as usize {
             return Vec::new();
         }
@@ -146,6 +188,9 @@ impl CommandSpec {
 
     /// The key specification (Redis 7 format) implied by first/last/step.
     fn key_specs(&self) -> Reply {
+        if let Some(movable) = self.movable {
+            return movable_key_spec(movable, self.is_write());
+        }
         if self.first_key <= 0 {
             return Reply::Array(Vec::new());
         }
@@ -238,6 +283,69 @@ impl CommandSpec {
     }
 }
 
+/// The Redis 7 key specification of a movable-keys command.
+fn movable_key_spec(movable: MovableKeys, write: bool) -> Reply {
+    let status = |s: &str| Reply::Status(s.to_owned());
+    let flags: &[&str] = if write {
+        &["RW", "access", "update"]
+    } else {
+        &["RO", "access"]
+    };
+    let (begin, find) = match movable {
+        MovableKeys::Numkeys(at) => (
+            Reply::Map(vec![
+                (Reply::bulk("type"), Reply::bulk("index")),
+                (
+                    Reply::bulk("spec"),
+                    Reply::Map(vec![(Reply::bulk("index"), Reply::Int(at as i64))]),
+                ),
+            ]),
+            Reply::Map(vec![
+                (Reply::bulk("type"), Reply::bulk("keynum")),
+                (
+                    Reply::bulk("spec"),
+                    Reply::Map(vec![
+                        (Reply::bulk("keynumidx"), Reply::Int(0)),
+                        (Reply::bulk("firstkey"), Reply::Int(1)),
+                        (Reply::bulk("keystep"), Reply::Int(1)),
+                    ]),
+                ),
+            ]),
+        ),
+        MovableKeys::KeysKeyword => (
+            Reply::Map(vec![
+                (Reply::bulk("type"), Reply::bulk("keyword")),
+                (
+                    Reply::bulk("spec"),
+                    Reply::Map(vec![
+                        (Reply::bulk("keyword"), Reply::bulk("KEYS")),
+                        (Reply::bulk("startfrom"), Reply::Int(2)),
+                    ]),
+                ),
+            ]),
+            Reply::Map(vec![
+                (Reply::bulk("type"), Reply::bulk("unknown")),
+                (Reply::bulk("spec"), Reply::Map(Vec::new())),
+            ]),
+        ),
+    };
+    Reply::Array(vec![Reply::Map(vec![
+        (
+            Reply::bulk("flags"),
+            Reply::Set(flags.iter().map(|f| status(f)).collect()),
+        ),
+        (Reply::bulk("begin_search"), begin),
+        (Reply::bulk("find_keys"), find),
+    ])])
+}
+
+const fn movable(spec: CommandSpec, keys: MovableKeys) -> CommandSpec {
+    CommandSpec {
+        movable: Some(keys),
+        ..spec
+    }
+}
+
 const fn cmd(
     name: &'static str,
     arity: i32,
@@ -258,6 +366,7 @@ const fn cmd(
         summary,
         since,
         subcommands: &[],
+        movable: None,
     }
 }
 
@@ -278,6 +387,7 @@ const fn container(
         summary,
         since: "2.0.0",
         subcommands,
+        movable: None,
     }
 }
 
@@ -352,6 +462,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd("expire", -3, WF, ONE_KEY, Generic, "Sets the expiration time of a key in seconds.", "1.0.0"),
     cmd("expireat", -3, WF, ONE_KEY, Generic, "Sets the expiration time of a key to a Unix timestamp.", "1.2.0"),
     cmd("expiretime", 2, RF, ONE_KEY, Generic, "Returns the expiration time of a key as a Unix timestamp.", "7.0.0"),
+    movable(cmd("fcall", -3, &["noscript", "stale", "may_replicate", "no_mandatory_keys", "movablekeys"], NO_KEYS, Scripting, "Invokes a WebAssembly function (Redis 7 syntax: name numkeys key ... arg ...).", "7.0.0"), MovableKeys::Numkeys(2)),
+    movable(cmd("fcall_ro", -3, &["readonly", "noscript", "stale", "no_mandatory_keys", "movablekeys"], NO_KEYS, Scripting, "Invokes a WebAssembly function that may not write.", "7.0.0"), MovableKeys::Numkeys(2)),
     cmd("flushall", -1, W, NO_KEYS, Server, "Removes all keys from all databases.", "1.0.0"),
     cmd("flushdb", -1, W, NO_KEYS, Server, "Remove all keys from the current database.", "1.0.0"),
     cmd("get", 2, RF, ONE_KEY, String, "Returns the string value of a key.", "1.0.0"),
@@ -427,6 +539,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd("type", 2, RF, ONE_KEY, Generic, "Determines the type of value stored at a key.", "1.0.0"),
     cmd("unlink", -2, WF, ALL_KEYS, Generic, "Asynchronously deletes one or more keys.", "4.0.0"),
     cmd("unwatch", 1, TX, NO_KEYS, Transactions, "Forgets about watched keys of a transaction.", "2.2.0"),
+    movable(cmd("wasm.call", -2, &["noscript", "stale", "may_replicate", "no_mandatory_keys", "movablekeys"], NO_KEYS, Scripting, "Calls a function of a WebAssembly module: name[.export] [KEYS key ...] [ARGS arg ...].", "0.1.0"), MovableKeys::KeysKeyword),
+    movable(cmd("wasm.call_ro", -2, &["readonly", "noscript", "stale", "no_mandatory_keys", "movablekeys"], NO_KEYS, Scripting, "Calls a function of a WebAssembly module; every write is refused.", "0.1.0"), MovableKeys::KeysKeyword),
+    cmd("wasm.info", 2, &["noscript", "loading", "stale"], NO_KEYS, Scripting, "Returns a module's metadata and call statistics.", "0.1.0"),
+    cmd("wasm.list", -1, &["noscript", "loading", "stale"], NO_KEYS, Scripting, "Lists loaded WebAssembly modules [WITHSTATS].", "0.1.0"),
+    cmd("wasm.load", -3, &["write", "denyoom", "noscript"], NO_KEYS, Scripting, "Loads a WebAssembly module: name bytes [REPLACE] [PERMISSIONS perm ...].", "0.1.0"),
+    cmd("wasm.stats", 1, &["noscript", "loading", "stale"], NO_KEYS, Scripting, "Returns totals over all WebAssembly calls.", "0.1.0"),
+    cmd("wasm.unload", 2, &["write", "noscript"], NO_KEYS, Scripting, "Unloads a WebAssembly module.", "0.1.0"),
     cmd("watch", -2, TX, ALL_KEYS, Transactions, "Monitors changes to keys to determine the execution of a transaction.", "2.2.0"),
 ];
 

@@ -1,0 +1,288 @@
+//! WebAssembly function commands: WASM.LOAD, WASM.UNLOAD, WASM.CALL, WASM.CALL_RO, WASM.LIST,
+//! WASM.INFO, WASM.STATS, and the Redis 7 style FCALL / FCALL_RO.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{CommandError, Shared};
+use crate::args::{is, parse_i64, text};
+use crate::reply::Reply;
+use crate::spec::CommandSpec;
+use crate::wasm::{CallLimits, CallMode, LoadedModule, Permissions, WasmError};
+
+pub(super) async fn execute(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes]) -> Reply {
+    let args = &argv[1..];
+    let result = match spec.name {
+        "wasm.load" => load(shared, args).await,
+        "wasm.unload" => {
+            let name = text(&args[0]);
+            if shared.node.modules.remove(&name) {
+                Ok(Reply::ok())
+            } else {
+                Err(WasmError::NoSuchModule(name).into())
+            }
+        }
+        "wasm.call" | "wasm.call_ro" => match parse_wasm_call(args) {
+            Ok(call) => return run(shared, call, spec.name == "wasm.call_ro").await,
+            Err(e) => Err(e),
+        },
+        "fcall" | "fcall_ro" => match parse_fcall(args) {
+            Ok(call) => return run(shared, call, spec.name == "fcall_ro").await,
+            Err(e) => Err(e),
+        },
+        "wasm.list" => list(shared, args),
+        "wasm.info" => match shared.node.modules.get(&text(&args[0])) {
+            Some(module) => Ok(Reply::Map(describe(&module, true))),
+            None => Err(WasmError::NoSuchModule(text(&args[0])).into()),
+        },
+        _ => Ok(stats(shared)),
+    };
+    result.unwrap_or_else(Reply::error)
+}
+
+impl From<WasmError> for CommandError {
+    fn from(e: WasmError) -> Self {
+        // WasmError displays as a whole line; keep it whole.
+        CommandError::Line(e.to_string())
+    }
+}
+
+/// A parsed call.
+struct Call {
+    module: String,
+    entry: String,
+    keys: Vec<Bytes>,
+    args: Vec<Bytes>,
+}
+
+/// `name[.export]`: the entry defaults to `main`.
+fn target(word: &[u8]) -> (String, String) {
+    let word = text(word);
+    match word.split_once('.') {
+        Some((module, entry)) => (module.to_owned(), entry.to_owned()),
+        None => (word, "main".to_owned()),
+    }
+}
+
+/// `WASM.CALL name[.export] [KEYS key ...] [ARGS arg ...]`. Keys run until the word `ARGS`.
+fn parse_wasm_call(args: &[Bytes]) -> Result<Call, CommandError> {
+    let (module, entry) = target(&args[0]);
+    let mut rest = &args[1..];
+    let mut keys = Vec::new();
+    let mut call_args = Vec::new();
+    if rest.first().is_some_and(|w| is(w, "KEYS")) {
+        rest = &rest[1..];
+        while let Some((first, tail)) = rest.split_first() {
+            if is(first, "ARGS") {
+                break;
+            }
+            keys.push(first.clone());
+            rest = tail;
+        }
+    }
+    if let Some((first, tail)) = rest.split_first() {
+        if !is(first, "ARGS") {
+            return Err(CommandError::Syntax);
+        }
+        call_args = tail.to_vec();
+    }
+    Ok(Call {
+        module,
+        entry,
+        keys,
+        args: call_args,
+    })
+}
+
+/// `FCALL name[.export] numkeys key ... arg ...`, with Redis's error texts.
+fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
+    let (module, entry) = target(&args[0]);
+    let numkeys = parse_i64(&args[1]).ok_or_else(|| {
+        CommandError::Message("value is not an integer or out of range".to_owned())
+    })?;
+    if numkeys < 0 {
+        return Err(CommandError::Message(
+            "Number of keys can't be negative".to_owned(),
+        ));
+    }
+    let rest = &args[2..];
+    if numkeys as usize > rest.len() {
+        return Err(CommandError::Message(
+            "Number of keys can't be greater than number of args".to_owned(),
+        ));
+    }
+    let (keys, call_args) = rest.split_at(numkeys as usize);
+    Ok(Call {
+        module,
+        entry,
+        keys: keys.to_vec(),
+        args: call_args.to_vec(),
+    })
+}
+
+async fn run(shared: &Shared, call: Call, read_only: bool) -> Reply {
+    let limits = {
+        let config = shared.config.read();
+        let l = &config.wasm.limits;
+        CallLimits {
+            max_memory_bytes: l.max_memory_bytes,
+            max_fuel: l.max_fuel,
+            max_duration: Duration::from_millis(l.max_duration_ms),
+        }
+    };
+    shared
+        .node
+        .wasm_call(
+            &call.module,
+            &call.entry,
+            &call.keys,
+            &call.args,
+            CallMode { read_only },
+            limits,
+        )
+        .await
+}
+
+/// `WASM.LOAD name bytes [REPLACE] [PERMISSIONS perm ...]`.
+async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
+    let name = text(&args[0]);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(CommandError::Message(
+            "wasm: module names use letters, digits, '_' and '-'".to_owned(),
+        ));
+    }
+    let bytes = args[1].clone();
+    let mut replace = false;
+    let mut permissions = None;
+    let mut rest = args[2..].iter();
+    while let Some(word) = rest.next() {
+        if is(word, "REPLACE") {
+            replace = true;
+        } else if is(word, "PERMISSIONS") {
+            let mut granted = Permissions::default();
+            for perm in rest.by_ref() {
+                let p = Permissions::parse(&text(perm)).ok_or_else(|| {
+                    CommandError::Message(format!("wasm: unknown permission '{}'", text(perm)))
+                })?;
+                granted = granted.with(p);
+            }
+            permissions = Some(granted);
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    let (permissions, security) = {
+        let config = shared.config.read();
+        let default = match config.wasm.default_permissions.as_str() {
+            "readwrite" => Permissions::READ.with(Permissions::WRITE),
+            _ => Permissions::READ,
+        };
+        (permissions.unwrap_or(default), config.wasm.security)
+    };
+    if permissions.contains(Permissions::NETWORK) && !security.allow_network {
+        return Err(WasmError::PermissionNotAllowed("NETWORK").into());
+    }
+    if permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem {
+        return Err(WasmError::PermissionNotAllowed("FILESYSTEM").into());
+    }
+    shared
+        .node
+        .wasm_load(name, bytes, permissions, replace)
+        .await?;
+    Ok(Reply::ok())
+}
+
+/// A module's fields for WASM.LIST and WASM.INFO.
+fn describe(module: &LoadedModule, with_stats: bool) -> Vec<(Reply, Reply)> {
+    let field = |k: &str, v: Reply| (Reply::bulk(k), v);
+    let mut fields = vec![
+        field("name", Reply::bulk(&module.name)),
+        field("sha256", Reply::bulk(&module.sha256)),
+        field("size", Reply::Int(module.size as i64)),
+        field(
+            "exports",
+            Reply::Array(module.exports.iter().map(Reply::bulk).collect()),
+        ),
+        field(
+            "permissions",
+            Reply::Array(
+                module
+                    .permissions
+                    .names()
+                    .into_iter()
+                    .map(Reply::bulk)
+                    .collect(),
+            ),
+        ),
+        field("loaded_at", Reply::Int(module.loaded_at_ms as i64)),
+        field(
+            "compile_time_us",
+            Reply::Int(module.compile_time.as_micros() as i64),
+        ),
+    ];
+    if with_stats {
+        let s = &module.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| Reply::Int(c.load(Ordering::Relaxed) as i64);
+        fields.extend([
+            field("call_count", load(&s.calls)),
+            field("error_count", load(&s.errors)),
+            field("fuel_total", load(&s.fuel_total)),
+            field("avg_duration_us", Reply::Int(s.avg_us() as i64)),
+            field("p99_duration_us", Reply::Int(s.p99_us() as i64)),
+            field(
+                "last_error",
+                Reply::opt_bulk(s.last_error.lock().clone().map(Bytes::from)),
+            ),
+        ]);
+    }
+    fields
+}
+
+fn list(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
+    let with_stats = match args {
+        [] => false,
+        [w] if is(w, "WITHSTATS") => true,
+        _ => return Err(CommandError::Syntax),
+    };
+    Ok(Reply::Array(
+        shared
+            .node
+            .modules
+            .list()
+            .iter()
+            .map(|m| Reply::Map(describe(m, with_stats)))
+            .collect(),
+    ))
+}
+
+fn stats(shared: &Shared) -> Reply {
+    let registry = &shared.node.modules;
+    let t = &registry.totals;
+    let load = |c: &std::sync::atomic::AtomicU64| Reply::Int(c.load(Ordering::Relaxed) as i64);
+    let field = |k: &str, v: Reply| (Reply::bulk(k), v);
+    let by_kind = t
+        .errors_by_kind
+        .lock()
+        .iter()
+        .map(|(k, v)| (Reply::bulk(k), Reply::Int(*v as i64)))
+        .collect();
+    let config = shared.config.read();
+    Reply::Map(vec![
+        field("modules", Reply::Int(registry.len() as i64)),
+        field("loads", load(&t.loads)),
+        field("calls", load(&t.calls)),
+        field("errors", load(&t.errors)),
+        field("errors_by_kind", Reply::Map(by_kind)),
+        field("fuel_total", load(&t.fuel)),
+        field(
+            "pool_max_instances",
+            Reply::Int(config.wasm.pool.max_instances as i64),
+        ),
+    ])
+}

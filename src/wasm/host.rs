@@ -1,0 +1,428 @@
+//! The host side of a call: the state a call's store carries, and the `ferrite` imports
+//! (`get_key`, `set_key`, `del_key`, `call`, `reply`, `log`) registered once on the linker.
+//!
+//! Every write goes through a keyspace [`Op`] applied to the keyspace the call owns for its
+//! duration; before the first write to a key its previous entry is saved, so a call that fails
+//! restores every key it touched (the writes are atomic: all or nothing). Every import charges
+//! fuel, a fixed amount plus an amount per byte moved ([`FuelCosts`]), so a call's fuel depends
+//! only on its input and the data.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Trap};
+
+use super::abi;
+use super::{Permissions, WasmError};
+use crate::keyspace::{Ctx, Entry, Keyspace, Op, ParseCtx, SplitMix, parse};
+use crate::reply::Reply;
+use crate::slot::key_slot;
+use crate::spec;
+
+/// Fuel charged by host functions. Documented in the configuration reference; part of the
+/// determinism contract, so changing a value changes every module's fuel figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuelCosts {
+    /// Fixed cost of any host function call.
+    pub base: u64,
+    /// Extra fixed cost of `call` (it parses and runs a whole command).
+    pub command: u64,
+    /// Cost per byte moved between guest and host (keys, values, replies).
+    pub per_byte_divisor: u64,
+}
+
+/// The costs every node uses.
+pub const FUEL_COSTS: FuelCosts = FuelCosts {
+    base: 100,
+    command: 400,
+    per_byte_divisor: 8,
+};
+
+impl FuelCosts {
+    fn of(&self, extra: u64, bytes: usize) -> u64 {
+        self.base + extra + bytes as u64 / self.per_byte_divisor
+    }
+}
+
+/// How a call may touch data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallMode {
+    /// `WASM.CALL_RO` / `FCALL_RO`: every write is refused.
+    pub read_only: bool,
+}
+
+/// What a call's store carries: the keyspace it owns for the call, the rules, and what the
+/// guest produced.
+pub struct CallState {
+    /// The keyspace, moved in for the call and moved back out after it.
+    pub keyspace: Keyspace,
+    ctx: ParseCtx,
+    writes: u64,
+    permissions: Permissions,
+    mode: CallMode,
+    /// The slot every touched key must hash to, fixed by the declared keys or the first key.
+    slot: Option<u16>,
+    /// What the guest passed to `reply`, last call wins.
+    pub reply: Option<Reply>,
+    /// Previous entries of the keys this call wrote, in first-write order.
+    undo: Vec<(Bytes, Option<Entry>)>,
+    undone: HashSet<Bytes>,
+    module: String,
+    memory_limit: usize,
+    /// Set when a memory growth was refused for exceeding the limit.
+    pub memory_exceeded: bool,
+    /// Set when a host function refused, with the error line the call ends with.
+    pub refusal: Option<WasmError>,
+}
+
+impl std::fmt::Debug for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallState")
+            .field("module", &self.module)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallState {
+    /// State for one call of `module` on `keyspace`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        keyspace: Keyspace,
+        ctx: ParseCtx,
+        permissions: Permissions,
+        mode: CallMode,
+        declared_keys: &[Bytes],
+        module: &str,
+        memory_limit: usize,
+    ) -> CallState {
+        CallState {
+            keyspace,
+            ctx,
+            writes: 0,
+            permissions,
+            mode,
+            slot: declared_keys.first().map(|k| key_slot(k)),
+            reply: None,
+            undo: Vec::new(),
+            undone: HashSet::new(),
+            module: module.to_owned(),
+            memory_limit,
+            memory_exceeded: false,
+            refusal: None,
+        }
+    }
+
+    /// Puts back the previous entry of every key the call wrote, newest first.
+    pub fn roll_back(&mut self) {
+        while let Some((key, entry)) = self.undo.pop() {
+            self.keyspace.restore_entry(key, entry);
+        }
+    }
+
+    fn refuse(&mut self, error: WasmError) -> wasmtime::Error {
+        let message = error.to_string();
+        self.refusal = Some(error);
+        wasmtime::format_err!("{message}")
+    }
+
+    fn check_read(&mut self) -> wasmtime::Result<()> {
+        if !self.permissions.contains(Permissions::READ) {
+            return Err(self.refuse(WasmError::PermissionDenied("read")));
+        }
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime::Result<()> {
+        if self.mode.read_only {
+            return Err(self.refuse(WasmError::WriteInReadOnly));
+        }
+        if !self.permissions.contains(Permissions::WRITE) {
+            return Err(self.refuse(WasmError::PermissionDenied("write")));
+        }
+        Ok(())
+    }
+
+    fn check_slot(&mut self, key: &[u8]) -> wasmtime::Result<()> {
+        let slot = key_slot(key);
+        match self.slot {
+            None => self.slot = Some(slot),
+            Some(s) if s == slot => {}
+            Some(_) => {
+                return Err(self.refuse(WasmError::CrossSlot(
+                    String::from_utf8_lossy(key).into_owned(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a write operation, saving the previous entries of its keys first.
+    fn apply_write(&mut self, op: Op) -> Reply {
+        for key in op.keys() {
+            if self.undone.insert(key.clone()) {
+                let previous = self.keyspace.entry_snapshot(key);
+                self.undo.push((key.clone(), previous));
+            }
+        }
+        op.apply(
+            &mut self.keyspace,
+            Ctx {
+                now_ms: self.ctx.now_ms,
+            },
+        )
+    }
+
+    /// A seed for the n-th random command of this call: deterministic from the call's seed.
+    fn next_seed(&mut self) -> u64 {
+        self.writes += 1;
+        SplitMix::new(self.ctx.seed ^ self.writes).next_u64()
+    }
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            return Err(wasmtime::format_err!("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Charges `amount` fuel, trapping with out-of-fuel if there is not enough.
+fn charge(caller: &mut Caller<'_, CallState>, amount: u64) -> wasmtime::Result<()> {
+    let fuel = caller.get_fuel()?;
+    if fuel < amount {
+        caller.set_fuel(0)?;
+        return Err(Trap::OutOfFuel.into());
+    }
+    caller.set_fuel(fuel - amount)
+}
+
+fn memory(caller: &mut Caller<'_, CallState>) -> wasmtime::Result<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => Err(wasmtime::format_err!("module has no memory export")),
+    }
+}
+
+/// Copies `len` bytes at `ptr` out of guest memory.
+fn read_guest(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let mem = memory(caller)?;
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    let data = mem.data(&caller);
+    let end = ptr.checked_add(len).filter(|&e| e <= data.len());
+    match end {
+        Some(end) => Ok(data[ptr..end].to_vec()),
+        None => Err(Trap::MemoryOutOfBounds.into()),
+    }
+}
+
+/// Asks the guest's `alloc` for room, copies `bytes` there, and packs `(ptr << 32) | len`.
+fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Result<i64> {
+    let alloc = match caller.get_export("alloc") {
+        Some(Extern::Func(f)) => f.typed::<i32, i32>(&caller)?,
+        _ => return Err(wasmtime::format_err!("module has no alloc export")),
+    };
+    // `alloc` is never called with 0; an empty value still gets a one-byte buffer.
+    let ptr = alloc.call(&mut *caller, bytes.len().max(1) as i32)?;
+    // Re-read the memory after calling into the guest: it may have grown.
+    let mem = memory(caller)?;
+    mem.write(&mut *caller, ptr as u32 as usize, bytes)
+        .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
+    Ok(((ptr as u32 as i64) << 32) | bytes.len() as i64)
+}
+
+/// Registers the `ferrite` imports on `linker`.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "ferrite",
+        "get_key",
+        |mut caller: Caller<'_, CallState>, kptr: i32, klen: i32| -> wasmtime::Result<i64> {
+            charge(&mut caller, FUEL_COSTS.of(0, klen.max(0) as usize))?;
+            let key = read_guest(&mut caller, kptr, klen)?;
+            let state = caller.data_mut();
+            state.check_read()?;
+            state.check_slot(&key)?;
+            let value = match state.keyspace.get_string(&key, state.ctx.now_ms) {
+                Ok(v) => v.cloned(),
+                Err(e) => return Err(state.refuse(WasmError::Command(Reply::error(e)))),
+            };
+            let Some(value) = value else { return Ok(-1) };
+            charge(&mut caller, FUEL_COSTS.of(0, value.len()))?;
+            write_guest(&mut caller, &value)
+        },
+    )?;
+    linker.func_wrap(
+        "ferrite",
+        "set_key",
+        |mut caller: Caller<'_, CallState>,
+         kptr: i32,
+         klen: i32,
+         vptr: i32,
+         vlen: i32|
+         -> wasmtime::Result<i32> {
+            charge(
+                &mut caller,
+                FUEL_COSTS.of(0, klen.max(0) as usize + vlen.max(0) as usize),
+            )?;
+            let key = read_guest(&mut caller, kptr, klen)?;
+            let value = read_guest(&mut caller, vptr, vlen)?;
+            let state = caller.data_mut();
+            state.check_write()?;
+            state.check_slot(&key)?;
+            let seed = state.next_seed();
+            let op = parse(
+                "set",
+                &[Bytes::from(key), Bytes::from(value)],
+                &ParseCtx { seed, ..state.ctx },
+            );
+            match op {
+                Some(Ok(op)) => {
+                    state.apply_write(op);
+                    Ok(0)
+                }
+                _ => Err(wasmtime::format_err!("SET could not be built")),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "ferrite",
+        "del_key",
+        |mut caller: Caller<'_, CallState>, kptr: i32, klen: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, FUEL_COSTS.of(0, klen.max(0) as usize))?;
+            let key = read_guest(&mut caller, kptr, klen)?;
+            let state = caller.data_mut();
+            state.check_write()?;
+            state.check_slot(&key)?;
+            match state.apply_write(Op::Del {
+                keys: vec![Bytes::from(key)],
+            }) {
+                Reply::Int(n) => Ok(n as i32),
+                _ => Ok(0),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "ferrite",
+        "call",
+        |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<i64> {
+            charge(
+                &mut caller,
+                FUEL_COSTS.of(FUEL_COSTS.command, len.max(0) as usize),
+            )?;
+            let raw = read_guest(&mut caller, ptr, len)?;
+            let state = caller.data_mut();
+            let argv = match abi::decode_call_args(&raw) {
+                Ok(argv) if !argv.is_empty() => argv,
+                Ok(_) => return Err(state.refuse(WasmError::BadCall("empty command".to_owned()))),
+                Err(e) => return Err(state.refuse(WasmError::BadCall(e.to_string()))),
+            };
+            let reply = state.run_command(argv)?;
+            let mut encoded = Vec::new();
+            abi::encode_reply(&reply, &mut encoded);
+            charge(&mut caller, FUEL_COSTS.of(0, encoded.len()))?;
+            write_guest(&mut caller, &encoded)
+        },
+    )?;
+    linker.func_wrap(
+        "ferrite",
+        "reply",
+        |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            charge(&mut caller, FUEL_COSTS.of(0, len.max(0) as usize))?;
+            let raw = read_guest(&mut caller, ptr, len)?;
+            let state = caller.data_mut();
+            match abi::decode_reply(&raw) {
+                Ok(reply) => {
+                    state.reply = Some(reply);
+                    Ok(())
+                }
+                Err(e) => Err(state.refuse(WasmError::BadReply(e.to_string()))),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "ferrite",
+        "log",
+        |mut caller: Caller<'_, CallState>,
+         level: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<()> {
+            charge(&mut caller, FUEL_COSTS.of(0, len.max(0) as usize))?;
+            let raw = read_guest(&mut caller, ptr, len)?;
+            let message = String::from_utf8_lossy(&raw);
+            let module = &caller.data().module;
+            match level {
+                0 => tracing::error!(module = %module, "{message}"),
+                1 => tracing::warn!(module = %module, "{message}"),
+                2 => tracing::info!(module = %module, "{message}"),
+                3 => tracing::debug!(module = %module, "{message}"),
+                _ => tracing::trace!(module = %module, "{message}"),
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+impl CallState {
+    /// Runs one data command for the guest's `call`, under the module's permissions and the
+    /// call's slot. A command error (WRONGTYPE, syntax) is returned to the guest as an error
+    /// reply; a refusal ends the call.
+    fn run_command(&mut self, argv: Vec<Bytes>) -> wasmtime::Result<Reply> {
+        let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
+        let Some(command) = spec::lookup(name.as_bytes()) else {
+            return Err(self.refuse(WasmError::CommandNotAllowed(name)));
+        };
+        // Data commands with declared keys only: no connection, server, transaction or
+        // keyless commands (FLUSHALL, KEYS, SCAN would reach beyond the call's slot).
+        if command.first_key <= 0 || matches!(command.name, "watch") {
+            return Err(self.refuse(WasmError::CommandNotAllowed(name)));
+        }
+        if !command.arity_ok(argv.len()) {
+            return Ok(Reply::Error(format!(
+                "ERR wrong number of arguments for '{}' command",
+                command.name
+            )));
+        }
+        if command.has_flag("admin") && !self.permissions.contains(Permissions::ADMIN) {
+            return Err(self.refuse(WasmError::PermissionDenied("admin")));
+        }
+        if command.is_write() {
+            self.check_write()?;
+        } else {
+            self.check_read()?;
+        }
+        for key in command.keys(&argv) {
+            self.check_slot(key)?;
+        }
+        let seed = self.next_seed();
+        let ctx = ParseCtx { seed, ..self.ctx };
+        match parse(command.name, &argv[1..], &ctx) {
+            None => Err(self.refuse(WasmError::CommandNotAllowed(name))),
+            Some(Err(e)) => Ok(Reply::error(e)),
+            Some(Ok(op)) if op.is_write() => Ok(self.apply_write(op)),
+            Some(Ok(op)) => Ok(op.read(
+                &self.keyspace,
+                Ctx {
+                    now_ms: self.ctx.now_ms,
+                },
+            )),
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! WebAssembly user-defined functions: one wasmtime [`Engine`] per server, modules validated
+//! against the guest ABI at load, and calls run on a pristine instance with fuel, memory, stack
+//! and (for read-only calls) time limits.
+//!
+//! A call owns the keyspace for its duration: the node moves it into the call's store under
+//! its exclusive lock and gets it back afterwards (wasmtime stores cannot borrow). Writes go
+//! through keyspace [`Op`](crate::keyspace::Op)s with an undo log, so a call that fails leaves
+//! no partial writes. This layer never sees RESP, sockets or Raft.
+
+pub mod abi;
+mod host;
+mod registry;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, Trap, ValType,
+};
+
+pub use host::{CallMode, CallState, FUEL_COSTS, FuelCosts};
+pub use registry::{ModuleStats, Registry};
+
+use crate::keyspace::{Keyspace, ParseCtx};
+use crate::reply::{RedisError, Reply};
+
+/// Per-module permissions, given at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    /// Read keys (`get_key`, read commands through `call`).
+    pub const READ: Permissions = Permissions(1);
+    /// Write keys (`set_key`, `del_key`, write commands), in `WASM.CALL` only.
+    pub const WRITE: Permissions = Permissions(2);
+    /// Administrative commands through `call`.
+    pub const ADMIN: Permissions = Permissions(4);
+    /// Network access: recorded and shown; grants nothing in ABI v1 (no WASI imports).
+    pub const NETWORK: Permissions = Permissions(8);
+    /// File system access: recorded and shown; grants nothing in ABI v1.
+    pub const FILESYSTEM: Permissions = Permissions(16);
+
+    const NAMES: [(Permissions, &'static str); 5] = [
+        (Permissions::READ, "READ"),
+        (Permissions::WRITE, "WRITE"),
+        (Permissions::ADMIN, "ADMIN"),
+        (Permissions::NETWORK, "NETWORK"),
+        (Permissions::FILESYSTEM, "FILESYSTEM"),
+    ];
+
+    /// Whether every permission in `other` is held.
+    pub fn contains(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The union of both sets.
+    pub fn with(self, other: Permissions) -> Permissions {
+        Permissions(self.0 | other.0)
+    }
+
+    /// Parses one permission name (any case).
+    pub fn parse(name: &str) -> Option<Permissions> {
+        Permissions::NAMES
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(p, _)| *p)
+    }
+
+    /// The names of the permissions held.
+    pub fn names(self) -> Vec<&'static str> {
+        Permissions::NAMES
+            .iter()
+            .filter(|(p, _)| self.contains(*p))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl fmt::Display for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(","))
+    }
+}
+
+/// Limits of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Most linear memory a call may have, in bytes.
+    pub max_memory_bytes: u64,
+    /// Fuel a call starts with.
+    pub max_fuel: u64,
+    /// Wall-clock limit for read-only calls (epoch deadline).
+    pub max_duration: Duration,
+}
+
+/// Engine-wide settings, fixed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Largest memory any instance may have; the pooling allocator reserves slots this size.
+    pub max_memory_bytes: u64,
+    /// WebAssembly stack limit per call.
+    pub max_stack_bytes: usize,
+    /// Instances the pooling allocator can hold at once.
+    pub max_instances: u32,
+    /// Largest module accepted, in bytes.
+    pub max_module_size: usize,
+}
+
+/// Why a load or a call failed. Each displays as the error line the client sees.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum WasmError {
+    /// The call ran out of fuel.
+    #[error("ERR wasm: out of fuel")]
+    OutOfFuel,
+    /// Memory growth beyond the limit.
+    #[error("ERR wasm: memory limit exceeded")]
+    MemoryLimit,
+    /// A read-only call ran past its time limit.
+    #[error("ERR wasm: timeout")]
+    Timeout,
+    /// The WebAssembly stack overflowed.
+    #[error("ERR wasm: stack overflow")]
+    StackOverflow,
+    /// Any other trap.
+    #[error("ERR wasm: trap: {0}")]
+    Trap(String),
+    /// A host function refused for lack of a permission.
+    #[error("ERR wasm: permission denied: {0}")]
+    PermissionDenied(&'static str),
+    /// A write in `WASM.CALL_RO` / `FCALL_RO`.
+    #[error("ERR wasm: write in a read-only call")]
+    WriteInReadOnly,
+    /// A key outside the call's slot.
+    #[error("ERR wasm: key '{0}' is not in this call's slot")]
+    CrossSlot(String),
+    /// `call` with a command functions may not run.
+    #[error("ERR wasm: command not allowed from a function: {0}")]
+    CommandNotAllowed(String),
+    /// `call` with a malformed argument buffer.
+    #[error("ERR wasm: malformed call: {0}")]
+    BadCall(String),
+    /// `reply` with a malformed reply buffer.
+    #[error("ERR wasm: malformed reply: {0}")]
+    BadReply(String),
+    /// A data error that ends the call (e.g. `get_key` on a hash): the command's own line.
+    #[error("{}", reply_line(.0))]
+    Command(Reply),
+    /// The module does not compile or does not follow the ABI.
+    #[error("ERR wasm: invalid module: {0}")]
+    InvalidModule(String),
+    /// The module is larger than allowed.
+    #[error("ERR wasm: module is {size} bytes, larger than the {limit} byte limit")]
+    ModuleTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No module by that name.
+    #[error("ERR wasm: no such module '{0}'")]
+    NoSuchModule(String),
+    /// The module has no such entry point.
+    #[error("ERR wasm: module '{module}' has no entry point '{entry}'")]
+    NoSuchEntry {
+        /// The module.
+        module: String,
+        /// The entry asked for.
+        entry: String,
+    },
+    /// WASM.LOAD of an existing name without REPLACE.
+    #[error("ERR wasm: module '{0}' already exists (use REPLACE)")]
+    AlreadyLoaded(String),
+    /// A permission the security configuration does not allow.
+    #[error("ERR wasm: permission {0} is not allowed by [wasm.security]")]
+    PermissionNotAllowed(&'static str),
+    /// The engine could not start an instance (pool exhausted and similar).
+    #[error("ERR wasm: cannot instantiate: {0}")]
+    Instantiate(String),
+}
+
+fn reply_line(reply: &Reply) -> String {
+    match reply {
+        Reply::Error(line) => line.clone(),
+        other => format!("ERR {other:?}"),
+    }
+}
+
+impl RedisError for WasmError {
+    fn line(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl WasmError {
+    /// A short name for WASM.STATS's errors-by-kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WasmError::OutOfFuel => "out_of_fuel",
+            WasmError::MemoryLimit => "memory",
+            WasmError::Timeout => "timeout",
+            WasmError::StackOverflow => "stack_overflow",
+            WasmError::Trap(_) => "trap",
+            WasmError::PermissionDenied(_)
+            | WasmError::WriteInReadOnly
+            | WasmError::PermissionNotAllowed(_) => "permission",
+            WasmError::CrossSlot(_) => "cross_slot",
+            WasmError::CommandNotAllowed(_) | WasmError::BadCall(_) | WasmError::BadReply(_) => {
+                "host_call"
+            }
+            WasmError::Command(_) => "command",
+            _ => "other",
+        }
+    }
+}
+
+/// A compiled, validated module, ready to instantiate.
+pub struct LoadedModule {
+    /// Its name.
+    pub name: String,
+    /// Hex SHA-256 of the bytes it was loaded from.
+    pub sha256: String,
+    /// Size of those bytes.
+    pub size: usize,
+    /// Entry points: exported functions of type `(i32, i32) -> i64`.
+    pub exports: Vec<String>,
+    /// What it may do.
+    pub permissions: Permissions,
+    /// When it was loaded (ms since the epoch).
+    pub loaded_at_ms: u64,
+    /// How long compilation took.
+    pub compile_time: Duration,
+    /// Call statistics.
+    pub stats: ModuleStats,
+    pre: InstancePre<CallState>,
+}
+
+impl fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedModule")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    /// The reply: what the guest passed to `reply`, or its return value.
+    pub reply: Reply,
+    /// Fuel consumed.
+    pub fuel: u64,
+}
+
+/// Ticks of the epoch clock per second; the epoch thread increments the engine's epoch at this
+/// rate, and read-only calls get `max_duration × rate` ticks.
+const EPOCH_TICKS_PER_SECOND: u64 = 100;
+
+/// The engine, the linker with the host functions, and the limits.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    settings: EngineSettings,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine: fuel and epoch interruption on, NaN canonicalization, no threads, no
+    /// relaxed SIMD, pooling allocation; and starts the epoch thread.
+    pub fn new(settings: EngineSettings) -> Result<Runtime, WasmError> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false)
+            .max_wasm_stack(settings.max_stack_bytes);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .total_core_instances(settings.max_instances)
+            .max_memory_size(settings.max_memory_bytes as usize);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".to_owned())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(1000 / EPOCH_TICKS_PER_SECOND));
+                }
+            })
+            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            settings,
+        })
+    }
+
+    /// The engine-wide settings.
+    pub fn settings(&self) -> EngineSettings {
+        self.settings
+    }
+
+    /// Compiles and validates `bytes` (a binary module or WAT text) against the ABI.
+    pub fn compile(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        permissions: Permissions,
+        now_ms: u64,
+    ) -> Result<LoadedModule, WasmError> {
+        if bytes.len() > self.settings.max_module_size {
+            return Err(WasmError::ModuleTooLarge {
+                size: bytes.len(),
+                limit: self.settings.max_module_size,
+            });
+        }
+        let started = Instant::now();
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
+        let exports = validate(&module)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
+        Ok(LoadedModule {
+            name: name.to_owned(),
+            sha256: hex_sha256(bytes),
+            size: bytes.len(),
+            exports,
+            permissions,
+            loaded_at_ms: now_ms,
+            compile_time: started.elapsed(),
+            stats: ModuleStats::default(),
+            pre,
+        })
+    }
+
+    /// Runs `entry` of `module` on `keyspace` with `keys` and `args`. The keyspace comes back
+    /// in every case; after a failure it holds exactly what it held before.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call(
+        &self,
+        module: &LoadedModule,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        keyspace: Keyspace,
+        ctx: ParseCtx,
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> (Keyspace, Result<CallOutcome, WasmError>) {
+        let started = Instant::now();
+        let state = CallState::new(
+            keyspace,
+            ctx,
+            module.permissions,
+            mode,
+            keys,
+            &module.name,
+            limits.max_memory_bytes as usize,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        let result = self.run(&mut store, module, entry, keys, args, mode, limits);
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let mut state = store.into_data();
+        let outcome = match result {
+            Ok(value) => Ok(CallOutcome {
+                reply: state.reply.take().unwrap_or(Reply::Int(value)),
+                fuel: limits.max_fuel - fuel_left,
+            }),
+            Err(e) => {
+                state.roll_back();
+                Err(classify(e, &mut state))
+            }
+        };
+        module.stats.record(&outcome, started.elapsed());
+        (state.keyspace, outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        store: &mut Store<CallState>,
+        module: &LoadedModule,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> wasmtime::Result<i64> {
+        store.set_fuel(limits.max_fuel)?;
+        // Read-only calls are cut off by wall-clock time; write calls, which every replica
+        // re-executes, are bounded by fuel alone so the outcome is deterministic.
+        let ticks = if mode.read_only {
+            (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
+        } else {
+            u64::MAX / 2
+        };
+        store.set_epoch_deadline(ticks);
+        let instance = module.pre.instantiate(&mut *store)?;
+        let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "alloc")?;
+        let func = instance.get_typed_func::<(i32, i32), i64>(&mut *store, entry)?;
+        let input = abi::encode_input(keys, args);
+        let ptr = alloc.call(&mut *store, input.len() as i32)?;
+        let memory = instance
+            .get_memory(&mut *store, "memory")
+            .ok_or_else(|| wasmtime::format_err!("module has no memory export"))?;
+        memory
+            .write(&mut *store, ptr as u32 as usize, &input)
+            .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
+        func.call(&mut *store, (ptr, input.len() as i32))
+    }
+}
+
+/// Turns a wasmtime error into the error the client sees.
+fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
+    if let Some(refusal) = state.refusal.take() {
+        return refusal;
+    }
+    if state.memory_exceeded {
+        return WasmError::MemoryLimit;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => WasmError::OutOfFuel,
+        Some(Trap::StackOverflow) => WasmError::StackOverflow,
+        Some(Trap::Interrupt) => WasmError::Timeout,
+        Some(trap) => WasmError::Trap(trap.to_string()),
+        None => WasmError::Trap(first_line(&error)),
+    }
+}
+
+fn first_line(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+/// Checks the ABI's exports and imports; returns the entry points.
+fn validate(module: &Module) -> Result<Vec<String>, WasmError> {
+    let invalid = |m: String| Err(WasmError::InvalidModule(m));
+    for import in module.imports() {
+        let allowed = import.module() == "ferrite"
+            && matches!(
+                import.name(),
+                "get_key" | "set_key" | "del_key" | "call" | "reply" | "log"
+            );
+        if !allowed {
+            return invalid(format!(
+                "forbidden import '{}.{}'",
+                import.module(),
+                import.name()
+            ));
+        }
+    }
+    let mut has_memory = false;
+    let mut has_alloc = false;
+    let mut entries = Vec::new();
+    for export in module.exports() {
+        match (export.name(), export.ty()) {
+            ("memory", ExternType::Memory(_)) => has_memory = true,
+            ("alloc", ExternType::Func(f)) => {
+                if f.params()
+                    .map(|p| p.matches(&ValType::I32))
+                    .collect::<Vec<_>>()
+                    != [true]
+                    || f.results()
+                        .map(|r| r.matches(&ValType::I32))
+                        .collect::<Vec<_>>()
+                        != [true]
+                {
+                    return invalid("export 'alloc' must have type (i32) -> i32".to_owned());
+                }
+                has_alloc = true;
+            }
+            (name, ExternType::Func(f)) => {
+                let params: Vec<bool> = f.params().map(|p| p.matches(&ValType::I32)).collect();
+                let results: Vec<bool> = f.results().map(|r| r.matches(&ValType::I64)).collect();
+                if params == [true, true] && results == [true] {
+                    entries.push(name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    if !has_memory {
+        return invalid("missing export 'memory'".to_owned());
+    }
+    if !has_alloc {
+        return invalid("missing export 'alloc'".to_owned());
+    }
+    if entries.is_empty() {
+        return invalid("no entry point of type (i32, i32) -> i64".to_owned());
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// Lowercase hex SHA-256.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A shared, replaceable module handle: calls in flight keep the module they started with.
+pub type ModuleRef = Arc<LoadedModule>;
