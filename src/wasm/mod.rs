@@ -444,7 +444,10 @@ fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
         Some(Trap::OutOfFuel) => WasmError::OutOfFuel,
         Some(Trap::StackOverflow) => WasmError::StackOverflow,
         Some(Trap::Interrupt) => WasmError::Timeout,
-        Some(trap) => WasmError::Trap(trap.to_string()),
+        Some(trap) => {
+            let text = trap.to_string();
+            WasmError::Trap(text.strip_prefix("wasm trap: ").unwrap_or(&text).to_owned())
+        }
         None => WasmError::Trap(first_line(&error)),
     }
 }
