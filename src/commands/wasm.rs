@@ -145,7 +145,9 @@ async fn run(shared: &Shared, call: Call, read_only: bool) -> Reply {
         .await
 }
 
-/// `WASM.LOAD name bytes [REPLACE] [PERMISSIONS perm ...]`.
+/// `WASM.LOAD name bytes [REPLACE] [PERMISSIONS perm ...]`, or with the options before the
+/// bytes (`WASM.LOAD name [REPLACE] [PERMISSIONS perm ...] bytes`), which is what
+/// `redis-cli -x WASM.LOAD name PERMISSIONS READ WRITE < f.wasm` sends.
 async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
     let name = text(&args[0]);
     if name.is_empty()
@@ -157,10 +159,15 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
             "wasm: module names use letters, digits, '_' and '-'".to_owned(),
         ));
     }
-    let bytes = args[1].clone();
+    let options_first = args.len() >= 3 && (is(&args[1], "REPLACE") || is(&args[1], "PERMISSIONS"));
+    let (bytes, options) = if options_first {
+        (args[args.len() - 1].clone(), &args[1..args.len() - 1])
+    } else {
+        (args[1].clone(), &args[2..])
+    };
     let mut replace = false;
     let mut permissions = None;
-    let mut rest = args[2..].iter();
+    let mut rest = options.iter();
     while let Some(word) = rest.next() {
         if is(word, "REPLACE") {
             replace = true;

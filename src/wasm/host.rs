@@ -73,6 +73,8 @@ pub struct CallState {
     pub memory_exceeded: bool,
     /// Set when a host function refused, with the error line the call ends with.
     pub refusal: Option<WasmError>,
+    /// The message of a guest panic, reported through the `panic` import.
+    pub panic_message: Option<String>,
 }
 
 impl std::fmt::Debug for CallState {
@@ -109,6 +111,7 @@ impl CallState {
             memory_limit,
             memory_exceeded: false,
             refusal: None,
+            panic_message: None,
         }
     }
 
@@ -353,6 +356,16 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 }
                 Err(e) => Err(state.refuse(WasmError::BadReply(e.to_string()))),
             }
+        },
+    )?;
+    // Extension of ABI v1: the SDK's panic hook reports the message before the guest aborts.
+    linker.func_wrap(
+        "ferrite",
+        "panic",
+        |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let raw = read_guest(&mut caller, ptr, len.clamp(0, 4096))?;
+            caller.data_mut().panic_message = Some(String::from_utf8_lossy(&raw).into_owned());
+            Ok(())
         },
     )?;
     linker.func_wrap(

@@ -129,6 +129,9 @@ pub enum WasmError {
     /// Any other trap.
     #[error("ERR wasm: trap: {0}")]
     Trap(String),
+    /// The guest panicked and reported the message (SDK modules do).
+    #[error("ERR wasm: panic: {0}")]
+    Panic(String),
     /// A host function refused for lack of a permission.
     #[error("ERR wasm: permission denied: {0}")]
     PermissionDenied(&'static str),
@@ -204,7 +207,7 @@ impl WasmError {
             WasmError::MemoryLimit => "memory",
             WasmError::Timeout => "timeout",
             WasmError::StackOverflow => "stack_overflow",
-            WasmError::Trap(_) => "trap",
+            WasmError::Trap(_) | WasmError::Panic(_) => "trap",
             WasmError::PermissionDenied(_)
             | WasmError::WriteInReadOnly
             | WasmError::PermissionNotAllowed(_) => "permission",
@@ -440,6 +443,9 @@ fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
     if state.memory_exceeded {
         return WasmError::MemoryLimit;
     }
+    if let Some(message) = state.panic_message.take() {
+        return WasmError::Panic(message);
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => WasmError::OutOfFuel,
         Some(Trap::StackOverflow) => WasmError::StackOverflow,
@@ -464,7 +470,7 @@ fn validate(module: &Module) -> Result<Vec<String>, WasmError> {
         let allowed = import.module() == "ferrite"
             && matches!(
                 import.name(),
-                "get_key" | "set_key" | "del_key" | "call" | "reply" | "log"
+                "get_key" | "set_key" | "del_key" | "call" | "reply" | "log" | "panic"
             );
         if !allowed {
             return invalid(format!(
