@@ -53,6 +53,10 @@ pub const DEFAULT_MAX_FUEL: u64 = 1_000_000;
 pub const DEFAULT_MAX_DURATION_MS: u64 = 5_000;
 /// Default WebAssembly stack: 512 KiB (wasmtime's default).
 pub const DEFAULT_MAX_STACK_BYTES: u64 = 512 * 1024;
+/// Default number of pristine instances kept ready per module in use.
+pub const DEFAULT_MIN_INSTANCES: u32 = 2;
+/// Default idle time after which a module's ready instances are dropped.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default number of instances the pooling allocator can hold at once.
 pub const DEFAULT_MAX_INSTANCES: u32 = 64;
 
@@ -116,14 +120,20 @@ impl Default for WasmLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasmPool {
+    /// Pristine instances kept ready per module in use.
+    pub min_instances: u32,
     /// Instances that can exist at once (pooling allocator slots).
     pub max_instances: u32,
+    /// Ready instances of a module not called for this long are dropped.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for WasmPool {
     fn default() -> Self {
         WasmPool {
+            min_instances: DEFAULT_MIN_INSTANCES,
             max_instances: DEFAULT_MAX_INSTANCES,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
         }
     }
 }
@@ -365,6 +375,12 @@ impl WasmConfig {
             return Err(invalid(
                 "wasm.limits.max_stack_bytes",
                 "must be between 16384 and 67108864".into(),
+            ));
+        }
+        if self.pool.min_instances > self.pool.max_instances / 2 {
+            return Err(invalid(
+                "wasm.pool.min_instances",
+                "must be at most half of wasm.pool.max_instances".into(),
             ));
         }
         if !(1..=10_000).contains(&self.pool.max_instances) {

@@ -100,6 +100,8 @@ pub fn default_engine_settings() -> EngineSettings {
         max_stack_bytes: config::DEFAULT_MAX_STACK_BYTES as usize,
         max_instances: config::DEFAULT_MAX_INSTANCES,
         max_module_size: config::DEFAULT_MAX_MODULE_SIZE as usize,
+        min_instances: config::DEFAULT_MIN_INSTANCES,
+        idle_timeout: Duration::from_secs(config::DEFAULT_IDLE_TIMEOUT_SECS),
     }
 }
 

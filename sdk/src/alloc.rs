@@ -25,7 +25,20 @@ mod bump {
             let Some(end) = start.checked_add(layout.size()) else {
                 return std::ptr::null_mut();
             };
-            if end > self.end.get() || self.end.get() == 0 {
+            if self.end.get() == 0 {
+                // First allocation: use the free space the module starts with, from the
+                // linker's heap base to the end of the initial memory, before growing (a
+                // memory.grow costs the host a page-protection change on every call).
+                unsafe extern "C" {
+                    static __heap_base: u8;
+                }
+                // SAFETY: only the address of the linker-provided symbol is taken.
+                let base = std::ptr::addr_of!(__heap_base) as usize;
+                self.next.set(base);
+                self.end.set(core::arch::wasm32::memory_size(0) * PAGE);
+                return unsafe { self.alloc(layout) };
+            }
+            if end > self.end.get() {
                 let need = layout.size() + align;
                 let pages = need.div_ceil(PAGE).max(1);
                 let previous = core::arch::wasm32::memory_grow(0, pages);

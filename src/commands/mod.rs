@@ -81,6 +81,8 @@ impl Shared {
             max_stack_bytes: w.limits.max_stack_bytes as usize,
             max_instances: w.pool.max_instances,
             max_module_size: w.max_module_size as usize,
+            min_instances: w.pool.min_instances,
+            idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
         })?;
         Ok(Shared {
             node,

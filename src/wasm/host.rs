@@ -115,6 +115,19 @@ impl CallState {
         }
     }
 
+    /// The state of an instance waiting for a call: no data, no permissions.
+    pub fn idle(module: &str) -> CallState {
+        CallState::new(
+            Keyspace::default(),
+            ParseCtx { now_ms: 0, seed: 0 },
+            Permissions::default(),
+            CallMode { read_only: true },
+            &[],
+            module,
+            usize::MAX,
+        )
+    }
+
     /// Puts back the previous entry of every key the call wrote, newest first.
     pub fn roll_back(&mut self) {
         while let Some((key, entry)) = self.undo.pop() {

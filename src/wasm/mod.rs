@@ -12,15 +12,19 @@ mod host;
 mod registry;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wasmtime::{
-    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store, Trap, ValType,
+    Config, Engine, EngineWeak, ExternType, Instance, InstanceAllocationStrategy, InstancePre,
+    Linker, Module, PoolingAllocationConfig, Store, Trap, ValType,
 };
 
 pub use host::{CallMode, CallState, FUEL_COSTS, FuelCosts};
@@ -109,6 +113,10 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// Largest module accepted, in bytes.
     pub max_module_size: usize,
+    /// Pristine instances kept ready per module that is in use.
+    pub min_instances: u32,
+    /// A module's ready instances are dropped after it has not been called for this long.
+    pub idle_timeout: Duration,
 }
 
 /// Why a load or a call failed. Each displays as the error line the client sees.
@@ -239,6 +247,8 @@ pub struct LoadedModule {
     pub compile_time: Duration,
     /// Call statistics.
     pub stats: ModuleStats,
+    /// Instances made ahead of calls.
+    pub pool: InstancePool,
     pre: InstancePre<CallState>,
 }
 
@@ -260,6 +270,9 @@ pub struct CallOutcome {
     pub fuel: u64,
 }
 
+/// Bytes of each pooled memory and table reset in place rather than decommitted.
+const RESIDENT_BYTES: usize = 262144;
+
 /// Ticks of the epoch clock per second; the epoch thread increments the engine's epoch at this
 /// rate, and read-only calls get `max_duration × rate` ticks.
 const EPOCH_TICKS_PER_SECOND: u64 = 100;
@@ -269,6 +282,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     settings: EngineSettings,
+    pool_jobs: Sender<PoolJob>,
+    /// Used instances sent to the pool thread and not yet torn down.
+    retiring: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Runtime {
@@ -294,7 +310,12 @@ impl Runtime {
         pool.total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
             .total_core_instances(settings.max_instances)
-            .max_memory_size(settings.max_memory_bytes as usize);
+            .max_memory_size(settings.max_memory_bytes as usize)
+            // Reset the first pages of a used slot with memset instead of madvise: a call's
+            // instance is small and short-lived, and madvise per call costs page faults and
+            // TLB-shootdown interrupts on every core.
+            .linear_memory_keep_resident(RESIDENT_BYTES)
+            .table_keep_resident(RESIDENT_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| WasmError::Instantiate(e.to_string()))?;
         let mut linker = Linker::new(&engine);
@@ -310,10 +331,20 @@ impl Runtime {
                 }
             })
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let (pool_jobs, jobs) = std::sync::mpsc::channel();
+        let weak = engine.weak();
+        let retiring = Arc::new(AtomicUsize::new(0));
+        let counter = retiring.clone();
+        std::thread::Builder::new()
+            .name("wasm-pool".to_owned())
+            .spawn(move || pool_thread(weak, jobs, settings, counter))
+            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         Ok(Runtime {
             engine,
             linker,
             settings,
+            pool_jobs,
+            retiring,
         })
     }
 
@@ -353,16 +384,21 @@ impl Runtime {
             loaded_at_ms: now_ms,
             compile_time: started.elapsed(),
             stats: ModuleStats::default(),
+            pool: InstancePool::default(),
             pre,
         })
     }
 
     /// Runs `entry` of `module` on `keyspace` with `keys` and `args`. The keyspace comes back
     /// in every case; after a failure it holds exactly what it held before.
+    ///
+    /// The call runs on a pristine instance taken from the module's pool (instantiated ahead of
+    /// time by the pool thread), or made on the spot if the pool is empty; afterwards the used
+    /// instance goes to the pool thread, which tears it down off the call path.
     #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
-        module: &LoadedModule,
+        module: &ModuleRef,
         entry: &str,
         keys: &[Bytes],
         args: &[Bytes],
@@ -381,15 +417,41 @@ impl Runtime {
             &module.name,
             limits.max_memory_bytes as usize,
         );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state);
-        let result = self.run(&mut store, module, entry, keys, args, mode, limits);
+        let ready = match module.pool.take() {
+            Some(ready) => Ok(ready),
+            None => instantiate(&self.engine, module),
+        };
+        let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
+        let (mut store, result) = match ready {
+            Ok(Ready {
+                mut store,
+                instance,
+            }) => {
+                *store.data_mut() = state;
+                let result = run(&mut store, instance, entry, keys, args, mode, limits);
+                (store, result)
+            }
+            Err(e) => {
+                // No instance: the call never ran; hand the keyspace straight back.
+                let outcome = Err(WasmError::Instantiate(first_line(&e)));
+                module.stats.record(&outcome, started.elapsed());
+                return (state.keyspace, outcome);
+            }
+        };
         let fuel_left = store.get_fuel().unwrap_or(0);
-        let mut state = store.into_data();
+        let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
+        // Tear down on the pool thread unless it is falling behind (each waiting instance holds
+        // an allocator slot); then do it here.
+        if self.retiring.load(Ordering::Relaxed) < self.settings.max_instances as usize / 4 {
+            self.retiring.fetch_add(1, Ordering::Relaxed);
+            let _ = self.pool_jobs.send(PoolJob::Retire(store));
+        } else {
+            drop(store);
+        }
         let outcome = match result {
             Ok(value) => Ok(CallOutcome {
                 reply: state.reply.take().unwrap_or(Reply::Int(value)),
-                fuel: limits.max_fuel - fuel_left,
+                fuel: limits.max_fuel.saturating_sub(fuel_left),
             }),
             Err(e) => {
                 state.roll_back();
@@ -399,40 +461,138 @@ impl Runtime {
         module.stats.record(&outcome, started.elapsed());
         (state.keyspace, outcome)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        store: &mut Store<CallState>,
-        module: &LoadedModule,
-        entry: &str,
-        keys: &[Bytes],
-        args: &[Bytes],
-        mode: CallMode,
-        limits: CallLimits,
-    ) -> wasmtime::Result<i64> {
-        store.set_fuel(limits.max_fuel)?;
-        // Read-only calls are cut off by wall-clock time; write calls, which every replica
-        // re-executes, are bounded by fuel alone so the outcome is deterministic.
-        let ticks = if mode.read_only {
-            (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
-        } else {
-            u64::MAX / 2
-        };
-        store.set_epoch_deadline(ticks);
-        let instance = module.pre.instantiate(&mut *store)?;
-        let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "alloc")?;
-        let func = instance.get_typed_func::<(i32, i32), i64>(&mut *store, entry)?;
-        let input = abi::encode_input(keys, args);
-        let ptr = alloc.call(&mut *store, input.len() as i32)?;
-        let memory = instance
-            .get_memory(&mut *store, "memory")
-            .ok_or_else(|| wasmtime::format_err!("module has no memory export"))?;
-        memory
-            .write(&mut *store, ptr as u32 as usize, &input)
-            .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
-        func.call(&mut *store, (ptr, input.len() as i32))
+/// A pristine instance and the store it lives in, ready for one call.
+struct Ready {
+    store: Store<CallState>,
+    instance: Instance,
+}
+
+/// Work for the pool thread.
+enum PoolJob {
+    /// Bring this module's pool back up to its minimum.
+    Refill(Weak<LoadedModule>),
+    /// Tear down a used instance (its memory reset happens here, off the call path).
+    Retire(Store<CallState>),
+}
+
+/// Pre-instantiated pristine instances of one module.
+#[derive(Default)]
+pub struct InstancePool {
+    ready: Mutex<Vec<Ready>>,
+    last_used: Mutex<Option<Instant>>,
+}
+
+impl InstancePool {
+    fn take(&self) -> Option<Ready> {
+        *self.last_used.lock() = Some(Instant::now());
+        self.ready.lock().pop()
     }
+
+    /// Instances ready now.
+    pub fn ready(&self) -> usize {
+        self.ready.lock().len()
+    }
+}
+
+/// Budget for a module's start function, run when an instance is made ahead of a call.
+const START_FUEL: u64 = 10_000_000;
+
+/// Makes a pristine instance of `module` in a fresh store. The store's state is idle (no
+/// permissions), so a start function cannot touch data.
+fn instantiate(engine: &Engine, module: &LoadedModule) -> wasmtime::Result<Ready> {
+    let mut store = Store::new(engine, CallState::idle(&module.name));
+    store.limiter(|state| state);
+    store.set_fuel(START_FUEL)?;
+    store.set_epoch_deadline(EPOCH_TICKS_PER_SECOND);
+    let instance = module.pre.instantiate(&mut store)?;
+    Ok(Ready { store, instance })
+}
+
+/// The pool thread: refills pools to their minimum, tears down used instances, and empties
+/// the pools of modules idle for longer than `idle_timeout`.
+fn pool_thread(
+    engine: EngineWeak,
+    jobs: Receiver<PoolJob>,
+    settings: EngineSettings,
+    retiring: Arc<AtomicUsize>,
+) {
+    let mut known: Vec<Weak<LoadedModule>> = Vec::new();
+    loop {
+        match jobs.recv_timeout(Duration::from_secs(1)) {
+            Ok(PoolJob::Retire(store)) => {
+                drop(store);
+                retiring.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(PoolJob::Refill(weak)) => {
+                let (Some(module), Some(engine)) = (weak.upgrade(), engine.upgrade()) else {
+                    continue;
+                };
+                if !known.iter().any(|k| k.ptr_eq(&weak)) {
+                    known.push(weak);
+                }
+                while module.pool.ready() < settings.min_instances as usize {
+                    match instantiate(&engine, &module) {
+                        Ok(ready) => module.pool.ready.lock().push(ready),
+                        Err(e) => {
+                            tracing::debug!(module = %module.name, cause = %first_line(&e), "pool refill stopped");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                known.retain(|weak| match weak.upgrade() {
+                    None => false,
+                    Some(module) => {
+                        let idle = module
+                            .pool
+                            .last_used
+                            .lock()
+                            .is_none_or(|t| t.elapsed() > settings.idle_timeout);
+                        if idle {
+                            module.pool.ready.lock().clear();
+                        }
+                        true
+                    }
+                });
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    store: &mut Store<CallState>,
+    instance: Instance,
+    entry: &str,
+    keys: &[Bytes],
+    args: &[Bytes],
+    mode: CallMode,
+    limits: CallLimits,
+) -> wasmtime::Result<i64> {
+    store.set_fuel(limits.max_fuel)?;
+    // Read-only calls are cut off by wall-clock time; write calls, which every replica
+    // re-executes, are bounded by fuel alone so the outcome is deterministic.
+    let ticks = if mode.read_only {
+        (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
+    } else {
+        u64::MAX / 2
+    };
+    store.set_epoch_deadline(ticks);
+    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "alloc")?;
+    let func = instance.get_typed_func::<(i32, i32), i64>(&mut *store, entry)?;
+    let input = abi::encode_input(keys, args);
+    let ptr = alloc.call(&mut *store, input.len() as i32)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("module has no memory export"))?;
+    memory
+        .write(&mut *store, ptr as u32 as usize, &input)
+        .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
+    func.call(&mut *store, (ptr, input.len() as i32))
 }
 
 /// Turns a wasmtime error into the error the client sees.
