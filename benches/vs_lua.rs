@@ -6,6 +6,7 @@
 //! 2. string: uppercase, reverse and count the letters of a 4 KB argument;
 //! 3. numeric: count primes up to 3000 by trial division;
 //! 4. key access: GET a key and return its length.
+//!
 //! For each: server-side µs per call (each server's `INFO commandstats`, `usec_per_call` of
 //! EVALSHA / FCALL_RO) and client throughput (`redis-benchmark -c 10`). Run with
 //! `cargo bench --bench vs_lua`; `FERRITE_BENCH_REQUESTS` sets the calls per workload.

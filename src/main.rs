@@ -81,6 +81,12 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding {address}"))?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config, local.port(), cli.config, set_level)?);
+        let preloaded = ferrite::commands::preload_modules(&shared)
+            .await
+            .map_err(|e| anyhow::anyhow!("preloading WASM modules: {e}"))?;
+        if preloaded > 0 {
+            info!(modules = preloaded, "WASM modules preloaded");
+        }
         info!(version = env!("CARGO_PKG_VERSION"), addr = %local, "Ferrite ready to accept connections");
         let signals = {
             let shared = shared.clone();

@@ -11,6 +11,8 @@ mod server;
 mod transactions;
 mod wasm;
 
+pub use wasm::preload_modules;
+
 use std::sync::Arc;
 use std::time::Instant;
 

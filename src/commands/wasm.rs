@@ -293,3 +293,66 @@ fn stats(shared: &Shared) -> Reply {
         ),
     ])
 }
+
+/// The optional `name.toml` beside a preloaded `name.wasm`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleManifest {
+    /// Permission names, e.g. `["READ", "WRITE"]`.
+    permissions: Vec<String>,
+}
+
+/// Loads every `name.wasm` (or `name.wat`) in the configured `module_dir` at start, with the
+/// permissions of an optional `name.toml`. A module that fails to load stops start-up with an
+/// error naming the file.
+pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
+    let (dir, default, security) = {
+        let config = shared.config.read();
+        let w = &config.wasm;
+        let default = match w.default_permissions.as_str() {
+            "readwrite" => Permissions::READ.with(Permissions::WRITE),
+            _ => Permissions::READ,
+        };
+        (w.module_dir.clone(), default, w.security)
+    };
+    if dir.as_os_str().is_empty() {
+        return Ok(0);
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read wasm.module_dir {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm" || x == "wat"))
+        .collect();
+    files.sort();
+    for path in &files {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let manifest = path.with_extension("toml");
+        let permissions = if manifest.exists() {
+            let text = std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+            let parsed: ModuleManifest = toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+            let mut granted = Permissions::default();
+            for name in &parsed.permissions {
+                granted = granted.with(
+                    Permissions::parse(name)
+                        .ok_or_else(|| format!("{}: unknown permission '{name}'", manifest.display()))?,
+                );
+            }
+            granted
+        } else {
+            default
+        };
+        if (permissions.contains(Permissions::NETWORK) && !security.allow_network)
+            || (permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem)
+        {
+            return Err(format!("{}: a permission not allowed by [wasm.security]", manifest.display()));
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        shared
+            .node
+            .wasm_load(name.clone(), Bytes::from(bytes), permissions, false)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        tracing::info!(module = %name, %permissions, "preloaded");
+    }
+    Ok(files.len())
+}

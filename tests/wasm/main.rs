@@ -591,3 +591,34 @@ fn a_long_read_only_call_does_not_stall_other_clients_forever() {
     );
     assert_eq!(spinner.join().unwrap(), Err("ERR wasm: timeout".to_owned()));
 }
+
+#[test]
+fn modules_in_module_dir_load_at_start_with_their_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    std::fs::write(modules.join("probe.wat"), module("probe.wat")).unwrap();
+    std::fs::write(modules.join("probe.toml"), "permissions = [\"READ\", \"WRITE\"]\n").unwrap();
+    std::fs::write(modules.join("plain.wat"), module("other.wat")).unwrap();
+    std::fs::write(modules.join("notes.txt"), "ignored").unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(&config, format!("[wasm]\nmodule_dir = {:?}\n", modules.display().to_string())).unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut c = server.client();
+    let Value::Array(listed) = cmd(&mut c, &["WASM.LIST"]).unwrap() else { panic!() };
+    assert_eq!(listed.len(), 2);
+    assert_eq!(field(&listed[0], "name"), bulk("plain"));
+    assert_eq!(field(&listed[1], "permissions"), Value::Array(vec![bulk("READ"), bulk("WRITE")]));
+    assert_eq!(cmd(&mut c, &["WASM.CALL", "probe.set"]).unwrap(), Value::Int(0));
+    assert_eq!(cmd(&mut c, &["WASM.CALL", "plain"]).unwrap(), Value::Int(2));
+
+    // A module that does not load stops start-up, naming the file.
+    std::fs::write(modules.join("broken.wat"), "(module").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["--port", "0", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.wat"), "{stderr}");
+}

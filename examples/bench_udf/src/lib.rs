@@ -4,18 +4,25 @@
 //! by trial division), `keylen` (GET a key and return its length).
 
 use ferrite_sdk::{Ctx, Error, Reply, export};
-use serde_json::Value;
+use serde::Deserialize;
+
+/// Only the fields the sum needs; serde skips the rest without building them.
+#[derive(Deserialize)]
+struct Doc {
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    active: bool,
+    price: Option<f64>,
+}
 
 fn json(ctx: &mut Ctx) -> Result<Reply, Error> {
     let raw = ctx.get(ctx.key(0)?).ok_or("no such key")?;
-    let doc: Value = serde_json::from_slice(&raw).map_err(|e| Error::new(e.to_string()))?;
-    let sum: f64 = doc["items"]
-        .as_array()
-        .ok_or("no items")?
-        .iter()
-        .filter(|item| item["active"].as_bool() == Some(true))
-        .filter_map(|item| item["price"].as_f64())
-        .sum();
+    let doc: Doc = serde_json::from_slice(&raw).map_err(|e| Error::new(e.to_string()))?;
+    let sum: f64 = doc.items.iter().filter(|i| i.active).filter_map(|i| i.price).sum();
     Ok(Reply::from(format!("{sum}")))
 }
 
