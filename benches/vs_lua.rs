@@ -157,6 +157,9 @@ fn build_bench_module() -> Vec<u8> {
     std::fs::read(examples.join("target/wasm32-unknown-unknown/release/bench_udf.wasm")).unwrap()
 }
 
+/// (name, Lua script, function, keys with numkeys, arguments).
+type Workload<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, Vec<&'a str>);
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -223,7 +226,7 @@ fn main() {
         "OK"
     );
 
-    let workloads: [(&str, &str, &str, Vec<&str>, Vec<&str>); 4] = [
+    let workloads: [Workload; 4] = [
         (
             "json: 8 KB document, 100 items",
             LUA_JSON,

@@ -108,15 +108,19 @@ pub fn default_engine_settings() -> EngineSettings {
 impl Node {
     /// A node with an empty keyspace and the default WASM engine settings.
     pub fn new() -> Result<Node, WasmError> {
-        Node::with_engine(default_engine_settings())
+        Node::with_engine(default_engine_settings(), None)
     }
 
     /// A node with an empty keyspace and the given WASM engine settings.
-    pub fn with_engine(settings: EngineSettings) -> Result<Node, WasmError> {
+    /// `cache_dir` keeps compiled modules across restarts.
+    pub fn with_engine(
+        settings: EngineSettings,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> Result<Node, WasmError> {
         Ok(Node {
             keyspace: RwLock::new(Keyspace::new()),
             clock: Clock::default(),
-            wasm: std::sync::Arc::new(Runtime::new(settings)?),
+            wasm: std::sync::Arc::new(Runtime::new(settings, cache_dir)?),
             modules: Registry::default(),
             expire_cursor: Mutex::new(0),
         })
@@ -141,6 +145,11 @@ impl Node {
                 .await
                 .map_err(|e| WasmError::Instantiate(e.to_string()))??;
         self.modules.insert(module, replace)
+    }
+
+    /// Compile-cache hits and misses since start.
+    pub fn wasm_cache_counts(&self) -> (u64, u64) {
+        self.wasm.cache_counts()
     }
 
     /// Calls `entry` of module `name`. The call owns the keyspace for its duration: it is

@@ -78,14 +78,17 @@ impl Shared {
     ) -> Result<Shared, WasmError> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let w = &config.wasm;
-        let node = Node::with_engine(EngineSettings {
-            max_memory_bytes: w.limits.max_memory_bytes,
-            max_stack_bytes: w.limits.max_stack_bytes as usize,
-            max_instances: w.pool.max_instances,
-            max_module_size: w.max_module_size as usize,
-            min_instances: w.pool.min_instances,
-            idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
-        })?;
+        let node = Node::with_engine(
+            EngineSettings {
+                max_memory_bytes: w.limits.max_memory_bytes,
+                max_stack_bytes: w.limits.max_stack_bytes as usize,
+                max_instances: w.pool.max_instances,
+                max_module_size: w.max_module_size as usize,
+                min_instances: w.pool.min_instances,
+                idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
+            },
+            Some(config.server.data_dir.join("wasm-cache")),
+        )?;
         Ok(Shared {
             node,
             config: RwLock::new(config),

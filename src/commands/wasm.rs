@@ -291,6 +291,22 @@ fn stats(shared: &Shared) -> Reply {
             "pool_max_instances",
             Reply::Int(config.wasm.pool.max_instances as i64),
         ),
+        field(
+            "pool_min_instances",
+            Reply::Int(config.wasm.pool.min_instances as i64),
+        ),
+        field(
+            "pool_ready_instances",
+            Reply::Int(registry.list().iter().map(|m| m.pool.ready() as i64).sum()),
+        ),
+        field(
+            "compile_cache_hits",
+            Reply::Int(shared.node.wasm_cache_counts().0 as i64),
+        ),
+        field(
+            "compile_cache_misses",
+            Reply::Int(shared.node.wasm_cache_counts().1 as i64),
+        ),
     ])
 }
 
@@ -325,17 +341,21 @@ pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
         .collect();
     files.sort();
     for path in &files {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let manifest = path.with_extension("toml");
         let permissions = if manifest.exists() {
-            let text = std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
-            let parsed: ModuleManifest = toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+            let text = std::fs::read_to_string(&manifest)
+                .map_err(|e| format!("{}: {e}", manifest.display()))?;
+            let parsed: ModuleManifest =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
             let mut granted = Permissions::default();
             for name in &parsed.permissions {
-                granted = granted.with(
-                    Permissions::parse(name)
-                        .ok_or_else(|| format!("{}: unknown permission '{name}'", manifest.display()))?,
-                );
+                granted = granted.with(Permissions::parse(name).ok_or_else(|| {
+                    format!("{}: unknown permission '{name}'", manifest.display())
+                })?);
             }
             granted
         } else {
@@ -344,7 +364,10 @@ pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
         if (permissions.contains(Permissions::NETWORK) && !security.allow_network)
             || (permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem)
         {
-            return Err(format!("{}: a permission not allowed by [wasm.security]", manifest.display()));
+            return Err(format!(
+                "{}: a permission not allowed by [wasm.security]",
+                manifest.display()
+            ));
         }
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         shared

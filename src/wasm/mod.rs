@@ -12,7 +12,7 @@ mod host;
 mod registry;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -280,11 +280,15 @@ const EPOCH_TICKS_PER_SECOND: u64 = 100;
 /// The engine, the linker with the host functions, and the limits.
 pub struct Runtime {
     engine: Engine,
+    /// Where compiled modules are cached (`<sha256>-<engine hash>.cwasm`); `None`: no cache.
+    cache_dir: Option<std::path::PathBuf>,
     linker: Linker<CallState>,
     settings: EngineSettings,
     pool_jobs: Sender<PoolJob>,
     /// Used instances sent to the pool thread and not yet torn down.
     retiring: Arc<AtomicUsize>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 impl fmt::Debug for Runtime {
@@ -298,7 +302,10 @@ impl fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine: fuel and epoch interruption on, NaN canonicalization, no threads, no
     /// relaxed SIMD, pooling allocation; and starts the epoch thread.
-    pub fn new(settings: EngineSettings) -> Result<Runtime, WasmError> {
+    pub fn new(
+        settings: EngineSettings,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> Result<Runtime, WasmError> {
         let mut config = Config::new();
         config
             .consume_fuel(true)
@@ -341,10 +348,13 @@ impl Runtime {
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         Ok(Runtime {
             engine,
+            cache_dir,
             linker,
             settings,
             pool_jobs,
             retiring,
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         })
     }
 
@@ -368,8 +378,8 @@ impl Runtime {
             });
         }
         let started = Instant::now();
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
+        let sha256 = hex_sha256(bytes);
+        let module = self.compile_cached(bytes, &sha256)?;
         let exports = validate(&module)?;
         let pre = self
             .linker
@@ -377,7 +387,7 @@ impl Runtime {
             .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
         Ok(LoadedModule {
             name: name.to_owned(),
-            sha256: hex_sha256(bytes),
+            sha256,
             size: bytes.len(),
             exports,
             permissions,
@@ -387,6 +397,49 @@ impl Runtime {
             pool: InstancePool::default(),
             pre,
         })
+    }
+
+    /// Compiles `bytes`, or loads the code this engine compiled for the same bytes before.
+    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Module, WasmError> {
+        let compile = || {
+            Module::new(&self.engine, bytes).map_err(|e| WasmError::InvalidModule(first_line(&e)))
+        };
+        let Some(dir) = &self.cache_dir else {
+            return compile();
+        };
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
+        let path = dir.join(format!(
+            "{sha256}-{:016x}.cwasm",
+            std::hash::Hasher::finish(&hasher)
+        ));
+        if path.exists()
+            && let Ok(module) = deserialize_cached(&self.engine, &path)
+        {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(module);
+        }
+        let module = compile()?;
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        // Best effort: a cache that cannot be written only costs a recompile next time.
+        if let Ok(code) = module.serialize() {
+            let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&temporary, code))
+                .and_then(|_| std::fs::rename(&temporary, &path));
+            if let Err(e) = written {
+                tracing::warn!(cause = %e, path = %path.display(), "cannot write the WASM compile cache");
+            }
+        }
+        Ok(module)
+    }
+
+    /// Compile-cache hits and misses since start.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.cache_misses.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `entry` of `module` on `keyspace` with `keys` and `args`. The keyspace comes back
@@ -593,6 +646,20 @@ fn run(
         .write(&mut *store, ptr as u32 as usize, &input)
         .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
     func.call(&mut *store, (ptr, input.len() as i32))
+}
+
+/// Loads compiled code from the compile cache.
+#[allow(unsafe_code)]
+fn deserialize_cached(engine: &Engine, path: &std::path::Path) -> wasmtime::Result<Module> {
+    // SAFETY: the file is in our own data directory and was written by `compile_cached` from
+    // `Module::serialize` of this engine: its name carries the module's SHA-256 and this
+    // engine's compatibility hash (wasmtime version and every code-affecting setting), and
+    // wasmtime re-checks the header's version and configuration before using it. Whoever can
+    // write the data directory can already replace the server's state.
+    // The file is read into memory rather than mapped: a mapped file truncated or rewritten
+    // in place would change code under a live module.
+    let bytes = std::fs::read(path)?;
+    unsafe { Module::deserialize(engine, bytes) }
 }
 
 /// Turns a wasmtime error into the error the client sees.

@@ -598,18 +598,34 @@ fn modules_in_module_dir_load_at_start_with_their_manifest() {
     let modules = dir.path().join("modules");
     std::fs::create_dir(&modules).unwrap();
     std::fs::write(modules.join("probe.wat"), module("probe.wat")).unwrap();
-    std::fs::write(modules.join("probe.toml"), "permissions = [\"READ\", \"WRITE\"]\n").unwrap();
+    std::fs::write(
+        modules.join("probe.toml"),
+        "permissions = [\"READ\", \"WRITE\"]\n",
+    )
+    .unwrap();
     std::fs::write(modules.join("plain.wat"), module("other.wat")).unwrap();
     std::fs::write(modules.join("notes.txt"), "ignored").unwrap();
     let config = dir.path().join("ferrite.toml");
-    std::fs::write(&config, format!("[wasm]\nmodule_dir = {:?}\n", modules.display().to_string())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[wasm]\nmodule_dir = {:?}\n", modules.display().to_string()),
+    )
+    .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let mut c = server.client();
-    let Value::Array(listed) = cmd(&mut c, &["WASM.LIST"]).unwrap() else { panic!() };
+    let Value::Array(listed) = cmd(&mut c, &["WASM.LIST"]).unwrap() else {
+        panic!()
+    };
     assert_eq!(listed.len(), 2);
     assert_eq!(field(&listed[0], "name"), bulk("plain"));
-    assert_eq!(field(&listed[1], "permissions"), Value::Array(vec![bulk("READ"), bulk("WRITE")]));
-    assert_eq!(cmd(&mut c, &["WASM.CALL", "probe.set"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        field(&listed[1], "permissions"),
+        Value::Array(vec![bulk("READ"), bulk("WRITE")])
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.set"]).unwrap(),
+        Value::Int(0)
+    );
     assert_eq!(cmd(&mut c, &["WASM.CALL", "plain"]).unwrap(), Value::Int(2));
 
     // A module that does not load stops start-up, naming the file.
@@ -621,4 +637,48 @@ fn modules_in_module_dir_load_at_start_with_their_manifest() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.wat"), "{stderr}");
+}
+
+/// The named field of WASM.STATS.
+fn stat(c: &mut redis::Connection, name: &str) -> Value {
+    field(&cmd(c, &["WASM.STATS"]).unwrap(), name)
+}
+
+#[test]
+fn compiled_code_is_cached_on_disk_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    {
+        let server = Server::start(&["--data-dir", data]);
+        let mut c = server.client();
+        load(&mut c, "probe", "probe.wat", &[]).unwrap();
+        assert_eq!(stat(&mut c, "compile_cache_misses"), Value::Int(1));
+        assert_eq!(stat(&mut c, "compile_cache_hits"), Value::Int(0));
+    }
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("data/wasm-cache"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1);
+    let server = Server::start(&["--data-dir", data]);
+    let mut c = server.client();
+    load(&mut c, "probe", "probe.wat", &[]).unwrap();
+    assert_eq!(
+        stat(&mut c, "compile_cache_hits"),
+        Value::Int(1),
+        "a restart does not recompile"
+    );
+    assert_eq!(stat(&mut c, "compile_cache_misses"), Value::Int(0));
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe"]).unwrap(),
+        Value::Int(8),
+        "cached code runs"
+    );
+    // A damaged cache file is recompiled, not trusted.
+    for entry in std::fs::read_dir(dir.path().join("data/wasm-cache")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    load(&mut c, "again", "probe.wat", &[]).unwrap();
+    assert_eq!(stat(&mut c, "compile_cache_misses"), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["WASM.CALL", "again"]).unwrap(), Value::Int(8));
 }
