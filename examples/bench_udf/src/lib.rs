@@ -22,7 +22,12 @@ struct Item {
 fn json(ctx: &mut Ctx) -> Result<Reply, Error> {
     let raw = ctx.get(ctx.key(0)?).ok_or("no such key")?;
     let doc: Doc = serde_json::from_slice(&raw).map_err(|e| Error::new(e.to_string()))?;
-    let sum: f64 = doc.items.iter().filter(|i| i.active).filter_map(|i| i.price).sum();
+    let sum: f64 = doc
+        .items
+        .iter()
+        .filter(|i| i.active)
+        .filter_map(|i| i.price)
+        .sum();
     Ok(Reply::from(format!("{sum}")))
 }
 
