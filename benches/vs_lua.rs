@@ -11,35 +11,13 @@
 //! `usec_per_call` of EVALSHA / FCALL_RO) and client throughput with ten (`redis-benchmark`). Run with
 //! `cargo bench --bench vs_lua`; `FERRITE_BENCH_REQUESTS` sets the calls per workload.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-struct Proc(Child);
+#[path = "common/mod.rs"]
+mod common;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{Proc, free_port, wait_for_port};
 
 const LUA_JSON: &str = r#"
 local doc = cjson.decode(redis.call('GET', KEYS[1]))

@@ -186,11 +186,10 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
     }
     let (permissions, security) = {
         let config = shared.config.read();
-        let default = match config.wasm.default_permissions.as_str() {
-            "readwrite" => Permissions::READ.with(Permissions::WRITE),
-            _ => Permissions::READ,
-        };
-        (permissions.unwrap_or(default), config.wasm.security)
+        (
+            permissions.unwrap_or_else(|| default_permissions(&config.wasm)),
+            config.wasm.security,
+        )
     };
     if permissions.contains(Permissions::NETWORK) && !security.allow_network {
         return Err(WasmError::PermissionNotAllowed("NETWORK").into());
@@ -203,6 +202,14 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
         .wasm_load(name, bytes, permissions, replace)
         .await?;
     Ok(Reply::ok())
+}
+
+/// The permissions of a module loaded without PERMISSIONS.
+fn default_permissions(config: &crate::config::WasmConfig) -> Permissions {
+    match config.default_permissions.as_str() {
+        "readwrite" => Permissions::READ.with(Permissions::WRITE),
+        _ => Permissions::READ,
+    }
 }
 
 /// A module's fields for WASM.LIST and WASM.INFO.
@@ -325,11 +332,7 @@ pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
     let (dir, default, security) = {
         let config = shared.config.read();
         let w = &config.wasm;
-        let default = match w.default_permissions.as_str() {
-            "readwrite" => Permissions::READ.with(Permissions::WRITE),
-            _ => Permissions::READ,
-        };
-        (w.module_dir.clone(), default, w.security)
+        (w.module_dir.clone(), default_permissions(w), w.security)
     };
     if dir.as_os_str().is_empty() {
         return Ok(0);
