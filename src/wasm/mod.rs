@@ -474,7 +474,9 @@ impl Runtime {
             Some(ready) => Ok(ready),
             None => instantiate(&self.engine, module),
         };
-        let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
+        if module.pool.ready() < self.settings.min_instances as usize {
+            let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
+        }
         let (mut store, result) = match ready {
             Ok(Ready {
                 mut store,
