@@ -5,8 +5,6 @@
 //! The listener is a trait so the same server runs over tokio TCP here and over simulated
 //! sockets in `simulation/`.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,30 +16,10 @@ use tracing::{Instrument, debug_span, info, warn};
 
 use crate::commands::{Session, Shared};
 use crate::connection::{Connection, limits};
+pub use crate::net::Listener;
 
 /// How long shutdown waits for connections to finish their current batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A source of client connections.
-pub trait Listener: Send + 'static {
-    /// The connection type.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// Waits for the next connection: the stream, the peer's and our own address.
-    fn accept(
-        &mut self,
-    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr, SocketAddr)>> + Send;
-}
-
-impl Listener for tokio::net::TcpListener {
-    type Stream = tokio::net::TcpStream;
-
-    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr, SocketAddr)> {
-        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
-        stream.set_nodelay(true)?;
-        let local = stream.local_addr()?;
-        Ok((stream, peer, local))
-    }
-}
 
 /// Serves clients from `listener` until `shared.shutdown` fires, then drains connections.
 pub async fn run<L: Listener>(mut listener: L, shared: Arc<Shared>) {

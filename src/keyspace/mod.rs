@@ -38,7 +38,7 @@ pub struct Ctx {
 }
 
 /// A stored value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// A binary string.
     String(Bytes),
@@ -96,7 +96,7 @@ impl Value {
 }
 
 /// A key's value and metadata.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// The value.
     pub value: Value,
@@ -213,8 +213,9 @@ pub struct WatchToken {
     pub seq: u64,
 }
 
-/// The Redis keyspace (database 0).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The Redis keyspace (database 0). Serializable whole, for Raft snapshots: a keyspace rebuilt
+/// from its bytes equals the original, iteration order and WATCH versions included.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Keyspace {
     entries: ScanMap<Entry>,
     /// Keys that carry a TTL, for INFO's `expires=`.

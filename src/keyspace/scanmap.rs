@@ -41,6 +41,28 @@ impl<V> Default for ScanMap<V> {
     }
 }
 
+/// Serialized as its layout (slots in order, holes included, and the free list), so a map
+/// rebuilt from a snapshot iterates and hands out SCAN cursors exactly as the original did.
+impl<V: serde::Serialize> serde::Serialize for ScanMap<V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Slots<'a, V>(&'a ScanMap<V>);
+        impl<V: serde::Serialize> serde::Serialize for Slots<'_, V> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.slots.iter().map(|s| self.0.at(s)))
+            }
+        }
+        serde::Serialize::serialize(&(Slots(self), &self.free), serializer)
+    }
+}
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for ScanMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (slots, free): (Vec<Slot<V>>, Vec<u32>) =
+            serde::Deserialize::deserialize(deserializer)?;
+        Ok(ScanMap::from_layout(slots, free))
+    }
+}
+
 impl<V: PartialEq> PartialEq for ScanMap<V> {
     /// Equal when the same keys sit in the same slots with equal values and the same holes:
     /// the layout is part of the state because it decides iteration order.
@@ -271,6 +293,25 @@ mod tests {
             let key = b(&format!("k{i}"));
             assert_eq!(seen.iter().filter(|k| **k == key).count(), 1, "{key:?}");
         }
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_the_layout() {
+        let mut m = ScanMap::new();
+        for i in 0..20u8 {
+            m.insert(Bytes::from(vec![i]), u64::from(i));
+        }
+        for i in (0..20u8).step_by(3) {
+            m.remove(&[i][..]);
+        }
+        let bytes = bincode::serde::encode_to_vec(&m, bincode::config::standard()).unwrap();
+        let (copy, _): (ScanMap<u64>, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(copy, m);
+        assert_eq!(
+            copy.iter().collect::<Vec<_>>(),
+            m.iter().collect::<Vec<_>>()
+        );
     }
 
     #[test]

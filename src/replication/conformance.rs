@@ -1,0 +1,128 @@
+//! openraft's storage conformance suite, run against the durable store: the redb disk, the
+//! group-commit log store and the state machine adapter, over a small test machine.
+
+use std::sync::{Arc, Mutex};
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+
+use super::*;
+
+/// Records what it applied; its snapshot is that record.
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<(u64, Vec<u8>)>>,
+}
+
+impl Machine for Recorder {
+    fn apply(&self, index: u64, payload: &[u8]) -> Reply {
+        self.applied.lock().unwrap().push((index, payload.to_vec()));
+        Reply::Int(index as i64)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        encode(&*self.applied.lock().unwrap())
+    }
+
+    fn restore(&self, bytes: &[u8]) -> Result<(), String> {
+        *self.applied.lock().unwrap() = decode(bytes)?;
+        Ok(())
+    }
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+        let recovered = disk.recover().unwrap();
+        let (writer, _) = Writer::start(disk);
+        let log = LogStore::recover(&recovered, writer.clone()).unwrap();
+        let sm = StateMachine::recover(&recovered, Arc::new(Recorder::default()), writer).unwrap();
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn the_durable_store_passes_openraft_conformance() {
+    Suite::test_all(Builder).unwrap();
+}
+
+/// What the suite cannot see: a store reopened from disk holds what was written before.
+#[tokio::test]
+async fn a_reopened_store_recovers_log_vote_and_snapshot() {
+    use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    let entry = |index: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Payload(Bytes::from(vec![index as u8]))),
+    };
+    {
+        let disk = Arc::new(RedbDisk::open(&path).unwrap());
+        let recovered = disk.recover().unwrap();
+        let (writer, stats) = Writer::start(disk);
+        let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
+        let machine = Arc::new(Recorder::default());
+        let mut sm = StateMachine::recover(&recovered, machine.clone(), writer.clone()).unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        // Appends queued together share disk writes (group commit).
+        let mut pending = tokio::task::JoinSet::new();
+        for i in 1..=50 {
+            let writer = writer.clone();
+            let op = DiskOp::Append {
+                index: i,
+                entry: encode(&entry(i)),
+            };
+            pending.spawn(async move { writer.write(op).await });
+        }
+        while let Some(done) = pending.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let writes = stats.writes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(stats.entries.load(std::sync::atomic::Ordering::Relaxed), 50);
+        assert!(writes < 25, "50 queued appends took {writes} disk writes");
+        sm.apply((1..=30).map(entry)).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 30))
+            .await
+            .unwrap();
+        assert_eq!(machine.applied.lock().unwrap().len(), 30);
+    }
+    // The writer task lets go of the file once it sees its queue closed.
+    let mut reopened = RedbDisk::open(&path);
+    for _ in 0..1000 {
+        if reopened.is_ok() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        reopened = RedbDisk::open(&path);
+    }
+    let disk = Arc::new(reopened.unwrap());
+    let recovered = disk.recover().unwrap();
+    let (writer, _) = Writer::start(disk);
+    let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
+    let machine = Arc::new(Recorder::default());
+    let mut sm = StateMachine::recover(&recovered, machine.clone(), writer).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(30));
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(50));
+    assert_eq!(log.try_get_log_entries(31..=50).await.unwrap().len(), 20);
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(30));
+    assert_eq!(
+        machine.applied.lock().unwrap().len(),
+        30,
+        "restored from the snapshot"
+    );
+}

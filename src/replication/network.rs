@@ -1,0 +1,289 @@
+//! Raft RPCs between nodes: length-prefixed bincode frames over one TCP connection per peer
+//! stream, each request tagged with its Raft group, each call bounded by a timeout.
+//!
+//! openraft drives each peer connection sequentially (one replication stream per follower, one
+//! client per election round), so a connection carries one request at a time and needs no
+//! request ids. Any error drops the connection; the next call dials again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tracing::{debug, warn};
+
+use super::{Member, NodeId, Raft, TypeConfig, decode, encode};
+use crate::net::{Dialer, Listener};
+
+/// Largest frame either side accepts: room for a batch of large entries or a snapshot chunk.
+const MAX_FRAME: usize = 1 << 30;
+
+/// Connecting gives up after this long even if openraft's budget is longer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    group: u64,
+    rpc: Rpc,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Response {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The receiver runs no such group.
+    UnknownGroup(u64),
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// The connection factory openraft asks for a client per peer.
+pub struct Network<D: Dialer> {
+    dialer: Arc<D>,
+    group: u64,
+}
+
+impl<D: Dialer> Network<D> {
+    /// RPCs for `group`, dialled through `dialer`.
+    pub fn new(dialer: Arc<D>, group: u64) -> Network<D> {
+        Network { dialer, group }
+    }
+}
+
+impl<D: Dialer> RaftNetworkFactory<TypeConfig> for Network<D> {
+    type Network = Peer<D>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        Peer {
+            target,
+            addr: node.cluster_addr(),
+            dialer: self.dialer.clone(),
+            group: self.group,
+            conn: None,
+        }
+    }
+}
+
+/// One peer's connection.
+pub struct Peer<D: Dialer> {
+    target: NodeId,
+    addr: String,
+    dialer: Arc<D>,
+    group: u64,
+    conn: Option<Framed<D::Stream, LengthDelimitedCodec>>,
+}
+
+/// Why a call failed, before it is mapped to openraft's error for the RPC at hand.
+enum CallError {
+    /// Could not connect: openraft backs off.
+    Unreachable(std::io::Error),
+    /// Connected, then failed or timed out.
+    Network(std::io::Error),
+}
+
+impl CallError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, Member, E> {
+        match self {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+fn unexpected() -> CallError {
+    CallError::Network(std::io::Error::other("unexpected response type"))
+}
+
+impl<D: Dialer> Peer<D> {
+    async fn call(&mut self, rpc: Rpc, timeout: Duration) -> Result<Response, CallError> {
+        let result = tokio::time::timeout(timeout, self.exchange(rpc)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Network(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("rpc to node {} timed out after {timeout:?}", self.target),
+            ))),
+        };
+        if result.is_err() {
+            // The stream may hold half a frame: start over on the next call.
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, rpc: Rpc) -> Result<Response, CallError> {
+        if self.conn.is_none() {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.dialer.connect(&self.addr))
+                .await
+                .map_err(|_| {
+                    CallError::Unreachable(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ))
+                })?
+                .map_err(CallError::Unreachable)?;
+            self.conn = Some(Framed::new(stream, codec()));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let request = encode(&Request {
+            group: self.group,
+            rpc,
+        });
+        conn.send(bytes::Bytes::from(request))
+            .await
+            .map_err(CallError::Network)?;
+        let frame = conn
+            .next()
+            .await
+            .ok_or_else(|| {
+                CallError::Network(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection",
+                ))
+            })?
+            .map_err(CallError::Network)?;
+        match decode::<Response>(&frame)
+            .map_err(|e| CallError::Network(std::io::Error::other(e)))?
+        {
+            Response::UnknownGroup(g) => Err(CallError::Network(std::io::Error::other(format!(
+                "node {} runs no raft group {g}",
+                self.target
+            )))),
+            other => Ok(other),
+        }
+    }
+}
+
+impl<D: Dialer> RaftNetwork<TypeConfig> for Peer<D> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
+            Ok(Response::Append(Ok(r))) => Ok(r),
+            Ok(Response::Append(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(unexpected().into_rpc()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.call(Rpc::Snapshot(rpc), option.soft_ttl()).await {
+            Ok(Response::Snapshot(Ok(r))) => Ok(r),
+            Ok(Response::Snapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(unexpected().into_rpc()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self.call(Rpc::Vote(rpc), option.soft_ttl()).await {
+            Ok(Response::Vote(Ok(r))) => Ok(r),
+            Ok(Response::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(unexpected().into_rpc()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+}
+
+/// Serves Raft RPCs for `group` from `listener` until `shutdown` fires.
+pub async fn serve<L: Listener>(
+    mut listener: L,
+    raft: Raft,
+    group: u64,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer, _)) => {
+                    let raft = raft.clone();
+                    connections.spawn(async move {
+                        debug!(%peer, "raft peer connected");
+                        serve_connection(stream, raft, group).await;
+                        debug!(%peer, "raft peer disconnected");
+                    });
+                }
+                Err(e) => {
+                    warn!(cause = %e, "raft accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    connections.abort_all();
+}
+
+async fn serve_connection<S>(stream: S, raft: Raft, group: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut conn = Framed::new(stream, codec());
+    while let Some(Ok(frame)) = conn.next().await {
+        let request: Request = match decode(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(cause = %e, "undecodable raft request; closing the connection");
+                return;
+            }
+        };
+        let response = if request.group != group {
+            Response::UnknownGroup(request.group)
+        } else {
+            match request.rpc {
+                Rpc::Append(r) => Response::Append(raft.append_entries(r).await),
+                Rpc::Vote(r) => Response::Vote(raft.vote(r).await),
+                Rpc::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
+            }
+        };
+        if conn
+            .send(bytes::Bytes::from(encode(&response)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
