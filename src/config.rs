@@ -41,6 +41,114 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[wasm]`: WebAssembly functions.
     pub wasm: WasmConfig,
+    /// `[cluster]`: Raft membership, timing and durability.
+    pub cluster: ClusterConfig,
+}
+
+/// Default Raft heartbeat period.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Default lower bound of the election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+/// Default upper bound of the election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
+/// Default log entries between snapshots.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 10_000;
+/// Default log entries kept behind a snapshot.
+pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
+/// Default time a write waits to commit before answering UNCERTAIN.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 5_000;
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's Raft id (`--node-id`).
+    pub node_id: u64,
+    /// Initial members, `id@host:port[@cport],...` (`--peers`); empty: a one-member cluster.
+    pub peers: String,
+    /// Start without bootstrapping and wait to be added with CLUSTER ADDNODE (`--join`).
+    pub join: bool,
+    /// The IP or host this node gives clients for itself (`--announce-ip`); default: the bind
+    /// address, or 127.0.0.1 when binding every interface.
+    pub announce_ip: String,
+    /// Raft port; 0 means the client port + 10000 (or a free port when the client port is 0).
+    pub port: u16,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout upper bound.
+    pub election_timeout_max_ms: u64,
+    /// Log entries between snapshots (log compaction).
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot.
+    pub snapshot_keep_logs: u64,
+    /// How long a write waits to commit before answering UNCERTAIN.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: 1,
+            peers: String::new(),
+            join: false,
+            announce_ip: String::new(),
+            port: 0,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+            snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
+            snapshot_keep_logs: DEFAULT_SNAPSHOT_KEEP_LOGS,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("cluster.node_id", "must be at least 1".into()));
+        }
+        if !self.peers.is_empty() {
+            let peers = crate::replication::parse_peers(&self.peers)
+                .map_err(|e| invalid("cluster.peers", e))?;
+            if !peers.contains_key(&self.node_id) {
+                return Err(invalid(
+                    "cluster.peers",
+                    format!("does not list this node's id {}", self.node_id),
+                ));
+            }
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(invalid("cluster.heartbeat_ms", "must be at least 1".into()));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms {
+            return Err(invalid(
+                "cluster.election_timeout_min_ms",
+                "must be greater than heartbeat_ms".into(),
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(invalid(
+                "cluster.election_timeout_max_ms",
+                "must be greater than election_timeout_min_ms".into(),
+            ));
+        }
+        if self.snapshot_logs == 0 {
+            return Err(invalid(
+                "cluster.snapshot_logs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.write_timeout_ms == 0 {
+            return Err(invalid(
+                "cluster.write_timeout_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Default largest module: 8 MB.
@@ -158,7 +266,7 @@ pub struct ServerConfig {
     pub port: u16,
     /// Password clients must give with AUTH or HELLO; empty means none.
     pub requirepass: String,
-    /// Where durable state lives (used once persistence arrives).
+    /// Where durable state lives: the Raft log and snapshots, the WASM compile cache.
     pub data_dir: PathBuf,
     /// One of error, warn, info, debug, trace.
     pub log_level: String,
@@ -207,6 +315,16 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--node-id`.
+    pub node_id: Option<u64>,
+    /// `--peers`.
+    pub peers: Option<String>,
+    /// `--join`.
+    pub join: bool,
+    /// `--announce-ip`.
+    pub announce_ip: Option<String>,
+    /// `--cluster-port`.
+    pub cluster_port: Option<u16>,
 }
 
 /// Why a configuration could not be used. Each variant names the offending key.
@@ -284,6 +402,20 @@ impl Config {
         if let Some(v) = o.log_level {
             s.log_level = v;
         }
+        let c = &mut self.cluster;
+        if let Some(v) = o.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = o.peers {
+            c.peers = v;
+        }
+        c.join |= o.join;
+        if let Some(v) = o.announce_ip {
+            c.announce_ip = v;
+        }
+        if let Some(v) = o.cluster_port {
+            c.port = v;
+        }
     }
 
     /// Checks every value's range; the error names the first offending key.
@@ -334,7 +466,8 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        self.wasm.validate()
+        self.wasm.validate()?;
+        self.cluster.validate()
     }
 }
 

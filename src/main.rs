@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -42,6 +43,23 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// This node's Raft id [default: 1].
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// Initial cluster members, e.g. "1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003"
+    /// (client addresses, Redis-style host:port[@cport]); the lowest id initializes the
+    /// cluster. Without it the node is a one-member cluster.
+    #[arg(long, value_name = "LIST")]
+    peers: Option<String>,
+    /// Start without initializing a cluster and wait for CLUSTER ADDNODE on the leader.
+    #[arg(long)]
+    join: bool,
+    /// The IP or host clients are given for this node (MOVED, CLUSTER SLOTS).
+    #[arg(long, value_name = "IP")]
+    announce_ip: Option<String>,
+    /// Raft port [default: client port + 10000].
+    #[arg(long, value_name = "N")]
+    cluster_port: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +70,11 @@ fn main() -> anyhow::Result<()> {
         requirepass: cli.requirepass,
         data_dir: cli.data_dir,
         log_level: cli.log_level,
+        node_id: cli.node_id,
+        peers: cli.peers,
+        join: cli.join,
+        announce_ip: cli.announce_ip,
+        cluster_port: cli.cluster_port,
     };
     let config = Config::load(cli.config.as_deref(), overrides)?;
 
@@ -80,13 +103,49 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {address}"))?;
         let local = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config, local.port(), cli.config, set_level)?);
+        let cluster_port = match config.cluster.port {
+            0 if config.server.port == 0 => 0,
+            0 => config.server.port.checked_add(10000).context(
+                "the client port leaves no room for the default cluster port (+10000); set --cluster-port",
+            )?,
+            port => port,
+        };
+        let cluster_address = format!("{}:{}", config.server.bind, cluster_port);
+        let cluster_listener = tokio::net::TcpListener::bind(&cluster_address)
+            .await
+            .with_context(|| format!("binding the cluster port {cluster_address}"))?;
+        let cluster_local = cluster_listener.local_addr()?;
+        let single = config.cluster.peers.is_empty() && !config.cluster.join;
+        let shared = Arc::new(
+            Shared::start(
+                config,
+                local.port(),
+                cluster_local.port(),
+                cli.config,
+                set_level,
+                Arc::new(ferrite::net::TcpDialer),
+            )
+            .await?,
+        );
+        let raft_server = tokio::spawn(ferrite::replication::serve(
+            cluster_listener,
+            shared.node.raft().clone(),
+            ferrite::replication::DEFAULT_GROUP,
+            shared.shutdown.subscribe(),
+        ));
+        if single {
+            // A one-member cluster elects itself at once; wait so the first command finds a
+            // leader and the preload below can run.
+            shared.node.wait_for_leader(Duration::from_secs(10)).await;
+            shared.node.refresh_own_address().await;
+        }
         let preloaded = ferrite::commands::preload_modules(&shared)
             .await
             .map_err(|e| anyhow::anyhow!("preloading WASM modules: {e}"))?;
         if preloaded > 0 {
             info!(modules = preloaded, "WASM modules preloaded");
         }
+        info!(node_id = shared.node.id(), cluster_addr = %cluster_local, "raft listening");
         info!(version = env!("CARGO_PKG_VERSION"), addr = %local, "Ferrite ready to accept connections");
         let signals = {
             let shared = shared.clone();
@@ -96,7 +155,9 @@ fn main() -> anyhow::Result<()> {
                 shared.trigger_shutdown();
             })
         };
-        ferrite::server::run(listener, shared).await;
+        ferrite::server::run(listener, shared.clone()).await;
+        shared.node.shutdown().await;
+        raft_server.abort();
         signals.abort();
         anyhow::Ok(())
     })

@@ -32,6 +32,8 @@ pub enum Group {
     Transactions,
     /// WASM.* and FCALL.
     Scripting,
+    /// CLUSTER, READONLY, READWRITE.
+    Cluster,
 }
 
 impl Group {
@@ -46,6 +48,7 @@ impl Group {
             Group::Set => "set",
             Group::Transactions => "transactions",
             Group::Scripting => "scripting",
+            Group::Cluster => "cluster",
         }
     }
 
@@ -60,6 +63,7 @@ impl Group {
             Group::Set => "@set",
             Group::Transactions => "@transaction",
             Group::Scripting => "@scripting",
+            Group::Cluster => "@connection",
         }
     }
 }
@@ -424,6 +428,20 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
 ];
 
 #[rustfmt::skip]
+const CLUSTER_SUBCOMMANDS: &[CommandSpec] = &[
+    cmd("cluster|addnode", 4, &["admin", "stale", "no_async_loading"], NO_KEYS, Cluster, "Adds a node to the Raft group (learner, then voter): id host:port[@cport].", "0.1.0"),
+    cmd("cluster|countkeysinslot", 3, &["stale"], NO_KEYS, Cluster, "Returns the number of keys in a hash slot.", "3.0.0"),
+    cmd("cluster|getkeysinslot", 4, &["stale"], NO_KEYS, Cluster, "Returns the key names in a hash slot.", "3.0.0"),
+    cmd("cluster|info", 2, &["stale"], NO_KEYS, Cluster, "Returns information about the state of a node.", "3.0.0"),
+    cmd("cluster|keyslot", 3, &["stale"], NO_KEYS, Cluster, "Returns the hash slot for a key.", "3.0.0"),
+    cmd("cluster|myid", 2, &["stale"], NO_KEYS, Cluster, "Returns the ID of a node.", "3.0.0"),
+    cmd("cluster|nodes", 2, &["stale"], NO_KEYS, Cluster, "Returns the cluster configuration for a node.", "3.0.0"),
+    cmd("cluster|removenode", 3, &["admin", "stale", "no_async_loading"], NO_KEYS, Cluster, "Removes a node from the Raft group: id.", "0.1.0"),
+    cmd("cluster|shards", 2, &["stale"], NO_KEYS, Cluster, "Returns the mapping of cluster slots to shards.", "7.0.0"),
+    cmd("cluster|slots", 2, &["stale"], NO_KEYS, Cluster, "Returns the mapping of cluster slots to nodes.", "3.0.0"),
+];
+
+#[rustfmt::skip]
 const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     cmd("config|get", -3, &["admin", "noscript", "loading", "stale"], NO_KEYS, Server, "Returns the effective values of configuration parameters.", "2.0.0"),
     cmd("config|resetstat", 2, &["admin", "noscript", "loading", "stale"], NO_KEYS, Server, "Resets the server's statistics.", "2.0.0"),
@@ -443,8 +461,10 @@ const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
 #[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
     cmd("append", 3, WMF, ONE_KEY, String, "Appends a string to the value of a key. Creates the key if it doesn't exist.", "2.0.0"),
+    cmd("asking", 1, &["fast"], NO_KEYS, Cluster, "Signals that a cluster client is following an -ASK redirect.", "3.0.0"),
     cmd("auth", -2, CONN, NO_KEYS, Connection, "Authenticates the connection.", "1.0.0"),
     container("client", Connection, "A container for client connection commands.", CLIENT_SUBCOMMANDS),
+    container("cluster", Cluster, "A container for Redis Cluster commands.", CLUSTER_SUBCOMMANDS),
     CommandSpec {
         arity: -1,
         flags: &["loading", "stale"],
@@ -513,6 +533,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd("pttl", 2, RF, ONE_KEY, Generic, "Returns the expiration time in milliseconds of a key.", "2.6.0"),
     cmd("quit", -1, CONN, NO_KEYS, Connection, "Closes the connection.", "1.0.0"),
     cmd("randomkey", 1, R, NO_KEYS, Generic, "Returns a random key name from the database.", "1.0.0"),
+    cmd("readonly", 1, &["fast", "loading", "stale"], NO_KEYS, Cluster, "Enables read-only queries (stale reads) for a connection to a replica.", "3.0.0"),
+    cmd("readwrite", 1, &["fast", "loading", "stale"], NO_KEYS, Cluster, "Disables read-only queries for a connection to a replica.", "3.0.0"),
     cmd("rename", 3, W, (1, 2, 1), Generic, "Renames a key and overwrites the destination.", "1.0.0"),
     cmd("renamenx", 3, WF, (1, 2, 1), Generic, "Renames a key only when the target key name doesn't exist.", "1.0.0"),
     cmd("reset", 1, CONN, NO_KEYS, Connection, "Resets the connection.", "6.2.0"),

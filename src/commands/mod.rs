@@ -6,6 +6,7 @@
 //! into a keyspace [`Op`](crate::keyspace::Op) and run by the [`Node`]. Statistics are kept
 //! here, around the dispatch. This layer never touches sockets.
 
+mod cluster;
 mod connection;
 mod server;
 mod transactions;
@@ -23,11 +24,13 @@ use thiserror::Error;
 use crate::clients::{ClientInfo, Clients};
 use crate::config::Config;
 use crate::keyspace::{self, WatchToken};
-use crate::node::Node;
+use crate::net::Dialer;
+use crate::node::{Node, NodeOptions, ReadMode, StartError};
+use crate::replication::{self, Member};
 use crate::reply::{RedisError, Reply};
 use crate::spec::{self, CommandSpec};
 use crate::stats::{LocalStats, Stats};
-use crate::wasm::{EngineSettings, WasmError};
+use crate::wasm::EngineSettings;
 
 /// The Redis version Ferrite reports to clients (HELLO, INFO), i.e. the command set it follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
@@ -68,18 +71,46 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Shared state for a server listening on `port` with `config`. Fails if the WASM engine
-    /// cannot start.
-    pub fn new(
+    /// Starts the node for a server listening for clients on `port` and for Raft peers on
+    /// `cluster_port`, recovering its state from the data directory. Unless the node joins an
+    /// existing cluster, it initializes its Raft group the first time: alone without peers,
+    /// or with every peer when it has the lowest id among them.
+    pub async fn start<D: Dialer>(
         config: Config,
         port: u16,
+        cluster_port: u16,
         config_file: Option<std::path::PathBuf>,
         log_level: LogLevelSetter,
-    ) -> Result<Shared, WasmError> {
+        dialer: Arc<D>,
+    ) -> Result<Shared, StartError> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let c = &config.cluster;
+        let peers = if c.peers.is_empty() {
+            None
+        } else {
+            // Validated with the configuration.
+            replication::parse_peers(&c.peers).ok()
+        };
+        let host = if !c.announce_ip.is_empty() {
+            c.announce_ip.clone()
+        } else if let Some(own) = peers.as_ref().and_then(|p| p.get(&c.node_id)) {
+            own.host.clone()
+        } else if config.server.bind == "0.0.0.0" || config.server.bind == "::" {
+            "127.0.0.1".to_owned()
+        } else {
+            config.server.bind.clone()
+        };
+        let me = Member {
+            host,
+            port,
+            cport: cluster_port,
+        };
         let w = &config.wasm;
-        let node = Node::with_engine(
-            EngineSettings {
+        let options = NodeOptions {
+            id: c.node_id,
+            me: me.clone(),
+            data_dir: config.server.data_dir.clone(),
+            engine: EngineSettings {
                 max_memory_bytes: w.limits.max_memory_bytes,
                 max_stack_bytes: w.limits.max_stack_bytes as usize,
                 max_instances: w.pool.max_instances,
@@ -87,8 +118,30 @@ impl Shared {
                 min_instances: w.pool.min_instances,
                 idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
             },
-            Some(config.server.data_dir.join("wasm-cache")),
-        )?;
+            raft: replication::Settings {
+                heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
+                election_min: std::time::Duration::from_millis(c.election_timeout_min_ms),
+                election_max: std::time::Duration::from_millis(c.election_timeout_max_ms),
+                snapshot_logs: c.snapshot_logs,
+                keep_logs: c.snapshot_keep_logs,
+            },
+            write_timeout: std::time::Duration::from_millis(c.write_timeout_ms),
+        };
+        let node = Node::start(options, dialer).await?;
+        if !c.join {
+            let members = match peers {
+                Some(peers) => {
+                    let lowest = peers.keys().next().copied();
+                    (lowest == Some(c.node_id)).then_some(peers)
+                }
+                None => Some(std::collections::BTreeMap::from([(c.node_id, me)])),
+            };
+            if let Some(members) = members {
+                node.bootstrap(members)
+                    .await
+                    .map_err(|e| StartError::Replication(replication::ReplicationError::Raft(e)))?;
+            }
+        }
         Ok(Shared {
             node,
             config: RwLock::new(config),
@@ -139,6 +192,8 @@ pub struct Session {
     pub watches: Vec<WatchToken>,
     /// Close the connection after this reply (QUIT).
     pub close: bool,
+    /// `READONLY`: reads may be served from this node's state even when it does not lead.
+    pub readonly: bool,
     /// Statistics not yet merged into the shared ones (merged after each batch).
     pub stats: LocalStats,
 }
@@ -154,6 +209,7 @@ impl Session {
             multi_failed: false,
             watches: Vec::new(),
             close: false,
+            readonly: false,
             stats: LocalStats::default(),
         }
     }
@@ -337,21 +393,58 @@ async fn run(
             connection::execute(shared, session, spec, &argv)
         }
         "info" | "config" | "command" | "time" | "shutdown" => server::execute(shared, spec, &argv),
+        "cluster" | "readonly" | "readwrite" | "asking" => {
+            return cluster::execute(shared, session, spec, &argv).await;
+        }
         "wasm.load" | "wasm.unload" | "wasm.call" | "wasm.call_ro" | "wasm.list" | "wasm.info"
-        | "wasm.stats" | "fcall" | "fcall_ro" => return wasm::execute(shared, spec, &argv).await,
+        | "wasm.stats" | "fcall" | "fcall_ro" => {
+            return wasm::execute(shared, session, spec, &argv).await;
+        }
         "multi" | "exec" | "discard" | "watch" | "unwatch" => {
             return transactions::execute(shared, session, spec, argv).await;
         }
-        _ => return data(shared, spec, &argv).await,
+        _ => return data(shared, session, spec, &argv).await,
     };
     result.unwrap_or_else(Reply::error)
 }
 
+/// How this session's reads may be served.
+fn read_mode(session: &Session) -> ReadMode {
+    if session.readonly {
+        ReadMode::Local
+    } else {
+        ReadMode::Linearizable
+    }
+}
+
+/// `CROSSSLOT` unless every key hashes to one slot (Redis Cluster's rule: the cluster is one
+/// shard today, but clients and scripts written against it stay portable).
+fn same_slot<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), CommandError> {
+    let mut keys = keys.into_iter();
+    if let Some(first) = keys.next() {
+        let slot = crate::slot::key_slot(first);
+        if keys.any(|k| crate::slot::key_slot(k) != slot) {
+            return Err(CommandError::Line(
+                "CROSSSLOT Keys in request don't hash to the same slot".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses and runs a data command through the node.
-async fn data(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes]) -> Reply {
+async fn data(
+    shared: &Shared,
+    session: &Session,
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+) -> Reply {
     let ctx = shared.node.parse_ctx();
     match keyspace::parse(spec.name, &argv[1..], &ctx) {
-        Some(Ok(op)) => shared.node.execute(op, &ctx).await,
+        Some(Ok(op)) => match same_slot(op.keys()) {
+            Ok(()) => shared.node.execute(op, &ctx, read_mode(session)).await,
+            Err(e) => Reply::error(e),
+        },
         Some(Err(e)) => Reply::error(e),
         None => Reply::error(unknown_command(argv)),
     }

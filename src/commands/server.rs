@@ -283,9 +283,12 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("maxmemory_policy", &"noeviction");
         }
         "persistence" => {
+            let (writes, entries) = shared.node.disk_stats();
             line("loading", &0);
             line("rdb_bgsave_in_progress", &0);
             line("aof_enabled", &0);
+            line("raft_log_fsyncs", &writes);
+            line("raft_log_entries_written", &entries);
         }
         "stats" => {
             line(
@@ -301,10 +304,25 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("total_error_replies", &load(&stats.total_errors));
         }
         "replication" => {
-            line("role", &"master");
-            line("connected_slaves", &0);
+            let topology = shared.node.topology();
+            let leads = topology.leader == Some(topology.me);
+            line("role", &if leads { "master" } else { "slave" });
+            if let Some(leader) = topology
+                .members
+                .iter()
+                .find(|m| Some(m.id) == topology.leader)
+                && !leads
+            {
+                line("master_host", &leader.member.host);
+                line("master_port", &leader.member.port);
+                line("master_link_status", &"up");
+            }
+            line(
+                "connected_slaves",
+                &if leads { topology.members.len() - 1 } else { 0 },
+            );
             line("master_replid", &shared.run_id);
-            line("master_repl_offset", &0);
+            line("master_repl_offset", &topology.applied);
         }
         "cpu" => {
             let (user, system) = cpu_seconds();
@@ -316,9 +334,20 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
                 line(&format!("errorstat_{prefix}"), &format!("count={count}"));
             }
         }
-        "cluster" => line("cluster_enabled", &0),
+        "cluster" => {
+            let topology = shared.node.topology();
+            line("cluster_enabled", &1);
+            line("raft_node_id", &topology.me);
+            line(
+                "raft_leader_id",
+                &topology.leader.map_or("-".to_owned(), |l| l.to_string()),
+            );
+            line("raft_term", &topology.term);
+            line("raft_applied_index", &topology.applied);
+            line("raft_members", &topology.members.len());
+        }
         "wasm" => {
-            let registry = &shared.node.modules;
+            let registry = shared.node.modules();
             let t = &registry.totals;
             line("wasm_modules", &registry.len());
             line("wasm_loads", &load(&t.loads));

@@ -107,7 +107,15 @@ async fn exec(shared: &Shared, session: &mut Session) -> Reply {
             None => slots.push(Slot::After(spec, argv)),
         }
     }
-    let batch = match shared.node.execute(Op::Exec { ops, watches }, &ctx).await {
+    if let Err(e) = super::same_slot(ops.iter().flat_map(Op::keys)) {
+        return Reply::error(e);
+    }
+    let exec = Op::Exec { ops, watches };
+    let batch = match shared
+        .node
+        .execute(exec, &ctx, super::read_mode(session))
+        .await
+    {
         Reply::Array(replies) => replies,
         // A watched key changed: nothing ran.
         other => return other,

@@ -6,34 +6,33 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{CommandError, Shared};
+use super::{CommandError, Session, Shared};
 use crate::args::{is, parse_i64, text};
+use crate::node::ReadMode;
 use crate::reply::Reply;
 use crate::spec::CommandSpec;
 use crate::wasm::{CallLimits, CallMode, LoadedModule, Permissions, WasmError};
 
-pub(super) async fn execute(shared: &Shared, spec: &'static CommandSpec, argv: &[Bytes]) -> Reply {
+pub(super) async fn execute(
+    shared: &Shared,
+    session: &Session,
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+) -> Reply {
     let args = &argv[1..];
     let result = match spec.name {
         "wasm.load" => load(shared, args).await,
-        "wasm.unload" => {
-            let name = text(&args[0]);
-            if shared.node.modules.remove(&name) {
-                Ok(Reply::ok())
-            } else {
-                Err(WasmError::NoSuchModule(name).into())
-            }
-        }
+        "wasm.unload" => return shared.node.wasm_unload(text(&args[0])).await,
         "wasm.call" | "wasm.call_ro" => match parse_wasm_call(args) {
-            Ok(call) => return run(shared, call, spec.name == "wasm.call_ro").await,
+            Ok(call) => return run(shared, session, call, spec.name == "wasm.call_ro").await,
             Err(e) => Err(e),
         },
         "fcall" | "fcall_ro" => match parse_fcall(args) {
-            Ok(call) => return run(shared, call, spec.name == "fcall_ro").await,
+            Ok(call) => return run(shared, session, call, spec.name == "fcall_ro").await,
             Err(e) => Err(e),
         },
         "wasm.list" => list(shared, args),
-        "wasm.info" => match shared.node.modules.get(&text(&args[0])) {
+        "wasm.info" => match shared.node.modules().get(&text(&args[0])) {
             Some(module) => Ok(Reply::Map(describe(&module, true))),
             None => Err(WasmError::NoSuchModule(text(&args[0])).into()),
         },
@@ -122,7 +121,18 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
     })
 }
 
-async fn run(shared: &Shared, call: Call, read_only: bool) -> Reply {
+/// Runs a call. `*_RO` calls read this node's state wherever it is (stale reads, like
+/// Redis's `FCALL_RO` on a replica); other calls follow the session's read mode, and write
+/// calls go through the log.
+async fn run(shared: &Shared, session: &Session, call: Call, read_only: bool) -> Reply {
+    if let Err(e) = super::same_slot(&call.keys) {
+        return Reply::error(e);
+    }
+    let reads = if read_only {
+        ReadMode::Local
+    } else {
+        super::read_mode(session)
+    };
     let limits = {
         let config = shared.config.read();
         let l = &config.wasm.limits;
@@ -141,6 +151,7 @@ async fn run(shared: &Shared, call: Call, read_only: bool) -> Reply {
             &call.args,
             CallMode { read_only },
             limits,
+            reads,
         )
         .await
 }
@@ -197,15 +208,14 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
     if permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem {
         return Err(WasmError::PermissionNotAllowed("FILESYSTEM").into());
     }
-    shared
+    Ok(shared
         .node
         .wasm_load(name, bytes, permissions, replace)
-        .await?;
-    Ok(Reply::ok())
+        .await)
 }
 
 /// The permissions of a module loaded without PERMISSIONS.
-fn default_permissions(config: &crate::config::WasmConfig) -> Permissions {
+pub(super) fn default_permissions(config: &crate::config::WasmConfig) -> Permissions {
     match config.default_permissions.as_str() {
         "readwrite" => Permissions::READ.with(Permissions::WRITE),
         _ => Permissions::READ,
@@ -267,7 +277,7 @@ fn list(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
     Ok(Reply::Array(
         shared
             .node
-            .modules
+            .modules()
             .list()
             .iter()
             .map(|m| Reply::Map(describe(m, with_stats)))
@@ -276,7 +286,7 @@ fn list(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
 }
 
 fn stats(shared: &Shared) -> Reply {
-    let registry = &shared.node.modules;
+    let registry = shared.node.modules();
     let t = &registry.totals;
     let load = |c: &std::sync::atomic::AtomicU64| Reply::Int(c.load(Ordering::Relaxed) as i64);
     let field = |k: &str, v: Reply| (Reply::bulk(k), v);
@@ -328,6 +338,10 @@ struct ModuleManifest {
 /// Loads every `name.wasm` (or `name.wat`) in the configured `module_dir` at start, with the
 /// permissions of an optional `name.toml`. A module that fails to load stops start-up with an
 /// error naming the file.
+///
+/// Loads are replicated, so only the leader preloads (every member is expected to have the
+/// same `module_dir`); a module already loaded with the same bytes is skipped, and one loaded
+/// with other bytes is replaced.
 pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
     let (dir, default, security) = {
         let config = shared.config.read();
@@ -335,6 +349,10 @@ pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
         (w.module_dir.clone(), default_permissions(w), w.security)
     };
     if dir.as_os_str().is_empty() {
+        return Ok(0);
+    }
+    if !shared.node.is_leader() {
+        tracing::info!("not the leader: module_dir is preloaded by the leader");
         return Ok(0);
     }
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -373,11 +391,24 @@ pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
             ));
         }
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        shared
+        let loaded = shared.node.modules().get(&name);
+        if loaded.as_ref().is_some_and(|m| {
+            m.sha256 == crate::wasm::hex_sha256(&bytes) && m.permissions == permissions
+        }) {
+            continue;
+        }
+        let reply = shared
             .node
-            .wasm_load(name.clone(), Bytes::from(bytes), permissions, false)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .wasm_load(
+                name.clone(),
+                Bytes::from(bytes),
+                permissions,
+                loaded.is_some(),
+            )
+            .await;
+        if let Reply::Error(e) = reply {
+            return Err(format!("{}: {e}", path.display()));
+        }
         tracing::info!(module = %name, %permissions, "preloaded");
     }
     Ok(files.len())

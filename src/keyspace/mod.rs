@@ -236,6 +236,22 @@ impl Keyspace {
         Keyspace::default()
     }
 
+    /// The first `count` keys (in iteration order) that hash to cluster `slot`, and how many
+    /// there are; expired keys not yet purged count, as in DBSIZE.
+    pub fn keys_in_slot(&self, slot: u16, count: usize) -> (Vec<Bytes>, usize) {
+        let mut found = Vec::new();
+        let mut total = 0;
+        for key in self.entries.keys() {
+            if crate::slot::key_slot(key) == slot {
+                total += 1;
+                if found.len() < count {
+                    found.push(key.clone());
+                }
+            }
+        }
+        (found, total)
+    }
+
     /// Number of keys, including expired ones not yet purged (as Redis's DBSIZE).
     pub fn len(&self) -> usize {
         self.entries.len()

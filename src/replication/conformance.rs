@@ -39,7 +39,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().unwrap();
         let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
         let recovered = disk.recover().unwrap();
-        let (writer, _) = Writer::start(disk);
+        let (writer, _, _) = Writer::start(disk);
         let log = LogStore::recover(&recovered, writer.clone()).unwrap();
         let sm = StateMachine::recover(&recovered, Arc::new(Recorder::default()), writer).unwrap();
         Ok((dir, log, sm))
@@ -66,7 +66,7 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     {
         let disk = Arc::new(RedbDisk::open(&path).unwrap());
         let recovered = disk.recover().unwrap();
-        let (writer, stats) = Writer::start(disk);
+        let (writer, stats, _) = Writer::start(disk);
         let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
         let machine = Arc::new(Recorder::default());
         let mut sm = StateMachine::recover(&recovered, machine.clone(), writer.clone()).unwrap();
@@ -109,7 +109,7 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     }
     let disk = Arc::new(reopened.unwrap());
     let recovered = disk.recover().unwrap();
-    let (writer, _) = Writer::start(disk);
+    let (writer, _, _) = Writer::start(disk);
     let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
     let machine = Arc::new(Recorder::default());
     let mut sm = StateMachine::recover(&recovered, machine.clone(), writer).unwrap();

@@ -63,12 +63,13 @@ fn copy_error(e: &io::Error) -> io::Error {
 }
 
 impl Writer {
-    /// Spawns the writer task over `disk`.
-    pub fn start<D: Disk>(disk: Arc<D>) -> (Writer, Arc<DiskStats>) {
+    /// Spawns the writer task over `disk`. The task ends, letting go of the disk, once every
+    /// handle to the writer is dropped; the returned handle resolves then.
+    pub fn start<D: Disk>(disk: Arc<D>) -> (Writer, Arc<DiskStats>, tokio::task::JoinHandle<()>) {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let stats = Arc::new(DiskStats::default());
         let counters = stats.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
                 let mut jobs = vec![first];
                 while jobs.len() < MAX_BATCH {
@@ -103,7 +104,7 @@ impl Writer {
                 }
             }
         });
-        (Writer { jobs }, stats)
+        (Writer { jobs }, stats, task)
     }
 
     fn queue(&self, op: DiskOp, done: Done) -> io::Result<()> {

@@ -199,6 +199,17 @@ pub enum ReplicationError {
     Raft(String),
 }
 
+/// A running Raft node.
+pub struct Started {
+    /// The Raft handle.
+    pub raft: Raft,
+    /// Group-commit figures.
+    pub stats: Arc<DiskStats>,
+    /// Resolves once the storage writer has stopped and let go of the disk (after the Raft
+    /// node has shut down).
+    pub writer: tokio::task::JoinHandle<()>,
+}
+
 /// Starts the Raft node `id` over `disk`, applying to `machine`, reaching peers through
 /// `dialer`. Recovers the vote, log and latest snapshot from the disk first; committed entries
 /// after the snapshot are re-applied by openraft.
@@ -208,14 +219,14 @@ pub async fn start<D: Disk, N: Dialer>(
     disk: Arc<D>,
     machine: Arc<dyn Machine>,
     dialer: Arc<N>,
-) -> Result<(Raft, Arc<DiskStats>), ReplicationError> {
+) -> Result<Started, ReplicationError> {
     let config = Arc::new(settings.raft_config()?);
     let recovered = {
         let disk = disk.clone();
         disk.recover()
             .map_err(|e| ReplicationError::Storage(e.to_string()))?
     };
-    let (writer, stats) = Writer::start(disk);
+    let (writer, stats, writer_task) = Writer::start(disk);
     let log = LogStore::recover(&recovered, writer.clone())
         .map_err(|e| ReplicationError::Storage(e.to_string()))?;
     let sm = StateMachine::recover(&recovered, machine, writer)
@@ -224,7 +235,11 @@ pub async fn start<D: Disk, N: Dialer>(
     let raft = Raft::new(id, config, network, log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(e.to_string()))?;
-    Ok((raft, stats))
+    Ok(Started {
+        raft,
+        stats,
+        writer: writer_task,
+    })
 }
 
 /// Encodes a value for the disk or the wire (bincode 2, standard configuration). One codec for

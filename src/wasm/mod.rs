@@ -34,7 +34,7 @@ use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::{RedisError, Reply};
 
 /// Per-module permissions, given at load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Permissions(u8);
 
 impl Permissions {
@@ -237,6 +237,8 @@ pub struct LoadedModule {
     pub sha256: String,
     /// Size of those bytes.
     pub size: usize,
+    /// The bytes themselves, kept for snapshots (a replica rebuilds the module from them).
+    pub source: Bytes,
     /// Entry points: exported functions of type `(i32, i32) -> i64`.
     pub exports: Vec<String>,
     /// What it may do.
@@ -367,7 +369,7 @@ impl Runtime {
     pub fn compile(
         &self,
         name: &str,
-        bytes: &[u8],
+        bytes: Bytes,
         permissions: Permissions,
         now_ms: u64,
     ) -> Result<LoadedModule, WasmError> {
@@ -378,8 +380,8 @@ impl Runtime {
             });
         }
         let started = Instant::now();
-        let sha256 = hex_sha256(bytes);
-        let module = self.compile_cached(bytes, &sha256)?;
+        let sha256 = hex_sha256(&bytes);
+        let module = self.compile_cached(&bytes, &sha256)?;
         let exports = validate(&module)?;
         let pre = self
             .linker
@@ -389,6 +391,7 @@ impl Runtime {
             name: name.to_owned(),
             sha256,
             size: bytes.len(),
+            source: bytes,
             exports,
             permissions,
             loaded_at_ms: now_ms,

@@ -109,6 +109,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Removes every module (a snapshot is being installed).
+    pub fn clear(&self) {
+        self.modules.write().clear();
+    }
+
     /// Removes a module; false if there was none.
     pub fn remove(&self, name: &str) -> bool {
         self.modules.write().remove(name).is_some()
