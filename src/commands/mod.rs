@@ -439,12 +439,13 @@ async fn data(
     spec: &'static CommandSpec,
     argv: &[Bytes],
 ) -> Reply {
+    // Before parsing, as Redis routes before it validates arguments.
+    if let Err(e) = same_slot(spec.keys(argv)) {
+        return Reply::error(e);
+    }
     let ctx = shared.node.parse_ctx();
     match keyspace::parse(spec.name, &argv[1..], &ctx) {
-        Some(Ok(op)) => match same_slot(op.keys()) {
-            Ok(()) => shared.node.execute(op, &ctx, read_mode(session)).await,
-            Err(e) => Reply::error(e),
-        },
+        Some(Ok(op)) => shared.node.execute(op, &ctx, read_mode(session)).await,
         Some(Err(e)) => Reply::error(e),
         None => Reply::error(unknown_command(argv)),
     }

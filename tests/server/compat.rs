@@ -38,6 +38,10 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // Ferrite always runs as a (one-shard) cluster, so compare against Redis in
+                // cluster mode: same CROSSSLOT rules.
+                "--cluster-enabled",
+                "yes",
             ])
             .arg("--dir")
             .arg(dir.path())
@@ -57,6 +61,23 @@ impl RedisServer {
             .and_then(|c| c.get_connection())
             .is_ok()),
             "redis-server did not start"
+        );
+        let mut c = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query(&mut c)
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+                info.contains("cluster_state:ok")
+            }),
+            "redis-server's cluster never became ready"
         );
         server
     }
