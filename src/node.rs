@@ -694,13 +694,6 @@ impl Node {
         }
     }
 
-    /// Whether this node is the only voter (reads need no quorum round then).
-    fn sole_voter(&self) -> bool {
-        let m = self.metrics.borrow();
-        let mut voters = m.membership_config.membership().voter_ids();
-        voters.next() == Some(self.id) && voters.next().is_none()
-    }
-
     /// Appends `command` to the log and waits for its reply from the local apply.
     async fn propose(&self, command: Command, slot: u16) -> Result<Reply, NodeError> {
         self.must_lead(slot)?;
@@ -727,10 +720,6 @@ impl Node {
             // Keyless reads (DBSIZE, SCAN) answer on any member, as on a Redis replica.
             None if !self.is_leader() => return Ok(()),
             _ => self.must_lead(slot.unwrap_or(0))?,
-        }
-        if self.sole_voter() {
-            // Nobody else can lead, and acknowledged writes are already applied.
-            return Ok(());
         }
         match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),

@@ -198,8 +198,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Durable before returning: a node must never vote twice in a term, even across a crash.
+        //
+        // Stored as not committed: openraft resumes leadership at start-up from a committed
+        // vote for itself, in the same term and with the committed position it last saved,
+        // which may lag what it acknowledged before the crash, so its first read-index reads
+        // could miss acknowledged writes. A restarted node that must win a new election
+        // commits a new entry of its own term before it serves, as Raft intends.
+        let on_disk = Vote {
+            committed: false,
+            ..*vote
+        };
         self.writer
-            .write(DiskOp::Vote(encode(vote)))
+            .write(DiskOp::Vote(encode(&on_disk)))
             .await
             .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
         self.lock().vote = Some(*vote);

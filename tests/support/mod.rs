@@ -247,3 +247,145 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A local cluster of ferrite processes on 127.0.0.1, each with its own data directory under
+/// one temporary directory. Nodes are numbered from 1 (their Raft ids).
+pub struct Cluster {
+    nodes: Vec<Option<Server>>,
+    /// (client port, cluster port) per node.
+    pub ports: Vec<(u16, u16)>,
+    dir: tempfile::TempDir,
+    peers: String,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes that know each other through `--peers`; `extra` flags go to each.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (p, c))| format!("{}@127.0.0.1:{p}@{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes: (0..n).map(|_| None).collect(),
+            ports,
+            dir: tempfile::tempdir().unwrap(),
+            peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("n{id}"))
+    }
+
+    fn args(&self, id: usize, peers: bool) -> Vec<String> {
+        let (port, cport) = self.ports[id - 1];
+        let mut args = vec![
+            "--node-id".to_owned(),
+            id.to_string(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--cluster-port".to_owned(),
+            cport.to_string(),
+            "--data-dir".to_owned(),
+            self.data_dir(id).display().to_string(),
+        ];
+        if peers {
+            args.extend(["--peers".to_owned(), self.peers.clone()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// (Re)starts node `id` on its data directory.
+    pub fn start_node(&mut self, id: usize) {
+        let args = self.args(id, true);
+        self.nodes[id - 1] = Some(Server::spawn(&args, None, self.data_dir(id)));
+    }
+
+    /// Adds a node that starts with `--join` (to be added with CLUSTER ADDNODE); its id.
+    pub fn spawn_joiner(&mut self) -> usize {
+        self.ports.push((free_port(), free_port()));
+        self.nodes.push(None);
+        let id = self.nodes.len();
+        let mut args = self.args(id, false);
+        args.push("--join".to_owned());
+        self.nodes[id - 1] = Some(Server::spawn(&args, None, self.data_dir(id)));
+        id
+    }
+
+    /// Kills node `id` (SIGKILL: no shutdown, only what reached the disk survives).
+    pub fn kill(&mut self, id: usize) {
+        self.nodes[id - 1] = None;
+    }
+
+    /// Node `id`'s process.
+    pub fn node(&self, id: usize) -> &Server {
+        self.nodes[id - 1].as_ref().expect("node is running")
+    }
+
+    /// Ids of the running nodes.
+    pub fn running(&self) -> Vec<usize> {
+        (1..=self.nodes.len())
+            .filter(|id| self.nodes[id - 1].is_some())
+            .collect()
+    }
+
+    /// A connection to node `id`.
+    pub fn client(&self, id: usize) -> redis::Connection {
+        let c = self.node(id).client();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    }
+
+    /// `host:port` URLs of the running nodes, for the redis crate's cluster client.
+    pub fn urls(&self) -> Vec<String> {
+        self.running()
+            .iter()
+            .map(|id| self.node(*id).url())
+            .collect()
+    }
+
+    /// The leader as node `id` reports it in INFO (`raft_leader_id`).
+    pub fn leader_seen_by(&self, id: usize) -> Option<usize> {
+        let mut c = self.node(id).client();
+        let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("raft_leader_id:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits until every running node names the same running leader; that leader.
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let mut leader = None;
+        let agreed = wait_until(timeout, || {
+            let seen: Vec<Option<usize>> = self
+                .running()
+                .iter()
+                .map(|id| self.leader_seen_by(*id))
+                .collect();
+            leader = seen[0];
+            leader.is_some_and(|l| self.running().contains(&l)) && seen.iter().all(|s| *s == leader)
+        });
+        assert!(agreed, "no agreed leader within {timeout:?}");
+        leader.unwrap()
+    }
+}

@@ -1,0 +1,445 @@
+//! Cluster mode with real processes: three (or four) ferrite nodes on 127.0.0.1 forming one
+//! Raft group, driven by the redis crate (plain and cluster clients).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use redis::Value;
+use support::{Cluster, cmd, err, wait_until};
+
+const ELECTION: Duration = Duration::from_secs(15);
+
+fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        Value::VerbatimString { text, .. } => text,
+        Value::SimpleString(s) => s,
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+fn cluster_client(cluster: &Cluster) -> redis::cluster::ClusterConnection {
+    redis::cluster::ClusterClient::builder(cluster.urls())
+        .retries(10)
+        .build()
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn followers(cluster: &Cluster, leader: usize) -> Vec<usize> {
+    cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect()
+}
+
+/// CLUSTER NODES without the `myself,` marker, which differs per node by design.
+fn nodes_view(cluster: &Cluster, id: usize) -> String {
+    text(cmd(&mut cluster.client(id), &["CLUSTER", "NODES"]).unwrap()).replace("myself,", "")
+}
+
+#[test]
+fn three_nodes_agree_redirect_and_serve_cluster_clients() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let (leader_port, _) = cluster.ports[leader - 1];
+
+    // Every node describes the same cluster.
+    let nodes = nodes_view(&cluster, leader);
+    assert!(nodes.ends_with('\n'), "{nodes:?}");
+    assert_eq!(nodes.lines().count(), 3);
+    assert_eq!(nodes.matches(" master ").count(), 1, "{nodes}");
+    assert!(nodes.contains(&format!("127.0.0.1:{leader_port}@")));
+    let slots = cmd(&mut cluster.client(leader), &["CLUSTER", "SLOTS"]).unwrap();
+    let shards = cmd(&mut cluster.client(leader), &["CLUSTER", "SHARDS"]).unwrap();
+    let mut ids = BTreeSet::new();
+    for id in cluster.running() {
+        assert!(wait_until(Duration::from_secs(5), || nodes_view(
+            &cluster, id
+        ) == nodes));
+        let mut c = cluster.client(id);
+        assert_eq!(cmd(&mut c, &["CLUSTER", "SLOTS"]).unwrap(), slots);
+        assert_eq!(cmd(&mut c, &["CLUSTER", "SHARDS"]).unwrap(), shards);
+        let info = text(cmd(&mut c, &["CLUSTER", "INFO"]).unwrap());
+        assert!(info.starts_with("cluster_state:ok\r\n"), "{info}");
+        assert!(info.contains("cluster_known_nodes:3\r\n"), "{info}");
+        let myid = text(cmd(&mut c, &["CLUSTER", "MYID"]).unwrap());
+        assert_eq!(myid.len(), 40);
+        assert!(nodes.contains(&myid));
+        ids.insert(myid);
+        let server_info: String = redis::cmd("INFO").query(&mut c).unwrap();
+        assert!(server_info.contains("cluster_enabled:1"));
+        assert_eq!(
+            cmd(&mut c, &["CLUSTER", "KEYSLOT", "foo{hash_tag}"]).unwrap(),
+            Value::Int(2515)
+        );
+    }
+    assert_eq!(ids.len(), 3, "distinct node ids");
+
+    // A write on a follower is redirected to the leader; a read too, unless READONLY.
+    let follower = followers(&cluster, leader)[0];
+    let mut f = cluster.client(follower);
+    assert_eq!(
+        err(&mut f, &["SET", "foo", "bar"]),
+        format!("MOVED 12182 127.0.0.1:{leader_port}")
+    );
+    let mut l = cluster.client(leader);
+    assert_eq!(cmd(&mut l, &["SET", "foo", "bar"]).unwrap(), Value::Okay);
+    assert_eq!(cmd(&mut l, &["GET", "foo"]).unwrap(), bulk("bar"));
+    assert_eq!(
+        err(&mut f, &["GET", "foo"]),
+        format!("MOVED 12182 127.0.0.1:{leader_port}")
+    );
+    assert_eq!(cmd(&mut f, &["READONLY"]).unwrap(), Value::Okay);
+    assert!(wait_until(Duration::from_secs(5), || cmd(
+        &mut f,
+        &["GET", "foo"]
+    )
+    .unwrap()
+        == bulk("bar")));
+    assert_eq!(
+        err(&mut f, &["SET", "foo", "baz"]),
+        format!("MOVED 12182 127.0.0.1:{leader_port}"),
+        "READONLY does not make a follower writable"
+    );
+    assert_eq!(
+        err(&mut l, &["MSET", "a", "1", "b", "2"]),
+        "CROSSSLOT Keys in request don't hash to the same slot"
+    );
+    assert_eq!(
+        cmd(&mut l, &["MSET", "{u}a", "1", "{u}b", "2"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        cmd(&mut l, &["CLUSTER", "COUNTKEYSINSLOT", "12182"]).unwrap(),
+        Value::Int(1)
+    );
+    assert_eq!(
+        cmd(&mut l, &["CLUSTER", "GETKEYSINSLOT", "12182", "10"]).unwrap(),
+        Value::Array(vec![bulk("foo")])
+    );
+
+    // The redis crate's cluster client, seeded with every node, follows the topology.
+    let mut cc = cluster_client(&cluster);
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query(&mut cc)
+            .unwrap();
+    }
+    for i in (0..200).step_by(17) {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut cc)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    // Seeded with a follower only, it still lands writes (MOVED or the slot table).
+    let mut only_follower = redis::cluster::ClusterClient::new(vec![cluster.node(follower).url()])
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let n: i64 = redis::cmd("INCR")
+        .arg("counter")
+        .query(&mut only_follower)
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn the_leader_dies_a_new_one_serves_and_no_acknowledged_write_is_lost() {
+    let mut cluster = Cluster::start(3, &[]);
+    let old = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(old);
+    for i in 0..300 {
+        assert_eq!(
+            cmd(&mut l, &["SET", &format!("k{i}"), &i.to_string()]).unwrap(),
+            Value::Okay
+        );
+    }
+    cluster.kill(old);
+    let new = cluster.wait_for_leader(ELECTION);
+    assert_ne!(new, old);
+    let mut n = cluster.client(new);
+    assert_eq!(
+        cmd(&mut n, &["SET", "after", "failover"]).unwrap(),
+        Value::Okay
+    );
+    for i in 0..300 {
+        assert_eq!(
+            cmd(&mut n, &["GET", &format!("k{i}")]).unwrap(),
+            bulk(&i.to_string()),
+            "acknowledged write k{i} lost"
+        );
+    }
+    // The old leader comes back as a follower and catches up.
+    cluster.start_node(old);
+    let leader = cluster.wait_for_leader(ELECTION);
+    assert_eq!(
+        leader, new,
+        "a returning node does not disrupt a healthy leader"
+    );
+    let mut back = cluster.client(old);
+    cmd(&mut back, &["READONLY"]).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || cmd(
+        &mut back,
+        &["GET", "after"]
+    )
+    .unwrap()
+        == bulk("failover")));
+    assert_eq!(cmd(&mut back, &["DBSIZE"]).unwrap(), Value::Int(301));
+}
+
+#[test]
+fn all_nodes_restart_with_their_data_and_modules() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(leader);
+    let probe = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/modules/probe.wat"),
+    )
+    .unwrap();
+    assert_eq!(
+        cmd(
+            &mut l,
+            &["WASM.LOAD", "probe", &probe, "PERMISSIONS", "READ", "WRITE"]
+        )
+        .unwrap(),
+        Value::Okay
+    );
+    for i in 0..50 {
+        cmd(&mut l, &["RPUSH", "list", &i.to_string()]).unwrap();
+    }
+    assert_eq!(
+        cmd(&mut l, &["FCALL", "probe.incr", "1", "{t}a"]).unwrap(),
+        Value::Int(1)
+    );
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.start_node(id);
+    }
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(leader);
+    assert_eq!(cmd(&mut l, &["LLEN", "list"]).unwrap(), Value::Int(50));
+    let got = cmd(&mut l, &["GET", "{t}a"]).unwrap();
+    if got != bulk("1") {
+        eprintln!("INFO {:?}", cmd(&mut l, &["WASM.INFO", "probe"]));
+        for id in 1..=3 {
+            eprintln!("LOG{id} {:?}", cluster.node(id).log());
+        }
+    }
+    assert_eq!(got, bulk("1"));
+    assert_eq!(
+        cmd(&mut l, &["FCALL", "probe.incr", "1", "{t}a"]).unwrap(),
+        Value::Int(2),
+        "the module came back with the data"
+    );
+}
+
+/// Fields of a WASM.LIST entry that must agree across members (compile time is each node's
+/// own measurement).
+fn replicated_fields(list: Value) -> Vec<(String, Value)> {
+    let Value::Array(modules) = list else {
+        panic!("{list:?}")
+    };
+    let mut out = Vec::new();
+    for m in modules {
+        let pairs: Vec<(Value, Value)> = match m {
+            Value::Map(p) => p,
+            Value::Array(flat) => flat
+                .chunks(2)
+                .map(|kv| (kv[0].clone(), kv[1].clone()))
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        for (k, v) in pairs {
+            let k = text(k);
+            if k != "compile_time_us" {
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
+fn module_field(c: &mut redis::Connection, module: &str, name: &str) -> Value {
+    let Value::Array(flat) = cmd(c, &["WASM.INFO", module]).unwrap() else {
+        panic!()
+    };
+    flat.chunks(2)
+        .find(|kv| kv[0] == bulk(name))
+        .map(|kv| kv[1].clone())
+        .unwrap()
+}
+
+#[test]
+fn modules_and_write_calls_replicate_with_the_same_fuel() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(leader);
+    let probe = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/modules/probe.wat"),
+    )
+    .unwrap();
+    let follower = followers(&cluster, leader)[0];
+    let mut f = cluster.client(follower);
+    assert!(
+        err(&mut f, &["WASM.LOAD", "probe", &probe]).starts_with("MOVED 0 "),
+        "loads go to the leader"
+    );
+    assert_eq!(
+        cmd(
+            &mut l,
+            &["WASM.LOAD", "probe", &probe, "PERMISSIONS", "READ", "WRITE"]
+        )
+        .unwrap(),
+        Value::Okay
+    );
+    let expected = replicated_fields(cmd(&mut l, &["WASM.LIST"]).unwrap());
+    for id in cluster.running() {
+        let mut c = cluster.client(id);
+        assert!(
+            wait_until(Duration::from_secs(5), || replicated_fields(
+                cmd(&mut c, &["WASM.LIST"]).unwrap()
+            ) == expected),
+            "node {id} lists other modules"
+        );
+    }
+    // A write call runs on the leader and, from the log, on every replica.
+    for n in 1..=5 {
+        assert_eq!(
+            cmd(&mut l, &["FCALL", "probe.incr", "1", "{t}a"]).unwrap(),
+            Value::Int(n)
+        );
+    }
+    assert!(err(&mut f, &["FCALL", "probe.incr", "1", "{t}a"]).starts_with("MOVED "));
+    let fuel = module_field(&mut l, "probe", "fuel_total");
+    assert!(matches!(fuel, Value::Int(n) if n > 0));
+    for id in followers(&cluster, leader) {
+        let mut c = cluster.client(id);
+        cmd(&mut c, &["READONLY"]).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || cmd(&mut c, &["GET", "{t}a"])
+                .unwrap()
+                == bulk("5")),
+            "node {id} did not apply the calls"
+        );
+        assert_eq!(
+            module_field(&mut c, "probe", "fuel_total"),
+            fuel,
+            "node {id}"
+        );
+        assert_eq!(module_field(&mut c, "probe", "call_count"), Value::Int(5));
+        // Read-only calls run on any member against its own state.
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", "probe.get_via_call", "1", "{t}a"]).unwrap(),
+            bulk("5")
+        );
+    }
+    assert_eq!(
+        cmd(&mut f, &["WASM.UNLOAD", "probe"]).map_err(|e| e.code().map(str::to_owned)),
+        Err(Some("MOVED".to_owned()))
+    );
+    assert_eq!(cmd(&mut l, &["WASM.UNLOAD", "probe"]).unwrap(), Value::Okay);
+    assert!(wait_until(Duration::from_secs(5), || cmd(
+        &mut f,
+        &["WASM.LIST"]
+    )
+    .unwrap()
+        == Value::Array(vec![])));
+}
+
+#[test]
+fn a_node_added_at_run_time_catches_up_by_snapshot_and_a_removed_one_stops_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nsnapshot_logs = 50\nsnapshot_keep_logs = 0\n",
+    )
+    .unwrap();
+    let mut cluster = Cluster::start(3, &["--config", config.to_str().unwrap()]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(leader);
+    for i in 0..400 {
+        cmd(&mut l, &["SET", &format!("k{i}"), "v"]).unwrap();
+    }
+    // The log has been compacted behind a snapshot by now, so the newcomer cannot replay it.
+    let joiner = cluster.spawn_joiner();
+    let (port, cport) = cluster.ports[joiner - 1];
+    assert_eq!(
+        cmd(
+            &mut l,
+            &[
+                "CLUSTER",
+                "ADDNODE",
+                &joiner.to_string(),
+                &format!("127.0.0.1:{port}@{cport}")
+            ]
+        )
+        .unwrap(),
+        Value::Okay
+    );
+    let mut j = cluster.client(joiner);
+    cmd(&mut j, &["READONLY"]).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || cmd(
+        &mut j,
+        &["DBSIZE"]
+    )
+    .unwrap()
+        == Value::Int(400)));
+    assert!(
+        cluster
+            .node(joiner)
+            .log()
+            .iter()
+            .any(|line| line.contains("snapshot installed")),
+        "the newcomer caught up by snapshot"
+    );
+    assert_eq!(nodes_view(&cluster, leader).lines().count(), 4);
+    cmd(&mut l, &["SET", "k400", "v"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || cmd(
+        &mut j,
+        &["DBSIZE"]
+    )
+    .unwrap()
+        == Value::Int(401)));
+
+    // Removing it: the others stop listing it, and it refuses to serve.
+    assert_eq!(
+        cmd(&mut l, &["CLUSTER", "REMOVENODE", &joiner.to_string()]).unwrap(),
+        Value::Okay
+    );
+    for id in 1..=3 {
+        assert!(wait_until(Duration::from_secs(5), || nodes_view(
+            &cluster, id
+        )
+        .lines()
+        .count()
+            == 3));
+    }
+    let mut j = cluster.client(joiner);
+    assert!(
+        wait_until(Duration::from_secs(10), || cmd(&mut j, &["SET", "x", "y"])
+            .is_err()),
+        "a removed node keeps accepting writes"
+    );
+    let e = err(&mut j, &["SET", "x", "y"]);
+    assert!(
+        e.starts_with("CLUSTERDOWN") || e.starts_with("MOVED"),
+        "{e}"
+    );
+    assert_eq!(cmd(&mut l, &["SET", "x", "y"]).unwrap(), Value::Okay);
+}
