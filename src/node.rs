@@ -628,6 +628,11 @@ impl Node {
         self.id
     }
 
+    /// This node's addresses.
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
     /// Loaded modules.
     pub fn modules(&self) -> &Registry {
         &self.engine.modules
@@ -660,6 +665,13 @@ impl Node {
                 .collect(),
             applied: m.last_applied.map_or(0, |l| l.index),
         }
+    }
+
+    /// The last log index applied here and a SHA-256 of the replicated state (keyspace,
+    /// modules, applied clock): members that applied the same entries report the same pair.
+    pub fn state_fingerprint(&self) -> (u64, String) {
+        let applied = self.metrics.borrow().last_applied.map_or(0, |l| l.index);
+        (applied, crate::wasm::hex_sha256(&self.engine.snapshot()))
     }
 
     /// Whether this node currently leads.
@@ -778,10 +790,13 @@ impl Node {
         }
         let runtime = self.engine.wasm.clone();
         let (check_name, check_bytes) = (name.clone(), bytes.clone());
-        let checked = tokio::task::spawn_blocking(move || {
-            runtime.compile(&check_name, check_bytes, permissions, 0)
-        })
-        .await;
+        let check = move || runtime.compile(&check_name, check_bytes, permissions, 0);
+        // Compiling takes milliseconds: off the async workers, except on a current-thread
+        // runtime (the simulation), where a blocking thread would make timing nondeterministic.
+        let checked = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => Ok(check()),
+            _ => tokio::task::spawn_blocking(check).await,
+        };
         match checked {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Reply::error(e),

@@ -72,9 +72,8 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     /// Starts the node for a server listening for clients on `port` and for Raft peers on
-    /// `cluster_port`, recovering its state from the data directory. Unless the node joins an
-    /// existing cluster, it initializes its Raft group the first time: alone without peers,
-    /// or with every peer when it has the lowest id among them.
+    /// `cluster_port`, recovering its state from the data directory, and bootstraps the
+    /// cluster if this node should ([`Shared::bootstrap`]).
     pub async fn start<D: Dialer>(
         config: Config,
         port: u16,
@@ -83,66 +82,26 @@ impl Shared {
         log_level: LogLevelSetter,
         dialer: Arc<D>,
     ) -> Result<Shared, StartError> {
-        let (shutdown, _) = tokio::sync::watch::channel(false);
-        let c = &config.cluster;
-        let peers = if c.peers.is_empty() {
-            None
-        } else {
-            // Validated with the configuration.
-            replication::parse_peers(&c.peers).ok()
-        };
-        let host = if !c.announce_ip.is_empty() {
-            c.announce_ip.clone()
-        } else if let Some(own) = peers.as_ref().and_then(|p| p.get(&c.node_id)) {
-            own.host.clone()
-        } else if config.server.bind == "0.0.0.0" || config.server.bind == "::" {
-            "127.0.0.1".to_owned()
-        } else {
-            config.server.bind.clone()
-        };
-        let me = Member {
-            host,
-            port,
-            cport: cluster_port,
-        };
-        let w = &config.wasm;
-        let options = NodeOptions {
-            id: c.node_id,
-            me: me.clone(),
-            data_dir: config.server.data_dir.clone(),
-            engine: EngineSettings {
-                max_memory_bytes: w.limits.max_memory_bytes,
-                max_stack_bytes: w.limits.max_stack_bytes as usize,
-                max_instances: w.pool.max_instances,
-                max_module_size: w.max_module_size as usize,
-                min_instances: w.pool.min_instances,
-                idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
-            },
-            raft: replication::Settings {
-                heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
-                election_min: std::time::Duration::from_millis(c.election_timeout_min_ms),
-                election_max: std::time::Duration::from_millis(c.election_timeout_max_ms),
-                snapshot_logs: c.snapshot_logs,
-                keep_logs: c.snapshot_keep_logs,
-            },
-            write_timeout: std::time::Duration::from_millis(c.write_timeout_ms),
-        };
+        let options = node_options(&config, port, cluster_port);
         let node = Node::start(options, dialer).await?;
-        if !c.join {
-            let members = match peers {
-                Some(peers) => {
-                    let lowest = peers.keys().next().copied();
-                    (lowest == Some(c.node_id)).then_some(peers)
-                }
-                None => Some(std::collections::BTreeMap::from([(c.node_id, me)])),
-            };
-            if let Some(members) = members {
-                node.bootstrap(members)
-                    .await
-                    .map_err(|e| StartError::Replication(replication::ReplicationError::Raft(e)))?;
-            }
-        }
-        Ok(Shared {
+        let shared = Shared::with_node(config, node, port, config_file, log_level);
+        shared
+            .bootstrap()
+            .await
+            .map_err(|e| StartError::Replication(replication::ReplicationError::Raft(e)))?;
+        Ok(shared)
+    }
+
+    /// Shared state around a started node.
+    pub fn with_node(
+        config: Config,
+        node: Node,
+        port: u16,
+        config_file: Option<std::path::PathBuf>,
+        log_level: LogLevelSetter,
+    ) -> Shared {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Shared {
             node,
             config: RwLock::new(config),
             clients: Clients::default(),
@@ -153,12 +112,81 @@ impl Shared {
             run_id: random_hex_id(),
             port,
             config_file,
-        })
+        }
+    }
+
+    /// Unless the node joins an existing cluster (`join`), initializes its Raft group the
+    /// first time: alone without peers, or with every peer when it has the lowest id among
+    /// them. A node that already belongs to a group ignores this.
+    pub async fn bootstrap(&self) -> Result<(), String> {
+        let (join, id, peers) = {
+            let config = self.config.read();
+            let c = &config.cluster;
+            let peers = (!c.peers.is_empty())
+                .then(|| replication::parse_peers(&c.peers))
+                .transpose()?;
+            (c.join, c.node_id, peers)
+        };
+        if join {
+            return Ok(());
+        }
+        let members = match peers {
+            Some(peers) if peers.keys().next() == Some(&id) => peers,
+            Some(_) => return Ok(()),
+            None => std::collections::BTreeMap::from([(id, self.node.me().clone())]),
+        };
+        self.node.bootstrap(members).await
     }
 
     /// Asks every part of the server to stop.
     pub fn trigger_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+}
+
+/// The node's start-up options from the configuration, for a server listening for clients on
+/// `port` and for Raft peers on `cluster_port`. The address the node announces for itself is
+/// `announce_ip`, else its own entry in `peers`, else the bind address (127.0.0.1 when binding
+/// every interface).
+pub fn node_options(config: &Config, port: u16, cluster_port: u16) -> NodeOptions {
+    let c = &config.cluster;
+    let own = replication::parse_peers(&c.peers)
+        .ok()
+        .and_then(|p| p.get(&c.node_id).cloned());
+    let host = if !c.announce_ip.is_empty() {
+        c.announce_ip.clone()
+    } else if let Some(own) = own {
+        own.host
+    } else if config.server.bind == "0.0.0.0" || config.server.bind == "::" {
+        "127.0.0.1".to_owned()
+    } else {
+        config.server.bind.clone()
+    };
+    let w = &config.wasm;
+    NodeOptions {
+        id: c.node_id,
+        me: Member {
+            host,
+            port,
+            cport: cluster_port,
+        },
+        data_dir: config.server.data_dir.clone(),
+        engine: EngineSettings {
+            max_memory_bytes: w.limits.max_memory_bytes,
+            max_stack_bytes: w.limits.max_stack_bytes as usize,
+            max_instances: w.pool.max_instances,
+            max_module_size: w.max_module_size as usize,
+            min_instances: w.pool.min_instances,
+            idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
+        },
+        raft: replication::Settings {
+            heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
+            election_min: std::time::Duration::from_millis(c.election_timeout_min_ms),
+            election_max: std::time::Duration::from_millis(c.election_timeout_max_ms),
+            snapshot_logs: c.snapshot_logs,
+            keep_logs: c.snapshot_keep_logs,
+        },
+        write_timeout: std::time::Duration::from_millis(c.write_timeout_ms),
     }
 }
 

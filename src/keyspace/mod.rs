@@ -223,11 +223,22 @@ pub struct Keyspace {
     /// Write sequence number: incremented by every applied write operation.
     seq: u64,
     /// Versions of recently deleted keys, so WATCH sees a delete.
+    #[serde(serialize_with = "sorted")]
     tombstones: HashMap<Bytes, u64>,
     /// Watches taken before this sequence number cannot trust the tombstones of absent keys.
     tombstone_floor: u64,
     /// Keys removed by expiry, for INFO's `expired_keys`.
     expired_total: u64,
+}
+
+/// Serializes a map in key order, so equal keyspaces serialize to equal bytes whatever their
+/// hash seeds (replicas compare state by its bytes).
+fn sorted<S: serde::Serializer>(
+    map: &HashMap<Bytes, u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let ordered: std::collections::BTreeMap<&Bytes, &u64> = map.iter().collect();
+    serde::Serialize::serialize(&ordered, serializer)
 }
 
 impl Keyspace {

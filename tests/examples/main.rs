@@ -228,7 +228,7 @@ fn a_hand_written_wat_module_needs_no_sdk() {
     assert_eq!(
         cmd(
             &mut c,
-            &["WASM.CALL", "echo", "KEYS", "k1", "k2", "ARGS", "hello"]
+            &["WASM.CALL", "echo", "KEYS", "{k}1", "{k}2", "ARGS", "hello"]
         )
         .unwrap(),
         bulk("hello")

@@ -1,0 +1,187 @@
+//! Ferrite under turmoil: the seams the real server exposes, filled with simulated parts.
+//!
+//! - [`SimDisk`]: a Raft disk whose contents survive a host crash only as far as a write
+//!   completed ("synced"); a batch in flight when the host crashes is lost.
+//! - [`SimListener`], [`SimDialer`]: turmoil's TCP behind Ferrite's socket traits.
+//! - [`Client`]: a small RESP client that follows `MOVED`.
+//!
+//! Everything runs on turmoil's single thread, so a seed replays the same schedule.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrite::replication::{Disk, DiskOp, Recovered};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// How long a simulated fsync takes.
+pub const FSYNC: Duration = Duration::from_millis(2);
+
+/// What a disk holds durably.
+#[derive(Debug, Default, Clone)]
+struct Stored {
+    log: BTreeMap<u64, Vec<u8>>,
+    vote: Option<Vec<u8>>,
+    committed: Option<Vec<u8>>,
+    purged: Option<Vec<u8>>,
+    snapshot: Option<Vec<u8>>,
+}
+
+/// A disk that outlives its host: create it before `sim.host` and share it with every run.
+#[derive(Debug, Default)]
+pub struct SimDisk {
+    stored: Mutex<Stored>,
+}
+
+impl Disk for SimDisk {
+    fn recover(&self) -> io::Result<Recovered> {
+        let s = self.stored.lock().unwrap().clone();
+        Ok(Recovered {
+            vote: s.vote,
+            committed: s.committed,
+            purged: s.purged,
+            entries: s.log.into_values().collect(),
+            snapshot: s.snapshot,
+        })
+    }
+
+    fn write(
+        self: &Arc<Self>,
+        ops: Vec<DiskOp>,
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        let disk = self.clone();
+        async move {
+            // The batch becomes durable only when the "fsync" completes: a crash before then
+            // drops this future and the batch with it.
+            tokio::time::sleep(FSYNC).await;
+            let mut s = disk.stored.lock().unwrap();
+            for op in ops {
+                match op {
+                    DiskOp::Append { index, entry } => {
+                        s.log.insert(index, entry);
+                    }
+                    DiskOp::TruncateFrom(index) => {
+                        s.log.split_off(&index);
+                    }
+                    DiskOp::PurgeUpTo { index, log_id } => {
+                        s.log = s.log.split_off(&(index + 1));
+                        s.purged = Some(log_id);
+                    }
+                    DiskOp::Vote(v) => s.vote = Some(v),
+                    DiskOp::Committed(c) => s.committed = Some(c),
+                    DiskOp::Snapshot(b) => s.snapshot = Some(b),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// turmoil's listener behind Ferrite's [`ferrite::net::Listener`].
+pub struct SimListener(pub turmoil::net::TcpListener);
+
+impl ferrite::net::Listener for SimListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        let local = self.0.local_addr()?;
+        Ok((stream, peer, local))
+    }
+}
+
+/// turmoil's connector behind Ferrite's [`ferrite::net::Dialer`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimDialer;
+
+impl ferrite::net::Dialer for SimDialer {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn connect(&self, addr: &str) -> io::Result<Self::Stream> {
+        turmoil::net::TcpStream::connect(addr.to_owned()).await
+    }
+}
+
+/// A reply as the simulation's client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+...`
+    Status(String),
+    /// `-...`
+    Error(String),
+    /// `:n`
+    Int(i64),
+    /// `$n` or nil.
+    Bulk(Option<Vec<u8>>),
+    /// Anything else (arrays, which the scenario does not use), as raw text.
+    Other(String),
+}
+
+/// A RESP client for one node at a time; every request has a deadline.
+pub struct Client {
+    conn: Option<(String, BufReader<turmoil::net::TcpStream>)>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl Client {
+    /// Not yet connected.
+    pub fn new() -> Client {
+        Client { conn: None }
+    }
+
+    /// Sends `args` to `addr` (reusing the connection when it is the same node) and reads the
+    /// reply; `Err` when the node cannot be reached or does not answer within `deadline`.
+    pub async fn request(&mut self, addr: &str, args: &[&[u8]], deadline: Duration) -> io::Result<Reply> {
+        let result = tokio::time::timeout(deadline, self.exchange(addr, args)).await;
+        let result = result.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, addr: &str, args: &[&[u8]]) -> io::Result<Reply> {
+        if self.conn.as_ref().is_none_or(|(a, _)| a != addr) {
+            let stream = turmoil::net::TcpStream::connect(addr.to_owned()).await?;
+            self.conn = Some((addr.to_owned(), BufReader::new(stream)));
+        }
+        let (_, conn) = self.conn.as_mut().unwrap();
+        let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            frame.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            frame.extend_from_slice(a);
+            frame.extend_from_slice(b"\r\n");
+        }
+        conn.get_mut().write_all(&frame).await?;
+        let mut line = String::new();
+        if conn.read_line(&mut line).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+        }
+        let line = line.trim_end().to_owned();
+        let (tag, rest) = line.split_at(1);
+        Ok(match tag {
+            "+" => Reply::Status(rest.to_owned()),
+            "-" => Reply::Error(rest.to_owned()),
+            ":" => Reply::Int(rest.parse().map_err(|_| io::Error::other("bad int"))?),
+            "$" => {
+                let n: i64 = rest.parse().map_err(|_| io::Error::other("bad length"))?;
+                if n < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut data = vec![0; n as usize + 2];
+                    conn.read_exact(&mut data).await?;
+                    data.truncate(n as usize);
+                    Reply::Bulk(Some(data))
+                }
+            }
+            _ => Reply::Other(line),
+        })
+    }
+}
