@@ -43,19 +43,40 @@ const PURGE_BATCH: usize = 200;
 /// Most purge operations per expiry tick, so a mass expiry cannot monopolise the write path.
 const PURGE_ROUNDS_PER_TICK: usize = 16;
 
+/// Milliseconds since the Unix epoch from the system clock.
+pub fn system_time_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Milliseconds since the Unix epoch that never go backwards, so operations stamped one after
 /// another carry non-decreasing times even if the wall clock steps back.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clock {
     last: AtomicU64,
+    /// The wall clock: the system's, or simulated time in `simulation/`.
+    source: fn() -> u64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new(system_time_ms)
+    }
 }
 
 impl Clock {
+    /// A clock reading `source`.
+    pub fn new(source: fn() -> u64) -> Clock {
+        Clock {
+            last: AtomicU64::new(0),
+            source,
+        }
+    }
+
     /// The current time in ms, at least the last one returned.
     pub fn now_ms(&self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let wall = (self.source)();
         // Read first: the shared line is written at most once per millisecond, not once per
         // command, so it is not bounced between cores.
         let previous = self.last.load(Ordering::Relaxed);
@@ -472,6 +493,8 @@ pub struct NodeOptions {
     pub raft: replication::Settings,
     /// How long a write waits for its entry to commit before answering "uncertain".
     pub write_timeout: Duration,
+    /// The wall clock operations are stamped with (ms since the epoch).
+    pub wall_clock: fn() -> u64,
 }
 
 /// A member of the cluster as INFO and CLUSTER commands show it.
@@ -552,7 +575,7 @@ impl Node {
             replication::start(options.id, options.raft, disk, engine.clone(), dialer).await?;
         let raft = started.raft;
         let metrics = raft.metrics();
-        let clock = Clock::default();
+        let clock = Clock::new(options.wall_clock);
         clock.advance_to(engine.applied_ms.load(Ordering::Relaxed));
         Ok(Node {
             engine,
@@ -1052,6 +1075,7 @@ pub(crate) mod tests {
                 keep_logs: 10,
             },
             write_timeout: Duration::from_secs(5),
+            wall_clock: system_time_ms,
         };
         let node = Node::start(options, Arc::new(crate::net::TcpDialer))
             .await

@@ -138,9 +138,15 @@ impl Client {
 
     /// Sends `args` to `addr` (reusing the connection when it is the same node) and reads the
     /// reply; `Err` when the node cannot be reached or does not answer within `deadline`.
-    pub async fn request(&mut self, addr: &str, args: &[&[u8]], deadline: Duration) -> io::Result<Reply> {
+    pub async fn request(
+        &mut self,
+        addr: &str,
+        args: &[&[u8]],
+        deadline: Duration,
+    ) -> io::Result<Reply> {
         let result = tokio::time::timeout(deadline, self.exchange(addr, args)).await;
-        let result = result.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
+        let result =
+            result.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
         if result.is_err() {
             self.conn = None;
         }

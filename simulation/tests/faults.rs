@@ -33,6 +33,8 @@ struct Outcome {
     counter: Option<i64>,
     fingerprint: Option<(u64, String)>,
     verified: bool,
+    /// The faults injected, with the simulated time and the leader at that moment.
+    events: Vec<String>,
 }
 
 /// A small deterministic generator for the fault schedule.
@@ -73,10 +75,18 @@ fn config_for(id: u64) -> Config {
 
 async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box<dyn Error>> {
     let config = config_for(id);
-    let options = node_options(&config, PORT, CPORT);
+    let mut options = node_options(&config, PORT, CPORT);
+    // Simulated time, so a seed replays the same timestamps.
+    options.wall_clock = || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64);
     let engine = Arc::new(Engine::new(options.engine, None)?);
     let node = Node::start_on(options, engine, disk, Arc::new(SimDialer)).await?;
-    let shared = Arc::new(Shared::with_node(config, node, PORT, None, Box::new(|_| Ok(()))));
+    let shared = Arc::new(Shared::with_node(
+        config,
+        node,
+        PORT,
+        None,
+        Box::new(|_| Ok(())),
+    ));
     shared.bootstrap().await?;
     live.lock().unwrap().insert(id, shared.clone());
     let raft_listener = turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?;
@@ -121,19 +131,29 @@ async fn send(
                 *target = *target % 3 + 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Ok(Reply::Error(e)) if e.starts_with("UNCERTAIN") && !retry_unknown => return Err(()),
+            Ok(Reply::Error(e)) if e.starts_with("UNCERTAIN") && !retry_unknown => {
+                *target = *target % 3 + 1;
+                return Err(());
+            }
             Ok(Reply::Error(e)) if e.starts_with("UNCERTAIN") => {
+                *target = *target % 3 + 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok(other) => return Ok(other),
-            Err(_) if !retry_unknown => return Err(()),
+            Err(_) if !retry_unknown => {
+                *target = *target % 3 + 1;
+                return Err(());
+            }
             Err(_) => {
                 *target = *target % 3 + 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    panic!("no node accepted {:?} in 400 attempts", String::from_utf8_lossy(args[0]));
+    panic!(
+        "no node accepted {:?} in 400 attempts",
+        String::from_utf8_lossy(args[0])
+    );
 }
 
 /// Fingerprints of every node, once all three are running and agree.
@@ -154,7 +174,14 @@ async fn workload(live: Live, outcome: Arc<Mutex<Outcome>>) -> Result<(), Box<dy
     let load = send(
         &mut client,
         &mut target,
-        &[b"WASM.LOAD", b"probe", PROBE.as_bytes(), b"PERMISSIONS", b"READ", b"WRITE"],
+        &[
+            b"WASM.LOAD",
+            b"probe",
+            PROBE.as_bytes(),
+            b"PERMISSIONS",
+            b"READ",
+            b"WRITE",
+        ],
         true,
     )
     .await;
@@ -165,7 +192,14 @@ async fn workload(live: Live, outcome: Arc<Mutex<Outcome>>) -> Result<(), Box<dy
     }
     for i in 0..OPS {
         if i % 4 == 3 {
-            match send(&mut client, &mut target, &[b"FCALL", b"probe.incr", b"1", b"{t}a"], false).await {
+            match send(
+                &mut client,
+                &mut target,
+                &[b"FCALL", b"probe.incr", b"1", b"{t}a"],
+                false,
+            )
+            .await
+            {
                 Ok(Reply::Int(_)) => outcome.lock().unwrap().acked_incr += 1,
                 Ok(other) => panic!("FCALL: {other:?}"),
                 Err(()) => outcome.lock().unwrap().uncertain_incr += 1,
@@ -174,7 +208,14 @@ async fn workload(live: Live, outcome: Arc<Mutex<Outcome>>) -> Result<(), Box<dy
             let key = format!("k{i}");
             let value = format!("v{i}");
             // SET of a fixed value is idempotent: retrying an unknown outcome is safe.
-            match send(&mut client, &mut target, &[b"SET", key.as_bytes(), value.as_bytes()], true).await {
+            match send(
+                &mut client,
+                &mut target,
+                &[b"SET", key.as_bytes(), value.as_bytes()],
+                true,
+            )
+            .await
+            {
                 Ok(Reply::Status(s)) if s == "OK" => outcome.lock().unwrap().acked_keys.push(i),
                 other => panic!("SET {key}: {other:?}"),
             }
@@ -228,6 +269,10 @@ async fn workload(live: Live, outcome: Arc<Mutex<Outcome>>) -> Result<(), Box<dy
     Ok(())
 }
 
+fn note(outcome: &Arc<Mutex<Outcome>>, event: String) {
+    outcome.lock().unwrap().events.push(event);
+}
+
 /// The leader's id, if one node leads.
 fn leader(live: &Live) -> Option<u64> {
     live.lock()
@@ -252,7 +297,9 @@ fn run(seed: u64) -> Result<Outcome, String> {
     let disks: Vec<Arc<SimDisk>> = (0..3).map(|_| Arc::default()).collect();
     for (i, host) in HOSTS.iter().enumerate() {
         let (disk, live) = (disks[i].clone(), live.clone());
-        sim.host(*host, move || run_node(i as u64 + 1, disk.clone(), live.clone()));
+        sim.host(*host, move || {
+            run_node(i as u64 + 1, disk.clone(), live.clone())
+        });
     }
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     {
@@ -272,9 +319,14 @@ fn run(seed: u64) -> Result<Outcome, String> {
         let elapsed = sim.elapsed();
         if partitioned.is_none() && elapsed >= partition_at {
             if let Some(l) = leader(&live) {
+                note(
+                    &outcome,
+                    format!("{elapsed:?}: leader n{l} partitioned away"),
+                );
+                // The client can still reach the old leader: its writes there cannot commit
+                // and end UNCERTAIN (or MOVED once it learns of the new leader).
                 for other in HOSTS.iter().filter(|h| **h != HOSTS[l as usize - 1]) {
                     sim.partition(HOSTS[l as usize - 1], *other);
-                    sim.partition(HOSTS[l as usize - 1], "client");
                 }
                 partitioned = Some(l);
             }
@@ -286,14 +338,25 @@ fn run(seed: u64) -> Result<Outcome, String> {
             for other in HOSTS.iter().filter(|h| **h != HOSTS[l as usize - 1]) {
                 sim.repair(HOSTS[l as usize - 1], *other);
             }
-            sim.repair(HOSTS[l as usize - 1], "client");
             healed = true;
+            note(
+                &outcome,
+                format!("{elapsed:?}: healed; leader now {:?}", leader(&live)),
+            );
         }
         if healed && crashed.is_none() && elapsed >= crash_at {
-            // Any node but the current leader; its unsynced writes are lost.
-            let victim = (1..=3u64)
-                .find(|id| Some(*id) != leader(&live))
-                .unwrap_or(1);
+            // The leader for odd seeds, a follower for even ones; unsynced writes are lost.
+            let current = leader(&live);
+            let victim = if seed % 2 == 1 {
+                current
+            } else {
+                (1..=3u64).find(|id| Some(*id) != current)
+            }
+            .unwrap_or(1);
+            note(
+                &outcome,
+                format!("{elapsed:?}: n{victim} crashed (leader {current:?})"),
+            );
             sim.crash(HOSTS[victim as usize - 1]);
             live.lock().unwrap().remove(&victim);
             crashed = Some(victim);
@@ -304,6 +367,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
         {
             sim.bounce(HOSTS[victim as usize - 1]);
             restarted = true;
+            note(&outcome, format!("{elapsed:?}: n{victim} restarted"));
         }
         match sim.step() {
             Ok(true) => break,
@@ -324,7 +388,7 @@ fn seeds() -> Vec<u64> {
             .split(',')
             .filter_map(|s| s.trim().parse().ok())
             .collect(),
-        Err(_) => vec![1, 2, 3, 4],
+        Err(_) => (1..=8).collect(),
     }
 }
 
@@ -335,16 +399,17 @@ fn acknowledged_writes_survive_partitions_and_crashes() {
             Ok(outcome) => {
                 assert!(outcome.verified);
                 println!(
-                    "seed {seed}: {} SETs and {} calls acknowledged ({} unknown), counter {:?}, state {:?}",
+                    "seed {seed}: {} SETs and {} calls acknowledged ({} unknown), counter {:?}, state {:?}\n  {}",
                     outcome.acked_keys.len(),
                     outcome.acked_incr,
                     outcome.uncertain_incr,
                     outcome.counter,
-                    outcome.fingerprint
+                    outcome.fingerprint,
+                    outcome.events.join("\n  ")
                 );
             }
             Err(e) => panic!(
-                "seed {seed} failed: {e}\nreproduce with: FERRITE_SIM_SEEDS={seed} cargo test --manifest-path simulation/Cargo.toml"
+                "seed {seed} failed: {e}\nreproduce with: cd simulation && FERRITE_SIM_SEEDS={seed} cargo test"
             ),
         }
     }

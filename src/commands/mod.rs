@@ -187,6 +187,7 @@ pub fn node_options(config: &Config, port: u16, cluster_port: u16) -> NodeOption
             keep_logs: c.snapshot_keep_logs,
         },
         write_timeout: std::time::Duration::from_millis(c.write_timeout_ms),
+        wall_clock: crate::node::system_time_ms,
     }
 }
 
