@@ -317,19 +317,20 @@ fn run(seed: u64) -> Result<Outcome, String> {
     let mut restarted = false;
     loop {
         let elapsed = sim.elapsed();
-        if partitioned.is_none() && elapsed >= partition_at {
-            if let Some(l) = leader(&live) {
-                note(
-                    &outcome,
-                    format!("{elapsed:?}: leader n{l} partitioned away"),
-                );
-                // The client can still reach the old leader: its writes there cannot commit
-                // and end UNCERTAIN (or MOVED once it learns of the new leader).
-                for other in HOSTS.iter().filter(|h| **h != HOSTS[l as usize - 1]) {
-                    sim.partition(HOSTS[l as usize - 1], *other);
-                }
-                partitioned = Some(l);
+        if partitioned.is_none()
+            && elapsed >= partition_at
+            && let Some(l) = leader(&live)
+        {
+            note(
+                &outcome,
+                format!("{elapsed:?}: leader n{l} partitioned away"),
+            );
+            // The client can still reach the old leader: its writes there cannot commit and
+            // end UNCERTAIN (or MOVED once it learns of the new leader).
+            for other in HOSTS.iter().filter(|h| **h != HOSTS[l as usize - 1]) {
+                sim.partition(HOSTS[l as usize - 1], *other);
             }
+            partitioned = Some(l);
         }
         if let Some(l) = partitioned
             && !healed
