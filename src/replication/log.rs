@@ -50,6 +50,10 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::UnboundedSender<Job>,
+    /// The latest committed position, written with the next batch rather than on its own:
+    /// openraft treats a lost committed position as merely behind, so it need not cost an
+    /// fsync of its own.
+    committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Debug for Writer {
@@ -69,6 +73,8 @@ impl Writer {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let stats = Arc::new(DiskStats::default());
         let counters = stats.clone();
+        let committed = Arc::new(Mutex::new(None));
+        let latest_committed = committed.clone();
         let task = tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
                 let mut jobs = vec![first];
@@ -82,8 +88,15 @@ impl Writer {
                     .iter()
                     .filter(|j| matches!(j.op, DiskOp::Append { .. }))
                     .count();
-                let (ops, dones): (Vec<_>, Vec<_>) =
+                let (mut ops, dones): (Vec<_>, Vec<_>) =
                     jobs.into_iter().map(|j| (j.op, j.done)).unzip();
+                let latest = latest_committed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(c) = latest {
+                    ops.push(DiskOp::Committed(c));
+                }
                 let result = disk.write(ops).await;
                 counters.writes.fetch_add(1, Ordering::Relaxed);
                 counters
@@ -104,7 +117,7 @@ impl Writer {
                 }
             }
         });
-        (Writer { jobs }, stats, task)
+        (Writer { jobs, committed }, stats, task)
     }
 
     fn queue(&self, op: DiskOp, done: Done) -> io::Result<()> {
@@ -224,11 +237,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not waited for: openraft treats a lost committed position as merely behind.
+        // Not waited for, and written with the next batch: openraft treats a lost committed
+        // position as merely behind.
         if let Some(c) = &committed {
-            self.writer
-                .queue(DiskOp::Committed(encode(c)), Done::Nothing)
-                .map_err(|e| write_error(&e))?;
+            *self
+                .writer
+                .committed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(encode(c));
         }
         self.lock().committed = committed;
         Ok(())
