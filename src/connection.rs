@@ -4,6 +4,7 @@
 //! A protocol error is answered with `-ERR Protocol error: ...` and the connection closes;
 //! nothing else is affected. Only this module and `server` touch sockets.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,6 +22,8 @@ use crate::reply::{RedisError, Reply};
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Room reserved in the read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Most pipelined writes queued to the log before their replies are collected.
+const MAX_QUEUED_WRITES: usize = 1024;
 
 /// A client connection: the stream plus its buffers and codec.
 pub struct Connection<S> {
@@ -91,12 +94,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         shared: &Shared,
         session: &mut Session,
     ) -> std::io::Result<bool> {
+        // Pipelined writes queued to the log, with their replies still to come.
+        let mut queued = VecDeque::new();
         loop {
             let request = match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(e) => {
                     debug!(cause = %e, "protocol error");
+                    self.answer_queued(shared, session, &mut queued).await?;
                     self.encode(shared, Reply::Error(e.line()));
                     self.flush(shared).await?;
                     return Ok(false);
@@ -105,6 +111,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if request.is_empty() {
                 continue;
             }
+            if commands::deferrable(session, &request) && queued.len() < MAX_QUEUED_WRITES {
+                // Queued to the log now, answered in order below.
+                queued.push_back(commands::execute_deferred(shared, session, request));
+                continue;
+            }
+            // Anything else runs only after the writes before it have been answered.
+            self.answer_queued(shared, session, &mut queued).await?;
             let reply = commands::execute(shared, session, request).await;
             if *shared.shutdown.borrow() {
                 // SHUTDOWN closes the connection without a reply, like Redis.
@@ -122,8 +135,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.flush(shared).await?;
             }
         }
+        self.answer_queued(shared, session, &mut queued).await?;
         self.flush(shared).await?;
         Ok(true)
+    }
+
+    /// Waits for the queued writes' replies and encodes them, in order.
+    async fn answer_queued(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+        queued: &mut VecDeque<commands::Step>,
+    ) -> std::io::Result<()> {
+        while let Some(step) = queued.pop_front() {
+            let reply = match step {
+                commands::Step::Now(reply) => reply,
+                commands::Step::Later(deferred) => {
+                    commands::finish(shared, session, deferred).await
+                }
+            };
+            self.encode(shared, reply);
+            if self.write_buf.len() >= WRITE_HIGH_WATER {
+                self.flush(shared).await?;
+            }
+        }
+        Ok(())
     }
 
     fn encode(&mut self, shared: &Shared, reply: Reply) {

@@ -545,6 +545,28 @@ pub struct Node {
     write_timeout: Duration,
 }
 
+/// The reply to come for a queued write.
+#[derive(Debug)]
+pub struct Ticket {
+    answer: tokio::sync::oneshot::Receiver<Result<Reply, NodeError>>,
+    timeout: Duration,
+}
+
+impl Ticket {
+    /// Waits for the write's reply: its applied result, or UNCERTAIN when the write timed
+    /// out or its entry's fate is unknown.
+    pub async fn wait(self) -> Reply {
+        match tokio::time::timeout(self.timeout, self.answer).await {
+            Ok(Ok(result)) => result.unwrap_or_else(Reply::error),
+            Ok(Err(_)) => Reply::error(NodeError::Uncertain("the node is shutting down".into())),
+            Err(_) => Reply::error(NodeError::Uncertain(format!(
+                "not committed within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
 /// A write waiting for its log entry.
 struct Pending {
     command: Command,
@@ -798,22 +820,52 @@ impl Node {
         }
     }
 
+    /// Whether this node is the only voter and has applied an entry of its current term: then
+    /// no other node can lead, everything committed before its leadership is applied (entries
+    /// apply in order, and its term's first entry came after them), and every write it
+    /// acknowledged was applied first. A read needs no quorum round.
+    fn sole_voter_caught_up(&self) -> bool {
+        let m = self.metrics.borrow();
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.id)
+            && voters.next().is_none()
+            && m.state == ServerState::Leader
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
     /// Appends `command` to the log and waits for its reply from the local apply. Commands
     /// proposed while an entry is in flight travel together in the next one (see [`batcher`]).
     async fn propose(&self, command: Command, slot: u16) -> Result<Reply, NodeError> {
+        Ok(self.enqueue(command, slot)?.wait().await)
+    }
+
+    /// Queues `command` for the log (after the leadership check) without waiting.
+    fn enqueue(&self, command: Command, slot: u16) -> Result<Ticket, NodeError> {
         self.must_lead(slot)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.proposals.send(Pending { command, reply }).is_err() {
             return Err(NodeError::ClusterDown("the node is shutting down".into()));
         }
-        match tokio::time::timeout(self.write_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(NodeError::Uncertain("the node is shutting down".into())),
-            Err(_) => Err(NodeError::Uncertain(format!(
-                "not committed within {} ms",
-                self.write_timeout.as_millis()
-            ))),
-        }
+        Ok(Ticket {
+            answer,
+            timeout: self.write_timeout,
+        })
+    }
+
+    /// Queues the write `op` for the log and returns at once; the reply comes from the
+    /// [`Ticket`]. Writes queued one after another apply in that order, so a pipeline of
+    /// writes from one client can be queued whole and share log entries.
+    pub fn submit(&self, op: Op, ctx: &ParseCtx) -> Result<Ticket, Reply> {
+        let slot = op.keys().first().map_or(0, |k| key_slot(k));
+        self.enqueue(
+            Command::Op {
+                now_ms: ctx.now_ms,
+                op,
+            },
+            slot,
+        )
+        .map_err(Reply::error)
     }
 
     /// Makes a read on this node safe under `mode`.
@@ -825,6 +877,9 @@ impl Node {
             // Keyless reads (DBSIZE, SCAN) answer on any member, as on a Redis replica.
             None if !self.is_leader() => return Ok(()),
             _ => self.must_lead(slot.unwrap_or(0))?,
+        }
+        if self.sole_voter_caught_up() {
+            return Ok(());
         }
         match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),

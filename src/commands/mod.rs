@@ -355,14 +355,130 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
         return Reply::Status("QUEUED".to_owned());
     }
     let reply = run(shared, session, spec, argv).await;
-    let failed = reply.is_error();
-    session
-        .stats
-        .record(index, started.elapsed().as_micros() as u64, failed);
-    if let Reply::Error(line) = &reply {
+    account(shared, session, index, started, &reply);
+    reply
+}
+
+/// Counts a command that ran: its latency, and its error if it failed.
+fn account(shared: &Shared, session: &mut Session, index: usize, started: Instant, reply: &Reply) {
+    session.stats.record(
+        index,
+        started.elapsed().as_micros() as u64,
+        reply.is_error(),
+    );
+    if let Reply::Error(line) = reply {
         shared.stats.record_error(line);
     }
+}
+
+/// Whether `argv` is a data write this session may pipeline ([`execute_deferred`]): a keyspace
+/// write outside MULTI. A connection queues such writes to the log back to back, without
+/// waiting for each reply, so the writes of one pipeline share log entries and fsyncs.
+pub fn deferrable(session: &Session, argv: &[Bytes]) -> bool {
+    session.multi.is_none()
+        && session.authenticated
+        && spec::lookup(&argv[0]).is_some_and(|s| s.is_write() && is_data_command(s.name))
+}
+
+/// The result of [`execute_deferred`].
+#[derive(Debug)]
+pub enum Step {
+    /// Answered at once (refused, or an error).
+    Now(Reply),
+    /// Queued to the log; [`finish`] gives the reply.
+    Later(Deferred),
+}
+
+/// A write queued to the log whose reply is still to come.
+#[derive(Debug)]
+pub struct Deferred {
+    ticket: crate::node::Ticket,
+    index: usize,
+    started: Instant,
+}
+
+/// Runs a command [`deferrable`] said may be pipelined: the same checks as [`execute`], then
+/// the write is queued to the log without waiting. Every command before it must have been
+/// answered or queued, and none after it may run before [`finish`] unless it is queued too.
+pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Step {
+    let Some(index) = spec::lookup_index(&argv[0]) else {
+        return Step::Now(rejected(shared, None, unknown_command(&argv)));
+    };
+    let spec = &spec::COMMANDS[index];
+    let started = Instant::now();
+    session.client.touch(spec.name, started);
+    if let Err(e) = check(spec, session, &argv) {
+        session.stats.record_rejected();
+        return Step::Now(rejected(shared, Some(index), e));
+    }
+    let reply = match same_slot(spec.keys(&argv)) {
+        Err(e) => Reply::error(e),
+        Ok(()) => {
+            let ctx = shared.node.parse_ctx();
+            match keyspace::parse(spec.name, &argv[1..], &ctx) {
+                Some(Ok(op)) => match shared.node.submit(op, &ctx) {
+                    Ok(ticket) => {
+                        return Step::Later(Deferred {
+                            ticket,
+                            index,
+                            started,
+                        });
+                    }
+                    Err(reply) => reply,
+                },
+                Some(Err(e)) => Reply::error(e),
+                None => Reply::error(unknown_command(&argv)),
+            }
+        }
+    };
+    account(shared, session, index, started, &reply);
+    Step::Now(reply)
+}
+
+/// Waits for a deferred write's reply and counts it.
+pub async fn finish(shared: &Shared, session: &mut Session, deferred: Deferred) -> Reply {
+    let reply = deferred.ticket.wait().await;
+    account(shared, session, deferred.index, deferred.started, &reply);
     reply
+}
+
+/// Whether the keyspace parses and runs `name` (as opposed to the families dispatched by name
+/// in [`run`]).
+fn is_data_command(name: &str) -> bool {
+    !matches!(
+        name,
+        "ping"
+            | "echo"
+            | "hello"
+            | "auth"
+            | "select"
+            | "quit"
+            | "reset"
+            | "client"
+            | "info"
+            | "config"
+            | "command"
+            | "time"
+            | "shutdown"
+            | "cluster"
+            | "readonly"
+            | "readwrite"
+            | "asking"
+            | "wasm.load"
+            | "wasm.unload"
+            | "wasm.call"
+            | "wasm.call_ro"
+            | "wasm.list"
+            | "wasm.info"
+            | "wasm.stats"
+            | "fcall"
+            | "fcall_ro"
+            | "multi"
+            | "exec"
+            | "discard"
+            | "watch"
+            | "unwatch"
+    )
 }
 
 /// The checks before a command runs: arity (subcommands included), authentication, and
@@ -502,6 +618,22 @@ mod tests {
             if let Some(Ok(op)) = keyspace::parse(spec.name, &args, &ctx) {
                 assert_eq!(op.is_write(), spec.is_write(), "{}", spec.name);
             }
+        }
+    }
+
+    /// `is_data_command` must name exactly the commands the keyspace parses, or a pipelined
+    /// write could take the wrong path.
+    #[test]
+    fn data_commands_are_the_ones_the_keyspace_parses() {
+        let ctx = ParseCtx { now_ms: 0, seed: 0 };
+        let args: Vec<Bytes> = (0..8).map(|_| Bytes::from_static(b"1")).collect();
+        for spec in spec::COMMANDS {
+            assert_eq!(
+                is_data_command(spec.name),
+                keyspace::parse(spec.name, &args, &ctx).is_some(),
+                "{}",
+                spec.name
+            );
         }
     }
 

@@ -62,6 +62,16 @@ fn resp3_hello_and_typed_replies() {
 fn ten_thousand_pipelined_commands_answer_in_order() {
     let server = Server::start(&[]);
     let mut c = server.client();
+    let entries = |c: &mut redis::Connection| -> i64 {
+        let info: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("raft_log_entries_written:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = entries(&mut c);
     let mut pipe = redis::pipe();
     for i in 0..5_000 {
         pipe.cmd("SET").arg(format!("k{i}")).arg(i);
@@ -80,6 +90,28 @@ fn ten_thousand_pipelined_commands_answer_in_order() {
     assert_eq!(
         cmd(&mut c, &["GET", "k4999"]).unwrap(),
         Value::BulkString(b"4999".to_vec())
+    );
+    // Pipelined writes are queued to the log together: they share entries (and fsyncs).
+    let written = entries(&mut c) - before;
+    assert!(
+        written < 1_000,
+        "10000 pipelined writes took {written} log entries"
+    );
+    // A read in a pipeline sees the writes queued before it.
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("seen").arg(1);
+    pipe.cmd("INCR").arg("seen");
+    pipe.cmd("GET").arg("seen");
+    pipe.cmd("INCR").arg("seen");
+    let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+    assert_eq!(
+        replies,
+        vec![
+            Value::Okay,
+            Value::Int(2),
+            Value::BulkString(b"2".to_vec()),
+            Value::Int(3)
+        ]
     );
 
     // The same through one raw write: every reply arrives, in order.
