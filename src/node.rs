@@ -545,6 +545,18 @@ pub struct Node {
     write_timeout: Duration,
 }
 
+/// Whether node `me` leads as the only voter and has applied an entry of its current term:
+/// then no other node can lead, everything committed before its leadership is applied
+/// (entries apply in order, and its term's first entry came after them), and every write it
+/// acknowledged was applied first. A read needs no quorum round.
+fn sole_voter_caught_up(m: &RaftMetrics<NodeId, Member>, me: NodeId) -> bool {
+    let mut voters = m.membership_config.membership().voter_ids();
+    voters.next() == Some(me)
+        && voters.next().is_none()
+        && m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term)
+}
+
 /// The reply to come for a queued write.
 #[derive(Debug)]
 pub struct Ticket {
@@ -820,20 +832,6 @@ impl Node {
         }
     }
 
-    /// Whether this node is the only voter and has applied an entry of its current term: then
-    /// no other node can lead, everything committed before its leadership is applied (entries
-    /// apply in order, and its term's first entry came after them), and every write it
-    /// acknowledged was applied first. A read needs no quorum round.
-    fn sole_voter_caught_up(&self) -> bool {
-        let m = self.metrics.borrow();
-        let mut voters = m.membership_config.membership().voter_ids();
-        voters.next() == Some(self.id)
-            && voters.next().is_none()
-            && m.state == ServerState::Leader
-            && m.last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term)
-    }
-
     /// Appends `command` to the log and waits for its reply from the local apply. Commands
     /// proposed while an entry is in flight travel together in the next one (see [`batcher`]).
     async fn propose(&self, command: Command, slot: u16) -> Result<Reply, NodeError> {
@@ -873,13 +871,21 @@ impl Node {
         if mode == ReadMode::Local {
             return Ok(());
         }
-        match slot {
-            // Keyless reads (DBSIZE, SCAN) answer on any member, as on a Redis replica.
-            None if !self.is_leader() => return Ok(()),
-            _ => self.must_lead(slot.unwrap_or(0))?,
-        }
-        if self.sole_voter_caught_up() {
-            return Ok(());
+        {
+            // One look at the metrics on the common path (the leader serving a read).
+            let m = self.metrics.borrow();
+            let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id);
+            if !leads {
+                drop(m);
+                return match slot {
+                    // Keyless reads (DBSIZE, SCAN) answer on any member, as on a replica.
+                    None => Ok(()),
+                    Some(slot) => self.must_lead(slot),
+                };
+            }
+            if sole_voter_caught_up(&m, self.id) {
+                return Ok(());
+            }
         }
         match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
