@@ -443,3 +443,38 @@ fn a_node_added_at_run_time_catches_up_by_snapshot_and_a_removed_one_stops_servi
     );
     assert_eq!(cmd(&mut l, &["SET", "x", "y"]).unwrap(), Value::Okay);
 }
+
+#[test]
+fn redis_py_cluster_client_routes_through_the_cluster() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let follower = followers(&cluster, leader)[0];
+    // Seeded with a follower: redis-py reads CLUSTER SLOTS and COMMAND, then routes by slot.
+    let script = r#"
+import sys
+from redis.cluster import RedisCluster, ClusterNode
+rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(sys.argv[1]))], decode_responses=True)
+assert len(rc.get_primaries()) == 1, rc.get_primaries()
+assert len(rc.get_replicas()) == 2, rc.get_replicas()
+for i in range(50):
+    assert rc.set(f"py:{i}", i)
+assert [rc.get(f"py:{i}") for i in range(50)] == [str(i) for i in range(50)]
+assert rc.incr("py:counter") == 1
+assert rc.mset_nonatomic({"{p}a": 1, "{p}b": 2}) == [True]
+print("ok")
+"#;
+    let port = cluster.ports[follower - 1].0.to_string();
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &port])
+        .output()
+        .expect("python3 with redis-py (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "redis-py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let mut l = cluster.client(leader);
+    assert_eq!(cmd(&mut l, &["GET", "py:49"]).unwrap(), bulk("49"));
+    assert_eq!(cmd(&mut l, &["GET", "py:counter"]).unwrap(), bulk("1"));
+}
