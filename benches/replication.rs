@@ -134,29 +134,11 @@ fn redis_server(dir: &std::path::Path, fsync: &str) -> (Proc, u16, String) {
 
 /// (requests/s, p50 ms, p99 ms) of one redis-benchmark run.
 fn bench(port: u16, clients: u32, requests: u64, command: &[String]) -> (f64, f64, f64) {
-    let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-n",
-            &requests.to_string(),
-            "--csv",
-        ])
-        .args(command)
-        .stderr(Stdio::null())
-        .output()
-        .expect("run redis-benchmark (apt-get install redis-tools)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
-        if f.len() >= 7
-            && let (Ok(rps), Ok(p50), Ok(p99)) = (f[1].parse(), f[4].parse(), f[6].parse())
-        {
-            return (rps, p50, p99);
-        }
-    }
-    panic!("no result from redis-benchmark {command:?}: {text}");
+    let (clients, requests) = (clients.to_string(), requests.to_string());
+    let mut args = vec!["-c", &clients, "-n", &requests];
+    args.extend(command.iter().map(String::as_str));
+    let row = &common::redis_benchmark(port, &args)[0];
+    (row.values[0], row.values[3], row.values[5])
 }
 
 fn main() {

@@ -101,26 +101,10 @@ fn usec_per_call(port: u16, command: &str) -> f64 {
 
 /// Requests per second of `redis-benchmark` running `command` from `clients` connections.
 fn throughput(port: u16, clients: u32, requests: u64, command: &[&str]) -> f64 {
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &port.to_string(),
-            "-c",
-            &clients.to_string(),
-            "-n",
-            &requests.to_string(),
-            "--csv",
-        ])
-        .args(command)
-        .stderr(Stdio::null())
-        .output()
-        .expect("redis-benchmark");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter_map(|l| l.split(',').nth(1))
-        .filter_map(|v| v.trim_matches('"').parse::<f64>().ok())
-        .next()
-        .unwrap_or_else(|| panic!("no throughput in {text}"))
+    let (clients, requests) = (clients.to_string(), requests.to_string());
+    let mut args = vec!["-c", &clients, "-n", &requests];
+    args.extend_from_slice(command);
+    common::redis_benchmark(port, &args)[0].values[0]
 }
 
 fn build_bench_module() -> Vec<u8> {

@@ -7,7 +7,6 @@
 //! `FERRITE_BENCH_REQUESTS` (default 200000) and `FERRITE_BENCH_ROUNDS` (default 3).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[path = "common/mod.rs"]
@@ -60,50 +59,17 @@ fn start_redis(dir: &std::path::Path) -> (Proc, u16) {
 
 /// Runs redis-benchmark and returns requests/s per test.
 fn bench(port: u16, pipeline: u32, requests: u64) -> BTreeMap<String, f64> {
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            TESTS,
-            "-c",
-            CLIENTS,
-        ])
-        .args([
-            "-n",
-            &requests.to_string(),
-            "-P",
-            &pipeline.to_string(),
-            "-r",
-            "100000",
-            "--csv",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .expect("run redis-benchmark (apt-get install redis-tools)");
-    let mut rps = BTreeMap::new();
-    for line in BufReader::new(&out.stdout[..])
-        .lines()
-        .map_while(Result::ok)
-    {
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
-        if fields.len() >= 2
-            && let Ok(value) = fields[1].parse::<f64>()
-        {
-            rps.insert(
-                fields[0].split_whitespace().next().unwrap_or("").to_owned(),
-                value,
-            );
-        }
-    }
-    assert!(
-        !rps.is_empty(),
-        "no results from redis-benchmark: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    rps
+    let (requests, pipeline) = (requests.to_string(), pipeline.to_string());
+    let args = [
+        "-t", TESTS, "-c", CLIENTS, "-n", &requests, "-P", &pipeline, "-r", "100000",
+    ];
+    common::redis_benchmark(port, &args)
+        .into_iter()
+        .map(|row| {
+            let name = row.test.split_whitespace().next().unwrap_or("").to_owned();
+            (name, row.values[0])
+        })
+        .collect()
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

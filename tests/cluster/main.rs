@@ -42,6 +42,33 @@ fn followers(cluster: &Cluster, leader: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The hand-written test module of `tests/wasm` (its `incr` export is a write call).
+fn probe() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/modules/probe.wat"),
+    )
+    .unwrap()
+}
+
+/// Loads the probe module with READ and WRITE through `c` (the leader).
+fn load_probe(c: &mut redis::Connection) {
+    assert_eq!(
+        cmd(
+            c,
+            &[
+                "WASM.LOAD",
+                "probe",
+                &probe(),
+                "PERMISSIONS",
+                "READ",
+                "WRITE"
+            ]
+        )
+        .unwrap(),
+        Value::Okay
+    );
+}
+
 /// CLUSTER NODES without the `myself,` marker, which differs per node by design.
 fn nodes_view(cluster: &Cluster, id: usize) -> String {
     text(cmd(&mut cluster.client(id), &["CLUSTER", "NODES"]).unwrap()).replace("myself,", "")
@@ -205,18 +232,7 @@ fn all_nodes_restart_with_their_data_and_modules() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(ELECTION);
     let mut l = cluster.client(leader);
-    let probe = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/modules/probe.wat"),
-    )
-    .unwrap();
-    assert_eq!(
-        cmd(
-            &mut l,
-            &["WASM.LOAD", "probe", &probe, "PERMISSIONS", "READ", "WRITE"]
-        )
-        .unwrap(),
-        Value::Okay
-    );
+    load_probe(&mut l);
     for i in 0..50 {
         cmd(&mut l, &["RPUSH", "list", &i.to_string()]).unwrap();
     }
@@ -289,24 +305,13 @@ fn modules_and_write_calls_replicate_with_the_same_fuel() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(ELECTION);
     let mut l = cluster.client(leader);
-    let probe = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/modules/probe.wat"),
-    )
-    .unwrap();
     let follower = followers(&cluster, leader)[0];
     let mut f = cluster.client(follower);
     assert!(
-        err(&mut f, &["WASM.LOAD", "probe", &probe]).starts_with("MOVED 0 "),
+        err(&mut f, &["WASM.LOAD", "probe", &probe()]).starts_with("MOVED 0 "),
         "loads go to the leader"
     );
-    assert_eq!(
-        cmd(
-            &mut l,
-            &["WASM.LOAD", "probe", &probe, "PERMISSIONS", "READ", "WRITE"]
-        )
-        .unwrap(),
-        Value::Okay
-    );
+    load_probe(&mut l);
     let expected = replicated_fields(cmd(&mut l, &["WASM.LIST"]).unwrap());
     for id in cluster.running() {
         let mut c = cluster.client(id);
