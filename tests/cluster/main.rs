@@ -483,3 +483,71 @@ print("ok")
     assert_eq!(cmd(&mut l, &["GET", "py:49"]).unwrap(), bulk("49"));
     assert_eq!(cmd(&mut l, &["GET", "py:counter"]).unwrap(), bulk("1"));
 }
+
+#[test]
+fn a_single_node_keeps_its_data_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    {
+        let server = support::Server::start(&["--data-dir", data]);
+        let mut c = server.client();
+        let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
+        assert!(info.contains("cluster_enabled:1") && info.contains("raft_leader_id:1"));
+        for i in 0..100 {
+            cmd(&mut c, &["SET", &format!("k{i}"), &i.to_string()]).unwrap();
+        }
+        cmd(&mut c, &["HSET", "h", "f", "v"]).unwrap();
+        // Dropped: SIGKILL, no shutdown.
+    }
+    let server = support::Server::start(&["--data-dir", data]);
+    let mut c = server.client();
+    assert_eq!(cmd(&mut c, &["DBSIZE"]).unwrap(), Value::Int(101));
+    assert_eq!(cmd(&mut c, &["GET", "k99"]).unwrap(), bulk("99"));
+    assert_eq!(cmd(&mut c, &["HGET", "h", "f"]).unwrap(), bulk("v"));
+    assert_eq!(
+        cmd(&mut c, &["SET", "after", "restart"]).unwrap(),
+        Value::Okay
+    );
+}
+
+#[test]
+fn a_node_cut_off_from_the_majority_answers_errors_not_hangs_or_stale_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(&config, "[cluster]\nwrite_timeout_ms = 1000\n").unwrap();
+    let mut cluster = Cluster::start(3, &["--config", config.to_str().unwrap()]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(leader);
+    assert_eq!(cmd(&mut l, &["SET", "k", "before"]).unwrap(), Value::Okay);
+    // Kill both followers: the leader is left without a majority.
+    for id in followers(&cluster, leader) {
+        cluster.kill(id);
+    }
+    let mut l = cluster.client(leader);
+    let write = err(&mut l, &["SET", "k", "during"]);
+    assert!(
+        write.starts_with("UNCERTAIN") || write.starts_with("CLUSTERDOWN"),
+        "{write}"
+    );
+    let read = cmd(&mut l, &["GET", "k"]);
+    match read {
+        // A read cannot be confirmed without a majority; it must not return a value the
+        // cluster may have overwritten.
+        Err(e) => {
+            let code = e.code().unwrap_or_default().to_owned();
+            assert!(
+                ["TRYAGAIN", "CLUSTERDOWN", "MOVED"].contains(&code.as_str()),
+                "{e}"
+            );
+        }
+        Ok(v) => panic!("a node without a majority served a linearizable read: {v:?}"),
+    }
+    // Stale reads remain available where the client asked for them.
+    cmd(&mut l, &["READONLY"]).unwrap();
+    let stale = cmd(&mut l, &["GET", "k"]).unwrap();
+    assert!(
+        stale == bulk("before") || stale == bulk("during"),
+        "{stale:?}"
+    );
+}
