@@ -628,10 +628,13 @@ fn modules_in_module_dir_load_at_start_with_their_manifest() {
     );
     assert_eq!(cmd(&mut c, &["WASM.CALL", "plain"]).unwrap(), Value::Int(2));
 
-    // A module that does not load stops start-up, naming the file.
+    // A module that does not load stops start-up, naming the file. (Its data dir is the
+    // temporary one: the node opens its Raft log before it preloads.)
     std::fs::write(modules.join("broken.wat"), "(module").unwrap();
+    let data = dir.path().join("broken-data");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["--port", "0", "--config", config.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
