@@ -14,10 +14,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-#[path = "common/mod.rs"]
-mod common;
-
-use common::{Proc, free_port, wait_for_port};
+use ferrite_testkit::bench::redis_benchmark;
+use ferrite_testkit::{RedisServer, Server};
 
 const LUA_JSON: &str = r#"
 local doc = cjson.decode(redis.call('GET', KEYS[1]))
@@ -104,7 +102,7 @@ fn throughput(port: u16, clients: u32, requests: u64, command: &[&str]) -> f64 {
     let (clients, requests) = (clients.to_string(), requests.to_string());
     let mut args = vec!["-c", &clients, "-n", &requests];
     args.extend_from_slice(command);
-    common::redis_benchmark(port, &args)[0].values[0]
+    redis_benchmark(port, &args)[0].rps()
 }
 
 fn build_bench_module() -> Vec<u8> {
@@ -136,42 +134,9 @@ fn main() {
     // The JSON workload needs more than the default million fuel.
     std::fs::write(&config, "[wasm.limits]\nmax_fuel = 100000000\n").unwrap();
 
-    let ferrite_port = free_port();
-    let _ferrite = Proc(
-        Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args([
-                "--port",
-                &ferrite_port.to_string(),
-                "--log-level",
-                "warn",
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let redis_port = free_port();
-    let _redis = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)"),
-    );
-    wait_for_port(ferrite_port);
-    wait_for_port(redis_port);
+    let ferrite = Server::start(&["--config", config.to_str().expect("a UTF-8 path")]);
+    let redis = RedisServer::start(&["--save", "", "--appendonly", "no"]);
+    let (ferrite_port, redis_port) = (ferrite.port, redis.port);
 
     let doc = document();
     let text: String = "The quick brown fox jumps over the lazy dog 0123456789! "

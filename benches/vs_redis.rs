@@ -1,61 +1,19 @@
 //! Throughput against real Redis, same machine, same run.
 //!
-//! Starts the release `ferrite` binary and `redis-server` (no persistence) on free ports, runs
+//! Starts the release `ferrite` binary (or the one `FERRITE_BIN` names, to measure another
+//! build in the same harness) and `redis-server` (no persistence), runs
 //! `redis-benchmark -t set,get,incr,lpush,hset -c 50` against each, unpipelined and with
 //! `-P 16`, alternating servers per round, and prints a Markdown table of the best requests/s
 //! per cell and the ferrite/Redis ratio. Run with `cargo bench --bench vs_redis`; set
 //! `FERRITE_BENCH_REQUESTS` (default 200000) and `FERRITE_BENCH_ROUNDS` (default 3).
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 
-#[path = "common/mod.rs"]
-mod common;
-
-use common::{Proc, free_port, wait_for_port};
+use ferrite_testkit::bench::redis_benchmark;
+use ferrite_testkit::{RedisServer, Server};
 
 const TESTS: &str = "set,get,incr,lpush,hset";
 const CLIENTS: &str = "50";
-
-fn start_ferrite(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--log-level",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir.join("ferrite"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ferrite");
-    wait_for_port(port);
-    (Proc(child), port)
-}
-
-fn start_redis(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start redis-server (apt-get install redis-server)");
-    wait_for_port(port);
-    (Proc(child), port)
-}
 
 /// Runs redis-benchmark and returns requests/s per test.
 fn bench(port: u16, pipeline: u32, requests: u64) -> BTreeMap<String, f64> {
@@ -63,7 +21,7 @@ fn bench(port: u16, pipeline: u32, requests: u64) -> BTreeMap<String, f64> {
     let args = [
         "-t", TESTS, "-c", CLIENTS, "-n", &requests, "-P", &pipeline, "-r", "100000",
     ];
-    common::redis_benchmark(port, &args)
+    redis_benchmark(port, &args)
         .into_iter()
         .map(|row| {
             let name = row.test.split_whitespace().next().unwrap_or("").to_owned();
@@ -85,9 +43,9 @@ fn main() {
     }
     let requests = env_u64("FERRITE_BENCH_REQUESTS", 200_000);
     let rounds = env_u64("FERRITE_BENCH_ROUNDS", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let (_ferrite, ferrite_port) = start_ferrite(dir.path());
-    let (_redis, redis_port) = start_redis(dir.path());
+    let ferrite = Server::start(&[]);
+    let redis = RedisServer::start(&["--save", "", "--appendonly", "no"]);
+    let (ferrite_port, redis_port) = (ferrite.port, redis.port);
 
     // (pipeline, test) -> (best redis, best ferrite)
     let mut best: BTreeMap<(u32, String), (f64, f64)> = BTreeMap::new();

@@ -16,6 +16,8 @@ pub trait Listener: Send + 'static {
     fn accept(
         &mut self,
     ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr, SocketAddr)>> + Send;
+    /// The address it listens on (the port it bound, when it was asked for port 0).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 impl Listener for tokio::net::TcpListener {
@@ -26,6 +28,10 @@ impl Listener for tokio::net::TcpListener {
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
         Ok((stream, peer, local))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpListener::local_addr(self)
     }
 }
 

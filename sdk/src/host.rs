@@ -46,7 +46,8 @@ pub fn take_input(ptr: i32, len: i32) -> Vec<u8> {
 
 #[cfg(target_arch = "wasm32")]
 fn unpack(packed: i64) -> Vec<u8> {
-    take_buffer((packed >> 32) as i32, (packed & 0xffff_ffff) as i32)
+    let (ptr, len) = ferrite_abi::unpack(packed);
+    take_buffer(ptr as i32, len as i32)
 }
 
 pub fn get_key(key: &[u8]) -> Option<Vec<u8>> {
@@ -54,7 +55,7 @@ pub fn get_key(key: &[u8]) -> Option<Vec<u8>> {
     {
         // SAFETY: the pointer and length describe `key`, alive for the call.
         let packed = unsafe { ferrite_get_key(key.as_ptr() as i32, key.len() as i32) };
-        (packed != -1).then(|| unpack(packed))
+        (packed != ferrite_abi::KEY_NOT_FOUND).then(|| unpack(packed))
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -92,12 +93,7 @@ pub fn del_key(key: &[u8]) -> bool {
 }
 
 pub fn call<A: AsRef<[u8]>>(argv: &[A]) -> Reply {
-    let mut buf = (argv.len() as u32).to_le_bytes().to_vec();
-    for arg in argv {
-        let arg = arg.as_ref();
-        buf.extend_from_slice(&(arg.len() as u32).to_le_bytes());
-        buf.extend_from_slice(arg);
-    }
+    let buf = ferrite_abi::encode_args(argv);
     #[cfg(target_arch = "wasm32")]
     {
         // SAFETY: the buffer is alive for the call.

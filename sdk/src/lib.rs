@@ -2,7 +2,8 @@
 //!
 //! A function takes a [`Ctx`] (the call's keys and arguments, and access to the data) and
 //! returns a [`Reply`] or an [`Error`]; [`export!`] turns it into an entry point of the guest
-//! ABI (`shared/udf-abi.md`). The SDK provides the `alloc` export, a bump allocator sized for
+//! ABI (`docs/abi.md`; its names, tags and encodings come from the `ferrite-abi` crate, which
+//! the server uses too). The SDK provides the `alloc` export, a bump allocator sized for
 //! per-call instances, typed access to keys and arguments, `get`/`set`/`del`/`call`/`log`, and
 //! turns panics into error replies carrying the panic message.
 //!
@@ -33,20 +34,8 @@ pub use reply::Reply;
 
 use std::fmt;
 
-/// The level of a [`Ctx::log`] message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Something failed.
-    Error = 0,
-    /// Something looks wrong.
-    Warn = 1,
-    /// Progress.
-    Info = 2,
-    /// Detail.
-    Debug = 3,
-    /// Everything.
-    Trace = 4,
-}
+/// The level of a [`Ctx::log`] message (the ABI's levels: error, warn, info, debug, trace).
+pub use ferrite_abi::LogLevel as Level;
 
 /// A function's error: becomes an error reply (`ERR message`, or the line as given if it
 /// already starts with an uppercase code such as `WRONGTYPE`).
@@ -201,22 +190,12 @@ pub fn __entry(ptr: i32, len: i32, function: fn(&mut Ctx) -> Result<Reply, Error
 }
 
 fn decode_input(input: &[u8]) -> Option<Ctx> {
-    let mut pos = 0;
-    let read_list = |pos: &mut usize| -> Option<Vec<Vec<u8>>> {
-        let n = u32::from_le_bytes(input.get(*pos..*pos + 4)?.try_into().ok()?) as usize;
-        *pos += 4;
-        let mut out = Vec::with_capacity(n.min(input.len()));
-        for _ in 0..n {
-            let len = u32::from_le_bytes(input.get(*pos..*pos + 4)?.try_into().ok()?) as usize;
-            *pos += 4;
-            out.push(input.get(*pos..*pos + len)?.to_vec());
-            *pos += len;
-        }
-        Some(out)
-    };
-    let keys = read_list(&mut pos)?;
-    let args = read_list(&mut pos)?;
-    Some(Ctx { keys, args })
+    let decoded = ferrite_abi::decode_input(input).ok()?;
+    let owned = |list: Vec<&[u8]>| list.into_iter().map(<[u8]>::to_vec).collect();
+    Some(Ctx {
+        keys: owned(decoded.keys),
+        args: owned(decoded.args),
+    })
 }
 
 /// Exports functions as entry points: `export!(main)` exports `fn main(&mut Ctx) ->

@@ -23,25 +23,19 @@ impl Reply {
         Reply::Status("OK".to_owned())
     }
 
-    /// The ABI encoding.
+    /// The ABI encoding. CR and LF in a status or error line become spaces (the ABI forbids
+    /// them there).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let string = |out: &mut Vec<u8>, tag: u8, data: &[u8]| {
-            out.push(tag);
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(data);
-        };
         match self {
-            Reply::Nil => out.push(0),
-            Reply::Int(i) => {
-                out.push(1);
-                out.extend_from_slice(&i.to_le_bytes());
+            Reply::Nil => ferrite_abi::put_nil(out),
+            Reply::Int(i) => ferrite_abi::put_int(out, *i),
+            Reply::Bulk(b) => ferrite_abi::put_bulk(out, b),
+            Reply::Status(s) => {
+                ferrite_abi::put_status(out, s.replace(['\r', '\n'], " ").as_bytes())
             }
-            Reply::Bulk(b) => string(out, 2, b),
-            Reply::Status(s) => string(out, 3, s.replace(['\r', '\n'], " ").as_bytes()),
-            Reply::Error(e) => string(out, 4, e.replace(['\r', '\n'], " ").as_bytes()),
+            Reply::Error(e) => ferrite_abi::put_error(out, e.replace(['\r', '\n'], " ").as_bytes()),
             Reply::Array(items) => {
-                out.push(5);
-                out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+                ferrite_abi::put_array(out, items.len());
                 for item in items {
                     item.encode(out);
                 }
@@ -51,49 +45,7 @@ impl Reply {
 
     /// Decodes the ABI encoding (a `call` result); `None` if malformed.
     pub fn decode(buf: &[u8]) -> Option<Reply> {
-        let mut pos = 0;
-        let reply = Reply::read(buf, &mut pos, 0)?;
-        (pos == buf.len()).then_some(reply)
-    }
-
-    fn read(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Reply> {
-        if depth > 64 {
-            return None;
-        }
-        let tag = *buf.get(*pos)?;
-        *pos += 1;
-        let u32_at = |pos: &mut usize| -> Option<usize> {
-            let v = u32::from_le_bytes(buf.get(*pos..*pos + 4)?.try_into().ok()?) as usize;
-            *pos += 4;
-            Some(v)
-        };
-        Some(match tag {
-            0 => Reply::Nil,
-            1 => {
-                let v = i64::from_le_bytes(buf.get(*pos..*pos + 8)?.try_into().ok()?);
-                *pos += 8;
-                Reply::Int(v)
-            }
-            2..=4 => {
-                let len = u32_at(pos)?;
-                let data = buf.get(*pos..*pos + len)?.to_vec();
-                *pos += len;
-                match tag {
-                    2 => Reply::Bulk(data),
-                    3 => Reply::Status(String::from_utf8_lossy(&data).into_owned()),
-                    _ => Reply::Error(String::from_utf8_lossy(&data).into_owned()),
-                }
-            }
-            5 => {
-                let n = u32_at(pos)?;
-                let mut items = Vec::with_capacity(n.min(buf.len()));
-                for _ in 0..n {
-                    items.push(Reply::read(buf, pos, depth + 1)?);
-                }
-                Reply::Array(items)
-            }
-            _ => return None,
-        })
+        ferrite_abi::decode_reply(buf).ok()
     }
 
     /// The integer, if this is one.
@@ -110,6 +62,27 @@ impl Reply {
             Reply::Bulk(b) => Some(b),
             _ => None,
         }
+    }
+}
+
+impl ferrite_abi::FromAbi for Reply {
+    fn nil() -> Reply {
+        Reply::Nil
+    }
+    fn int(value: i64) -> Reply {
+        Reply::Int(value)
+    }
+    fn bulk(data: &[u8]) -> Reply {
+        Reply::Bulk(data.to_vec())
+    }
+    fn status(line: &[u8]) -> Reply {
+        Reply::Status(String::from_utf8_lossy(line).into_owned())
+    }
+    fn error(line: &[u8]) -> Reply {
+        Reply::Error(String::from_utf8_lossy(line).into_owned())
+    }
+    fn array(items: Vec<Reply>) -> Reply {
+        Reply::Array(items)
     }
 }
 

@@ -3,7 +3,7 @@
 //! - [`SimDisk`]: a Raft disk whose contents survive a host crash only as far as a write
 //!   completed ("synced"); a batch in flight when the host crashes is lost.
 //! - [`SimListener`], [`SimDialer`]: turmoil's TCP behind Ferrite's socket traits.
-//! - [`Client`]: a small RESP client that follows `MOVED`.
+//! - [`Client`]: the test kit's RESP client over turmoil's sockets, one node at a time.
 //!
 //! Everything runs on turmoil's single thread, so a seed replays the same schedule.
 
@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrite::replication::{Disk, DiskOp, Recovered};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// How long a simulated fsync takes.
 pub const FSYNC: Duration = Duration::from_millis(2);
@@ -90,6 +89,10 @@ impl ferrite::net::Listener for SimListener {
         let local = self.0.local_addr()?;
         Ok((stream, peer, local))
     }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
 }
 
 /// turmoil's connector behind Ferrite's [`ferrite::net::Dialer`].
@@ -104,30 +107,17 @@ impl ferrite::net::Dialer for SimDialer {
     }
 }
 
-/// A reply as the simulation's client sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// `+...`
-    Status(String),
-    /// `-...`
-    Error(String),
-    /// `:n`
-    Int(i64),
-    /// `$n` or nil.
-    Bulk(Option<Vec<u8>>),
-    /// Anything else (arrays, which the scenario does not use), as raw text.
-    Other(String),
-}
+/// A reply as the simulation's client sees it: the test kit's RESP value, the same client the
+/// integration tests use.
+pub use ferrite_testkit::resp::Value as Reply;
 
-/// A RESP client for one node at a time; every request has a deadline.
+/// A RESP client for one node at a time, over turmoil's sockets; every request has a deadline.
+#[derive(Default)]
 pub struct Client {
-    conn: Option<(String, BufReader<turmoil::net::TcpStream>)>,
-}
-
-impl Default for Client {
-    fn default() -> Self {
-        Client::new()
-    }
+    conn: Option<(
+        String,
+        ferrite_testkit::resp::Client<turmoil::net::TcpStream>,
+    )>,
 }
 
 impl Client {
@@ -156,38 +146,9 @@ impl Client {
     async fn exchange(&mut self, addr: &str, args: &[&[u8]]) -> io::Result<Reply> {
         if self.conn.as_ref().is_none_or(|(a, _)| a != addr) {
             let stream = turmoil::net::TcpStream::connect(addr.to_owned()).await?;
-            self.conn = Some((addr.to_owned(), BufReader::new(stream)));
+            self.conn = Some((addr.to_owned(), ferrite_testkit::resp::Client::new(stream)));
         }
-        let (_, conn) = self.conn.as_mut().unwrap();
-        let mut frame = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            frame.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            frame.extend_from_slice(a);
-            frame.extend_from_slice(b"\r\n");
-        }
-        conn.get_mut().write_all(&frame).await?;
-        let mut line = String::new();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-        }
-        let line = line.trim_end().to_owned();
-        let (tag, rest) = line.split_at(1);
-        Ok(match tag {
-            "+" => Reply::Status(rest.to_owned()),
-            "-" => Reply::Error(rest.to_owned()),
-            ":" => Reply::Int(rest.parse().map_err(|_| io::Error::other("bad int"))?),
-            "$" => {
-                let n: i64 = rest.parse().map_err(|_| io::Error::other("bad length"))?;
-                if n < 0 {
-                    Reply::Bulk(None)
-                } else {
-                    let mut data = vec![0; n as usize + 2];
-                    conn.read_exact(&mut data).await?;
-                    data.truncate(n as usize);
-                    Reply::Bulk(Some(data))
-                }
-            }
-            _ => Reply::Other(line),
-        })
+        let (_, conn) = self.conn.as_mut().expect("connected above");
+        conn.request(args).await
     }
 }

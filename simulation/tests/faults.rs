@@ -3,17 +3,18 @@
 //! restarts. At the end every acknowledged write is present and every node holds the same
 //! state. Each seed replays exactly; a failure prints the seed that reproduces it.
 //!
-//! `FERRITE_SIM_SEEDS=1,2,3 cargo test` runs chosen seeds; by default a fixed set runs.
+//! `FERRITE_SIM_SEEDS=1,2,3 cargo test` (or `1-1000`) runs chosen seeds; by default seeds 1
+//! to 8 run.
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrite::commands::{Shared, node_options};
+use ferrite::app::{App, Environment, Process};
+use ferrite::commands::Shared;
 use ferrite::config::Config;
-use ferrite::node::{Engine, Node};
-use ferrite::replication::{self, DEFAULT_GROUP};
+use ferrite::replication;
 use ferrite_simulation::{Client, Reply, SimDialer, SimDisk, SimListener};
 
 const HOSTS: [&str; 3] = ["n1", "n2", "n3"];
@@ -60,7 +61,9 @@ fn config_for(id: u64) -> Config {
     config.server.port = PORT;
     let c = &mut config.cluster;
     c.node_id = id;
-    c.peers = "1@n1:6379@16379,2@n2:6379@16379,3@n3:6379@16379".to_owned();
+    c.peers = "1@n1:6379@16379,2@n2:6379@16379,3@n3:6379@16379"
+        .parse()
+        .expect("a valid peer list");
     c.heartbeat_ms = 50;
     c.election_timeout_min_ms = 300;
     c.election_timeout_max_ms = 600;
@@ -73,31 +76,21 @@ fn config_for(id: u64) -> Config {
     config
 }
 
+/// One node, started through the same composition root as the binary, with turmoil's
+/// network, a disk that loses unsynced writes, and simulated time (so a seed replays the same
+/// timestamps).
 async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box<dyn Error>> {
-    let config = config_for(id);
-    let mut options = node_options(&config, PORT, CPORT);
-    // Simulated time, so a seed replays the same timestamps.
-    options.wall_clock = || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64);
-    let engine = Arc::new(Engine::new(options.engine, None)?);
-    let node = Node::start_on(options, engine, disk, Arc::new(SimDialer)).await?;
-    let shared = Arc::new(Shared::with_node(
-        config,
-        node,
-        PORT,
-        None,
-        Box::new(|_| Ok(())),
-    ));
-    shared.bootstrap().await?;
-    live.lock().unwrap().insert(id, shared.clone());
-    let raft_listener = turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?;
-    tokio::spawn(replication::serve(
-        SimListener(raft_listener),
-        shared.node.raft().clone(),
-        DEFAULT_GROUP,
-        shared.shutdown.subscribe(),
-    ));
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-    ferrite::server::run(SimListener(listener), shared).await;
+    let peers = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?);
+    let clients = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?);
+    let env = Environment {
+        dialer: Arc::new(SimDialer),
+        disk,
+        clock: || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64),
+        compile_cache: None,
+    };
+    let app = App::start(config_for(id), PORT, peers, env, Process::fixed()).await?;
+    live.lock().unwrap().insert(id, app.shared().clone());
+    app.serve(clients).await;
     Ok(())
 }
 
@@ -383,13 +376,46 @@ fn run(seed: u64) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
+/// The seeds to run: `FERRITE_SIM_SEEDS` when set, else 1 to 8.
 fn seeds() -> Vec<u64> {
     match std::env::var("FERRITE_SIM_SEEDS") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect(),
+        Ok(text) => parse_seeds(&text).unwrap_or_else(|e| panic!("FERRITE_SIM_SEEDS: {e}")),
         Err(_) => (1..=8).collect(),
+    }
+}
+
+/// Parses a seed list: comma-separated seeds and ranges (`7`, `1,5,9`, `1-1000`). A word that
+/// is not a seed, a backwards range, or a list naming no seed at all is an error: a run must
+/// never pass by running nothing.
+fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+    let mut seeds = Vec::new();
+    for word in text.split(',').map(str::trim) {
+        let number = |w: &str| {
+            w.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{w}' is not a seed (a number, or a range like 1-100)"))
+        };
+        match word.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (number(first)?, number(last)?);
+                if first > last {
+                    return Err(format!("the range '{word}' runs backwards"));
+                }
+                seeds.extend(first..=last);
+            }
+            None => seeds.push(number(word)?),
+        }
+    }
+    Ok(seeds)
+}
+
+#[test]
+fn the_seed_list_is_parsed_strictly() {
+    assert_eq!(parse_seeds("7"), Ok(vec![7]));
+    assert_eq!(parse_seeds(" 1, 5,9 "), Ok(vec![1, 5, 9]));
+    assert_eq!(parse_seeds("1-4,10"), Ok(vec![1, 2, 3, 4, 10]));
+    for bad in ["", " ", "1,x", "1,,2", "seven", "5-2", "-3", "1-"] {
+        assert!(parse_seeds(bad).is_err(), "{bad:?} was accepted");
     }
 }
 

@@ -10,31 +10,30 @@ use sha2::{Digest, Sha256};
 
 use super::{CommandError, Session, Shared};
 use crate::args::{parse_i64, text};
+use crate::command_table::Cluster;
 use crate::node::{MemberView, Topology};
-use crate::replication::{Member, NodeId};
-use crate::reply::{RedisError, Reply};
+use crate::peers::{Member, NodeId};
+use crate::reply::Reply;
 use crate::slot::{SLOTS, key_slot};
-use crate::spec::CommandSpec;
 
 pub(super) async fn execute(
     shared: &Shared,
     session: &mut Session,
-    spec: &'static CommandSpec,
+    command: Cluster,
     argv: &[Bytes],
-) -> Reply {
-    let result = match spec.name {
-        "readonly" => {
+) -> Result<Reply, CommandError> {
+    match command {
+        Cluster::ReadOnly => {
             session.readonly = true;
             Ok(Reply::ok())
         }
-        "readwrite" => {
+        Cluster::ReadWrite => {
             session.readonly = false;
             Ok(Reply::ok())
         }
-        "asking" => Ok(Reply::ok()),
-        _ => cluster(shared, &argv[1..]).await,
-    };
-    result.unwrap_or_else(Reply::error)
+        Cluster::Asking => Ok(Reply::ok()),
+        Cluster::Cluster => cluster(shared, &argv[1..]).await,
+    }
 }
 
 /// The 40-hex cluster node id of Raft node `id`: stable across restarts and the same on
@@ -51,9 +50,7 @@ pub fn node_name(id: NodeId) -> String {
 fn slot_arg(word: &[u8]) -> Result<u16, CommandError> {
     match parse_i64(word) {
         Some(n) if (0..i64::from(SLOTS)).contains(&n) => Ok(n as u16),
-        _ => Err(CommandError::Message(
-            "Invalid or out of range slot".to_owned(),
-        )),
+        _ => Err(CommandError::InvalidSlot),
     }
 }
 
@@ -71,7 +68,7 @@ async fn cluster(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError>
             let slot = slot_arg(&args[1])?;
             let count = parse_i64(&args[2])
                 .filter(|n| *n >= 0)
-                .ok_or_else(|| CommandError::Message("Invalid number of keys".to_owned()))?;
+                .ok_or(CommandError::InvalidKeyCount)?;
             let (keys, _) = shared.node.keys_in_slot(slot, count as usize);
             Reply::Array(keys.into_iter().map(Reply::Bulk).collect())
         }
@@ -81,26 +78,14 @@ async fn cluster(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError>
         "shards" => shards(&topology),
         "addnode" => {
             let id = parse_node_id(&args[1])?;
-            let member = Member::parse(&text(&args[2])).ok_or_else(|| {
-                CommandError::Message(format!(
-                    "Invalid node address '{}': expected host:port[@cport]",
-                    text(&args[2])
-                ))
-            })?;
-            shared
-                .node
-                .add_node(id, member)
-                .await
-                .map_err(|e| CommandError::Line(e.line()))?;
+            let member = Member::parse(&text(&args[2]))
+                .ok_or_else(|| CommandError::InvalidNodeAddress(text(&args[2])))?;
+            shared.node.add_node(id, member).await?;
             Reply::ok()
         }
         "removenode" => {
             let id = parse_node_id(&args[1])?;
-            shared
-                .node
-                .remove_node(id)
-                .await
-                .map_err(|e| CommandError::Line(e.line()))?;
+            shared.node.remove_node(id).await?;
             Reply::ok()
         }
         // The table only lets known subcommands through.
@@ -112,7 +97,7 @@ fn parse_node_id(word: &[u8]) -> Result<NodeId, CommandError> {
     parse_i64(word)
         .filter(|n| *n > 0)
         .map(|n| n as NodeId)
-        .ok_or_else(|| CommandError::Message("Invalid node id: a positive integer".to_owned()))
+        .ok_or(CommandError::InvalidNodeId)
 }
 
 /// The leader first, then the other members by id.

@@ -6,25 +6,25 @@ use bytes::Bytes;
 
 use super::{CommandError, REDIS_COMPAT_VERSION, Session, Shared};
 use crate::args::{Args, is, parse_i64, text};
+use crate::command_table::Connection;
 use crate::reply::Reply;
-use crate::spec::CommandSpec;
 
 pub(super) fn execute(
     shared: &Shared,
     session: &mut Session,
-    spec: &'static CommandSpec,
+    command: Connection,
     argv: &[Bytes],
 ) -> Result<Reply, CommandError> {
     let args = &argv[1..];
-    match spec.name {
-        "ping" => match args {
+    match command {
+        Connection::Ping => match args {
             [] => Ok(Reply::Status("PONG".to_owned())),
             [message] => Ok(Reply::Bulk(message.clone())),
             _ => Err(CommandError::WrongArity("ping".to_owned())),
         },
-        "echo" => Ok(Reply::Bulk(args[0].clone())),
-        "hello" => hello(shared, session, args),
-        "auth" => {
+        Connection::Echo => Ok(Reply::Bulk(args[0].clone())),
+        Connection::Hello => hello(shared, session, args),
+        Connection::Auth => {
             let (user, password) = match args {
                 [password] => (None, password),
                 [user, password] => (Some(user), password),
@@ -33,18 +33,16 @@ pub(super) fn execute(
             authenticate(shared, session, user.map(|u| u.as_ref()), password)?;
             Ok(Reply::ok())
         }
-        "select" => match parse_i64(&args[0]) {
+        Connection::Select => match parse_i64(&args[0]) {
             Some(0) => Ok(Reply::ok()),
-            Some(_) => Err(CommandError::Message("DB index is out of range".to_owned())),
-            None => Err(CommandError::Message(
-                "value is not an integer or out of range".to_owned(),
-            )),
+            Some(_) => Err(CommandError::DbIndexOutOfRange),
+            None => Err(CommandError::NotInteger),
         },
-        "quit" => {
+        Connection::Quit => {
             session.close = true;
             Ok(Reply::ok())
         }
-        "reset" => {
+        Connection::Reset => {
             session.multi = None;
             session.multi_failed = false;
             session.watches.clear();
@@ -55,7 +53,7 @@ pub(super) fn execute(
             session.authenticated = shared.config.read().server.requirepass.is_empty();
             Ok(Reply::Status("RESET".to_owned()))
         }
-        _ => client(shared, session, args),
+        Connection::Client => client(shared, session, args),
     }
 }
 
@@ -93,11 +91,7 @@ fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Reply
             Some(2) => false,
             Some(3) => true,
             Some(_) => return Err(CommandError::NoProto),
-            None => {
-                return Err(CommandError::Message(
-                    "Protocol version is not an integer or out of range".to_owned(),
-                ));
-            }
+            None => return Err(CommandError::ProtocolNotInteger),
         };
     }
     let mut credentials = None;
@@ -108,10 +102,7 @@ fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Reply
         } else if is(option, "SETNAME") && args.remaining() >= 1 {
             name = Some(args.take());
         } else {
-            return Err(CommandError::Message(format!(
-                "Syntax error in HELLO option '{}'",
-                text(option)
-            )));
+            return Err(CommandError::HelloOption(text(option)));
         }
     }
     if let Some((user, password)) = credentials {
@@ -144,9 +135,7 @@ fn valid_name(name: &[u8]) -> bool {
 
 fn set_name(session: &Session, name: &[u8]) -> Result<(), CommandError> {
     if !valid_name(name) {
-        return Err(CommandError::Message(
-            "Client names cannot contain spaces, newlines or special characters.".to_owned(),
-        ));
+        return Err(CommandError::BadClientName);
     }
     *session.client.name.lock() = text(name);
     Ok(())
@@ -181,10 +170,9 @@ fn client(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Repl
         b"setinfo" => {
             let value = &args[2];
             if !valid_name(value) && !value.is_empty() {
-                return Err(CommandError::Message(format!(
-                    "{} cannot contain spaces, newlines or special characters.",
-                    text(&args[1]).to_ascii_lowercase()
-                )));
+                return Err(CommandError::BadClientInfo(
+                    text(&args[1]).to_ascii_lowercase(),
+                ));
             }
             let mut lib = info.lib.lock();
             if is(&args[1], "LIB-NAME") {
@@ -192,10 +180,7 @@ fn client(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Result<Repl
             } else if is(&args[1], "LIB-VER") {
                 lib.1 = text(value);
             } else {
-                return Err(CommandError::Message(format!(
-                    "Unrecognized option '{}'",
-                    text(&args[1])
-                )));
+                return Err(CommandError::UnknownClientOption(text(&args[1])));
             }
             Ok(Reply::ok())
         }

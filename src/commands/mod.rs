@@ -1,322 +1,33 @@
 //! Commands: from a decoded request to a reply.
 //!
-//! [`execute`] is the one entry point. It looks the command up in the table ([`spec`]), checks
-//! arity and authentication, queues inside MULTI, then dispatches: connection, server and
-//! transaction commands are handled by the files of those names; every data command is parsed
-//! into a keyspace [`Op`](crate::keyspace::Op) and run by the [`Node`]. Statistics are kept
-//! here, around the dispatch. This layer never touches sockets.
+//! [`execute`] is the one entry point. It looks the command up in the table
+//! ([`command_table`]), checks arity and authentication, queues inside MULTI, then dispatches
+//! on the table's [`Handler`]: connection, server, cluster, function and transaction commands
+//! are handled by the files of those names; every data command is parsed into a keyspace
+//! [`Op`](crate::node::Op) and run by the [`Node`](crate::node::Node). Statistics are
+//! kept here, around the dispatch. This layer never touches sockets, and reaches the layers below
+//! only through the node's surface.
 
 mod cluster;
 mod connection;
+mod error;
+mod functions;
+mod introspection;
 mod server;
+mod shared;
 mod transactions;
-mod wasm;
 
-pub use wasm::preload_modules;
+pub use error::CommandError;
+pub use functions::{check_allowed, default_permissions};
+pub use shared::{LogLevelSetter, REDIS_COMPAT_VERSION, Session, Shared, random_hex_id};
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
-use thiserror::Error;
 
-use crate::clients::{ClientInfo, Clients};
-use crate::config::Config;
-use crate::keyspace::{self, WatchToken};
-use crate::net::Dialer;
-use crate::node::{Node, NodeOptions, ReadMode, StartError};
-use crate::replication::{self, Member};
-use crate::reply::{RedisError, Reply};
-use crate::spec::{self, CommandSpec};
-use crate::stats::{LocalStats, Stats};
-use crate::wasm::EngineSettings;
-
-/// The Redis version Ferrite reports to clients (HELLO, INFO), i.e. the command set it follows.
-pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
-
-/// Changes the log level at run time (`CONFIG SET loglevel`); installed by the binary.
-pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// State shared by every connection.
-pub struct Shared {
-    /// The engine.
-    pub node: Node,
-    /// The live configuration (CONFIG GET/SET).
-    pub config: RwLock<Config>,
-    /// Connected clients.
-    pub clients: Clients,
-    /// INFO counters.
-    pub stats: Stats,
-    /// Start time, for uptime.
-    pub started: Instant,
-    /// Fires when the server should stop (SHUTDOWN, signals).
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-    /// Applies a new log level.
-    pub log_level: LogLevelSetter,
-    /// 40-hex id of this process, for INFO's run_id.
-    pub run_id: String,
-    /// The port actually listened on.
-    pub port: u16,
-    /// The configuration file, if any, for INFO.
-    pub config_file: Option<std::path::PathBuf>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Starts the node for a server listening for clients on `port` and for Raft peers on
-    /// `cluster_port`, recovering its state from the data directory, and bootstraps the
-    /// cluster if this node should ([`Shared::bootstrap`]).
-    pub async fn start<D: Dialer>(
-        config: Config,
-        port: u16,
-        cluster_port: u16,
-        config_file: Option<std::path::PathBuf>,
-        log_level: LogLevelSetter,
-        dialer: Arc<D>,
-    ) -> Result<Shared, StartError> {
-        let options = node_options(&config, port, cluster_port);
-        let node = Node::start(options, dialer).await?;
-        let shared = Shared::with_node(config, node, port, config_file, log_level);
-        shared
-            .bootstrap()
-            .await
-            .map_err(|e| StartError::Replication(replication::ReplicationError::Raft(e)))?;
-        Ok(shared)
-    }
-
-    /// Shared state around a started node.
-    pub fn with_node(
-        config: Config,
-        node: Node,
-        port: u16,
-        config_file: Option<std::path::PathBuf>,
-        log_level: LogLevelSetter,
-    ) -> Shared {
-        let (shutdown, _) = tokio::sync::watch::channel(false);
-        Shared {
-            node,
-            config: RwLock::new(config),
-            clients: Clients::default(),
-            stats: Stats::new(spec::COMMANDS.len()),
-            started: Instant::now(),
-            shutdown,
-            log_level,
-            run_id: random_hex_id(),
-            port,
-            config_file,
-        }
-    }
-
-    /// Unless the node joins an existing cluster (`join`), initializes its Raft group the
-    /// first time: alone without peers, or with every peer when it has the lowest id among
-    /// them. A node that already belongs to a group ignores this.
-    pub async fn bootstrap(&self) -> Result<(), String> {
-        let (join, id, peers) = {
-            let config = self.config.read();
-            let c = &config.cluster;
-            let peers = (!c.peers.is_empty())
-                .then(|| replication::parse_peers(&c.peers))
-                .transpose()?;
-            (c.join, c.node_id, peers)
-        };
-        if join {
-            return Ok(());
-        }
-        let members = match peers {
-            Some(peers) if peers.keys().next() == Some(&id) => peers,
-            Some(_) => return Ok(()),
-            None => std::collections::BTreeMap::from([(id, self.node.me().clone())]),
-        };
-        self.node.bootstrap(members).await
-    }
-
-    /// Asks every part of the server to stop.
-    pub fn trigger_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-}
-
-/// The node's start-up options from the configuration, for a server listening for clients on
-/// `port` and for Raft peers on `cluster_port`. The address the node announces for itself is
-/// `announce_ip`, else its own entry in `peers`, else the bind address (127.0.0.1 when binding
-/// every interface).
-pub fn node_options(config: &Config, port: u16, cluster_port: u16) -> NodeOptions {
-    let c = &config.cluster;
-    let own = replication::parse_peers(&c.peers)
-        .ok()
-        .and_then(|p| p.get(&c.node_id).cloned());
-    let host = if !c.announce_ip.is_empty() {
-        c.announce_ip.clone()
-    } else if let Some(own) = own {
-        own.host
-    } else if config.server.bind == "0.0.0.0" || config.server.bind == "::" {
-        "127.0.0.1".to_owned()
-    } else {
-        config.server.bind.clone()
-    };
-    let w = &config.wasm;
-    NodeOptions {
-        id: c.node_id,
-        me: Member {
-            host,
-            port,
-            cport: cluster_port,
-        },
-        data_dir: config.server.data_dir.clone(),
-        engine: EngineSettings {
-            max_memory_bytes: w.limits.max_memory_bytes,
-            max_stack_bytes: w.limits.max_stack_bytes as usize,
-            max_instances: w.pool.max_instances,
-            max_module_size: w.max_module_size as usize,
-            min_instances: w.pool.min_instances,
-            idle_timeout: std::time::Duration::from_secs(w.pool.idle_timeout_secs),
-        },
-        raft: replication::Settings {
-            heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
-            election_min: std::time::Duration::from_millis(c.election_timeout_min_ms),
-            election_max: std::time::Duration::from_millis(c.election_timeout_max_ms),
-            snapshot_logs: c.snapshot_logs,
-            keep_logs: c.snapshot_keep_logs,
-        },
-        write_timeout: std::time::Duration::from_millis(c.write_timeout_ms),
-        wall_clock: crate::node::system_time_ms,
-    }
-}
-
-/// A random 40-hex-digit id (Redis run ids and, later, cluster node ids have this shape).
-pub fn random_hex_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    (0..3)
-        .map(|i| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(i);
-            format!("{:016x}", h.finish())
-        })
-        .collect::<String>()[..40]
-        .to_owned()
-}
-
-/// One connection's state.
-#[derive(Debug)]
-pub struct Session {
-    /// This client's entry in the registry.
-    pub client: Arc<ClientInfo>,
-    /// Whether AUTH succeeded (or no password is required).
-    pub authenticated: bool,
-    /// Whether replies are RESP3.
-    pub resp3: bool,
-    /// Commands queued since MULTI.
-    pub multi: Option<Vec<Vec<Bytes>>>,
-    /// A queued command was refused, so EXEC must abort.
-    pub multi_failed: bool,
-    /// Keys watched, with their versions.
-    pub watches: Vec<WatchToken>,
-    /// Close the connection after this reply (QUIT).
-    pub close: bool,
-    /// `READONLY`: reads may be served from this node's state even when it does not lead.
-    pub readonly: bool,
-    /// Statistics not yet merged into the shared ones (merged after each batch).
-    pub stats: LocalStats,
-}
-
-impl Session {
-    /// A fresh session; `authenticated` is false when a password is required.
-    pub fn new(client: Arc<ClientInfo>, authenticated: bool) -> Session {
-        Session {
-            client,
-            authenticated,
-            resp3: false,
-            multi: None,
-            multi_failed: false,
-            watches: Vec::new(),
-            close: false,
-            readonly: false,
-            stats: LocalStats::default(),
-        }
-    }
-}
-
-/// Errors of the command layer itself (the keyspace has its own). Texts are Redis 7's.
-#[derive(Debug, Error, PartialEq)]
-pub enum CommandError {
-    /// No such command.
-    #[error("unknown command '{name}', with args beginning with: {args}")]
-    UnknownCommand {
-        /// The name as sent.
-        name: String,
-        /// The first arguments, quoted.
-        args: String,
-    },
-    /// No such subcommand.
-    #[error("unknown subcommand '{sub}'. Try {container} HELP.")]
-    UnknownSubcommand {
-        /// The subcommand as sent.
-        sub: String,
-        /// The container, uppercase.
-        container: String,
-    },
-    /// Arity mismatch.
-    #[error("wrong number of arguments for '{0}' command")]
-    WrongArity(String),
-    /// A password is required.
-    #[error("Authentication required.")]
-    NoAuth,
-    /// HELLO before authenticating, without AUTH.
-    #[error(
-        "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"
-    )]
-    HelloNoAuth,
-    /// Wrong password.
-    #[error("invalid username-password pair or user is disabled.")]
-    WrongPass,
-    /// AUTH without a configured password.
-    #[error(
-        "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
-    )]
-    NoPasswordSet,
-    /// HELLO with an unknown protocol version.
-    #[error("unsupported protocol version")]
-    NoProto,
-    /// Bad syntax.
-    #[error("syntax error")]
-    Syntax,
-    /// A whole error line, prefix included.
-    #[error("{0}")]
-    Line(String),
-    /// A free-form ERR message.
-    #[error("{0}")]
-    Message(String),
-    /// EXEC after a refused queued command.
-    #[error("Transaction discarded because of previous errors.")]
-    ExecAbort,
-}
-
-impl RedisError for CommandError {
-    fn line(&self) -> String {
-        match self {
-            CommandError::Line(line) => line.clone(),
-            other => format!("{} {other}", other.prefix()),
-        }
-    }
-
-    fn prefix(&self) -> &'static str {
-        match self {
-            CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
-            CommandError::WrongPass => "WRONGPASS",
-            CommandError::NoProto => "NOPROTO",
-            CommandError::ExecAbort => "EXECABORT",
-            _ => "ERR",
-        }
-    }
-}
+use crate::command_table::{self, CommandSpec, Flags, Handler};
+use crate::node::{self, ReadMode, Ticket};
+use crate::reply::Reply;
 
 fn unknown_command(argv: &[Bytes]) -> CommandError {
     let args: String = argv[1..]
@@ -332,12 +43,12 @@ fn unknown_command(argv: &[Bytes]) -> CommandError {
 
 /// Runs one request and returns its reply. `argv` is non-empty.
 pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Reply {
-    let Some(index) = spec::lookup_index(&argv[0]) else {
+    let Some(index) = command_table::lookup_index(&argv[0]) else {
         session.multi_failed |= session.multi.is_some();
         session.stats.record_rejected();
         return rejected(shared, None, unknown_command(&argv));
     };
-    let spec = &spec::COMMANDS[index];
+    let spec = &command_table::COMMANDS[index];
     let started = Instant::now();
     session.client.touch(spec.name, started);
     if let Err(e) = check(spec, session, &argv) {
@@ -346,10 +57,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -
         return rejected(shared, Some(index), e);
     }
     if let Some(queue) = &mut session.multi
-        && !matches!(
-            spec.name,
-            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
-        )
+        && !spec.handler.runs_inside_multi()
     {
         queue.push(argv);
         return Reply::Status("QUEUED".to_owned());
@@ -377,7 +85,8 @@ fn account(shared: &Shared, session: &mut Session, index: usize, started: Instan
 pub fn deferrable(session: &Session, argv: &[Bytes]) -> bool {
     session.multi.is_none()
         && session.authenticated
-        && spec::lookup(&argv[0]).is_some_and(|s| s.is_write() && is_data_command(s.name))
+        && command_table::lookup(&argv[0])
+            .is_some_and(|s| s.is_write() && s.handler == Handler::Data)
 }
 
 /// The result of [`execute_deferred`].
@@ -392,7 +101,7 @@ pub enum Step {
 /// A write queued to the log whose reply is still to come.
 #[derive(Debug)]
 pub struct Deferred {
-    ticket: crate::node::Ticket,
+    ticket: Ticket,
     index: usize,
     started: Instant,
 }
@@ -401,10 +110,10 @@ pub struct Deferred {
 /// the write is queued to the log without waiting. Every command before it must have been
 /// answered or queued, and none after it may run before [`finish`] unless it is queued too.
 pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Step {
-    let Some(index) = spec::lookup_index(&argv[0]) else {
+    let Some(index) = command_table::lookup_index(&argv[0]) else {
         return Step::Now(rejected(shared, None, unknown_command(&argv)));
     };
-    let spec = &spec::COMMANDS[index];
+    let spec = &command_table::COMMANDS[index];
     let started = Instant::now();
     session.client.touch(spec.name, started);
     if let Err(e) = check(spec, session, &argv) {
@@ -415,7 +124,7 @@ pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>
         Err(e) => Reply::error(e),
         Ok(()) => {
             let ctx = shared.node.parse_ctx();
-            match keyspace::parse(spec.name, &argv[1..], &ctx) {
+            match node::parse(spec.name, &argv[1..], &ctx) {
                 Some(Ok(op)) => match shared.node.submit(op, &ctx) {
                     Ok(ticket) => {
                         return Step::Later(Deferred {
@@ -424,7 +133,7 @@ pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>
                             started,
                         });
                     }
-                    Err(reply) => reply,
+                    Err(e) => Reply::error(e),
                 },
                 Some(Err(e)) => Reply::error(e),
                 None => Reply::error(unknown_command(&argv)),
@@ -442,45 +151,6 @@ pub async fn finish(shared: &Shared, session: &mut Session, deferred: Deferred) 
     reply
 }
 
-/// Whether the keyspace parses and runs `name` (as opposed to the families dispatched by name
-/// in [`run`]).
-fn is_data_command(name: &str) -> bool {
-    !matches!(
-        name,
-        "ping"
-            | "echo"
-            | "hello"
-            | "auth"
-            | "select"
-            | "quit"
-            | "reset"
-            | "client"
-            | "info"
-            | "config"
-            | "command"
-            | "time"
-            | "shutdown"
-            | "cluster"
-            | "readonly"
-            | "readwrite"
-            | "asking"
-            | "wasm.load"
-            | "wasm.unload"
-            | "wasm.call"
-            | "wasm.call_ro"
-            | "wasm.list"
-            | "wasm.info"
-            | "wasm.stats"
-            | "fcall"
-            | "fcall_ro"
-            | "multi"
-            | "exec"
-            | "discard"
-            | "watch"
-            | "unwatch"
-    )
-}
-
 /// The checks before a command runs: arity (subcommands included), authentication, and
 /// commands that cannot be queued.
 fn check(
@@ -491,12 +161,13 @@ fn check(
     if !spec.arity_ok(argv.len()) {
         return Err(CommandError::WrongArity(spec.name.to_owned()));
     }
-    if !session.authenticated && !spec.has_flag("no_auth") {
+    if !session.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         return Err(CommandError::NoAuth);
     }
     if !spec.subcommands.is_empty() && argv.len() > 1 {
-        let sub =
-            spec::subcommand(spec, &argv[1]).ok_or_else(|| CommandError::UnknownSubcommand {
+        let sub = spec
+            .subcommand(&argv[1])
+            .ok_or_else(|| CommandError::UnknownSubcommand {
                 sub: String::from_utf8_lossy(&argv[1]).into_owned(),
                 container: spec.name.to_ascii_uppercase(),
             })?;
@@ -504,10 +175,8 @@ fn check(
             return Err(CommandError::WrongArity(sub.name.to_owned()));
         }
     }
-    if session.multi.is_some() && spec.has_flag("no_multi") {
-        return Err(CommandError::Message(
-            "Command not allowed inside a transaction".to_owned(),
-        ));
+    if session.multi.is_some() && spec.flags.contains(Flags::NO_MULTI) {
+        return Err(CommandError::NotInMulti);
     }
     Ok(())
 }
@@ -526,29 +195,22 @@ fn rejected(shared: &Shared, index: Option<usize>, error: CommandError) -> Reply
     reply
 }
 
-/// Dispatches a checked command to its family.
+/// Dispatches a checked command to its handler.
 async fn run(
     shared: &Shared,
     session: &mut Session,
     spec: &'static CommandSpec,
     argv: Vec<Bytes>,
 ) -> Reply {
-    let result = match spec.name {
-        "ping" | "echo" | "hello" | "auth" | "select" | "quit" | "reset" | "client" => {
-            connection::execute(shared, session, spec, &argv)
+    let result = match spec.handler {
+        Handler::Data => return data(shared, session, spec, &argv).await,
+        Handler::Connection(command) => connection::execute(shared, session, command, &argv),
+        Handler::Server(command) => server::execute(shared, command, &argv),
+        Handler::Cluster(command) => cluster::execute(shared, session, command, &argv).await,
+        Handler::Functions(command) => functions::execute(shared, session, command, &argv).await,
+        Handler::Transaction(command) => {
+            return transactions::execute(shared, session, command, argv).await;
         }
-        "info" | "config" | "command" | "time" | "shutdown" => server::execute(shared, spec, &argv),
-        "cluster" | "readonly" | "readwrite" | "asking" => {
-            return cluster::execute(shared, session, spec, &argv).await;
-        }
-        "wasm.load" | "wasm.unload" | "wasm.call" | "wasm.call_ro" | "wasm.list" | "wasm.info"
-        | "wasm.stats" | "fcall" | "fcall_ro" => {
-            return wasm::execute(shared, session, spec, &argv).await;
-        }
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            return transactions::execute(shared, session, spec, argv).await;
-        }
-        _ => return data(shared, session, spec, &argv).await,
     };
     result.unwrap_or_else(Reply::error)
 }
@@ -569,9 +231,7 @@ fn same_slot<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), Comman
     if let Some(first) = keys.next() {
         let slot = crate::slot::key_slot(first);
         if keys.any(|k| crate::slot::key_slot(k) != slot) {
-            return Err(CommandError::Line(
-                "CROSSSLOT Keys in request don't hash to the same slot".to_owned(),
-            ));
+            return Err(CommandError::CrossSlot);
         }
     }
     Ok(())
@@ -589,7 +249,7 @@ async fn data(
         return Reply::error(e);
     }
     let ctx = shared.node.parse_ctx();
-    match keyspace::parse(spec.name, &argv[1..], &ctx) {
+    match node::parse(spec.name, &argv[1..], &ctx) {
         Some(Ok(op)) => shared.node.execute(op, &ctx, read_mode(session)).await,
         Some(Err(e)) => Reply::error(e),
         None => Reply::error(unknown_command(argv)),
@@ -599,39 +259,135 @@ async fn data(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyspace::ParseCtx;
+    use crate::node::ParseCtx;
 
-    /// The table's `write` flag and the operation's own `is_write` must agree, or a write
-    /// could skip the write path.
-    #[test]
-    fn table_write_flags_match_operations() {
-        let ctx = ParseCtx { now_ms: 0, seed: 0 };
-        for spec in spec::COMMANDS {
-            let argc = spec.arity.unsigned_abs() as usize;
-            // Plausible arguments: numbers parse as counts, indexes and TTLs.
-            let args: Vec<Bytes> = (1..argc.max(2)).map(|_| Bytes::from_static(b"1")).collect();
-            let args = if spec.name == "scan" {
-                vec![Bytes::from_static(b"0")]
-            } else {
-                args
-            };
-            if let Some(Ok(op)) = keyspace::parse(spec.name, &args, &ctx) {
-                assert_eq!(op.is_write(), spec.is_write(), "{}", spec.name);
-            }
-        }
+    /// A valid invocation of every data command (name excluded).
+    const EXAMPLES: &[(&str, &[&str])] = &[
+        ("append", &["k", "v"]),
+        ("dbsize", &[]),
+        ("decr", &["k"]),
+        ("decrby", &["k", "2"]),
+        ("del", &["k", "l"]),
+        ("exists", &["k"]),
+        ("expire", &["k", "10"]),
+        ("expireat", &["k", "10"]),
+        ("expiretime", &["k"]),
+        ("flushall", &[]),
+        ("flushdb", &["ASYNC"]),
+        ("get", &["k"]),
+        ("getdel", &["k"]),
+        ("getex", &["k", "PX", "10"]),
+        ("getrange", &["k", "0", "-1"]),
+        ("getset", &["k", "v"]),
+        ("hdel", &["h", "f"]),
+        ("hexists", &["h", "f"]),
+        ("hget", &["h", "f"]),
+        ("hgetall", &["h"]),
+        ("hincrby", &["h", "f", "1"]),
+        ("hincrbyfloat", &["h", "f", "1.5"]),
+        ("hkeys", &["h"]),
+        ("hlen", &["h"]),
+        ("hmget", &["h", "f", "g"]),
+        ("hmset", &["h", "f", "v"]),
+        ("hscan", &["h", "0", "COUNT", "5"]),
+        ("hset", &["h", "f", "v"]),
+        ("hsetnx", &["h", "f", "v"]),
+        ("hstrlen", &["h", "f"]),
+        ("hvals", &["h"]),
+        ("incr", &["k"]),
+        ("incrby", &["k", "3"]),
+        ("incrbyfloat", &["k", "0.5"]),
+        ("keys", &["*"]),
+        ("lindex", &["l", "0"]),
+        ("llen", &["l"]),
+        ("lpop", &["l", "2"]),
+        ("lpush", &["l", "a", "b"]),
+        ("lrange", &["l", "0", "-1"]),
+        ("lrem", &["l", "0", "a"]),
+        ("lset", &["l", "0", "a"]),
+        ("ltrim", &["l", "0", "1"]),
+        ("mget", &["a", "b"]),
+        ("mset", &["a", "1", "b", "2"]),
+        ("msetnx", &["a", "1"]),
+        ("persist", &["k"]),
+        ("pexpire", &["k", "100", "NX"]),
+        ("pexpireat", &["k", "100"]),
+        ("pexpiretime", &["k"]),
+        ("psetex", &["k", "100", "v"]),
+        ("pttl", &["k"]),
+        ("randomkey", &[]),
+        ("rename", &["a", "b"]),
+        ("renamenx", &["a", "b"]),
+        ("rpop", &["l"]),
+        ("rpush", &["l", "a"]),
+        ("sadd", &["s", "m"]),
+        ("scan", &["0", "MATCH", "*", "TYPE", "string"]),
+        ("scard", &["s"]),
+        ("set", &["k", "v", "EX", "10", "GET"]),
+        ("setex", &["k", "10", "v"]),
+        ("setnx", &["k", "v"]),
+        ("setrange", &["k", "2", "v"]),
+        ("sismember", &["s", "m"]),
+        ("smembers", &["s"]),
+        ("spop", &["s", "2"]),
+        ("srandmember", &["s", "-2"]),
+        ("srem", &["s", "m"]),
+        ("strlen", &["k"]),
+        ("substr", &["k", "0", "1"]),
+        ("ttl", &["k"]),
+        ("type", &["k"]),
+        ("unlink", &["k"]),
+    ];
+
+    fn words(args: &[&str]) -> Vec<Bytes> {
+        args.iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
 
-    /// `is_data_command` must name exactly the commands the keyspace parses, or a pipelined
-    /// write could take the wrong path.
+    /// Every command the table hands to the keyspace parses (with a valid example), and its
+    /// operation writes exactly when the table's `write` flag says so, or a write could skip
+    /// the log. A data command without an example fails the test instead of being skipped.
     #[test]
-    fn data_commands_are_the_ones_the_keyspace_parses() {
+    fn data_commands_parse_and_their_write_flags_match_the_operations() {
+        let ctx = ParseCtx { now_ms: 1, seed: 0 };
+        let mut checked = 0;
+        for spec in command_table::COMMANDS
+            .iter()
+            .filter(|s| s.handler == Handler::Data)
+        {
+            let (_, args) = EXAMPLES
+                .iter()
+                .find(|(name, _)| *name == spec.name)
+                .unwrap_or_else(|| panic!("no example for the data command {}", spec.name));
+            assert!(
+                spec.arity_ok(args.len() + 1),
+                "{}: example arity",
+                spec.name
+            );
+            let op = match node::parse(spec.name, &words(args), &ctx) {
+                Some(Ok(op)) => op,
+                other => panic!("{} {args:?} did not parse: {other:?}", spec.name),
+            };
+            assert_eq!(op.is_write(), spec.is_write(), "{}", spec.name);
+            checked += 1;
+        }
+        assert_eq!(checked, EXAMPLES.len(), "an example names no data command");
+    }
+
+    /// The keyspace parses nothing the table hands elsewhere: dispatch by handler and the
+    /// keyspace's own parsers agree.
+    #[test]
+    fn only_data_commands_reach_the_keyspace() {
         let ctx = ParseCtx { now_ms: 0, seed: 0 };
         let args: Vec<Bytes> = (0..8).map(|_| Bytes::from_static(b"1")).collect();
-        for spec in spec::COMMANDS {
-            assert_eq!(
-                is_data_command(spec.name),
-                keyspace::parse(spec.name, &args, &ctx).is_some(),
-                "{}",
+        for spec in command_table::COMMANDS
+            .iter()
+            .filter(|s| s.handler != Handler::Data)
+        {
+            assert!(
+                node::parse(spec.name, &args, &ctx).is_none(),
+                "{} is parsed by the keyspace but dispatched elsewhere",
                 spec.name
             );
         }

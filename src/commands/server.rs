@@ -1,5 +1,5 @@
-//! Server commands: INFO, CONFIG GET/SET/RESETSTAT, COMMAND (COUNT, INFO, DOCS, LIST,
-//! GETKEYS), TIME, SHUTDOWN. (DBSIZE, FLUSHDB and FLUSHALL are keyspace operations.)
+//! Server commands: INFO, CONFIG GET/SET/RESETSTAT, TIME, SHUTDOWN, and COMMAND (in
+//! `introspection.rs`). DBSIZE, FLUSHDB and FLUSHALL are keyspace operations.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -10,22 +10,20 @@ use tracing::info;
 
 use super::{CommandError, REDIS_COMPAT_VERSION, Shared};
 use crate::args::{is, text};
-use crate::config::ConfigSetError;
-use crate::glob;
+use crate::command_table::{COMMANDS, Server};
 use crate::reply::Reply;
-use crate::spec::{self, COMMANDS, CommandSpec};
 
 pub(super) fn execute(
     shared: &Shared,
-    spec: &'static CommandSpec,
+    command: Server,
     argv: &[Bytes],
 ) -> Result<Reply, CommandError> {
     let args = &argv[1..];
-    match spec.name {
-        "info" => Ok(Reply::Verbatim(info(shared, args))),
-        "config" => config(shared, args),
-        "command" => command(args),
-        "time" => {
+    match command {
+        Server::Info => Ok(Reply::Verbatim(info(shared, args))),
+        Server::Config => config(shared, args),
+        Server::Command => super::introspection::command(args),
+        Server::Time => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
@@ -34,7 +32,7 @@ pub(super) fn execute(
                 Reply::bulk_display(now.subsec_micros()),
             ]))
         }
-        _ => shutdown(shared, args),
+        Server::Shutdown => shutdown(shared, args),
     }
 }
 
@@ -48,7 +46,7 @@ fn shutdown(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
         }
     }
     if args.iter().any(|a| is(a, "ABORT")) {
-        return Err(CommandError::Message("No shutdown in progress.".to_owned()));
+        return Err(CommandError::NoShutdownInProgress);
     }
     info!("SHUTDOWN requested by a client");
     shared.trigger_shutdown();
@@ -81,20 +79,14 @@ fn config(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
             let mut next = config.clone();
             for pair in pairs.chunks_exact(2) {
                 let (name, value) = (text(&pair[0]), text(&pair[1]));
-                next.set(&name, &value).map_err(|e| match e {
-                    ConfigSetError::Unknown => CommandError::Message(format!(
-                        "Unknown option or number of arguments for CONFIG SET - '{name}'"
-                    )),
-                    ConfigSetError::Immutable => CommandError::Message(format!(
-                        "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
-                    )),
-                    ConfigSetError::BadValue(reason) => CommandError::Message(format!(
-                        "CONFIG SET failed (possibly related to argument '{name}') - {reason}"
-                    )),
-                })?;
+                next.set(&name, &value)
+                    .map_err(|source| CommandError::ConfigSet {
+                        name: name.clone(),
+                        source,
+                    })?;
             }
             if next.server.log_level != config.server.log_level {
-                (shared.log_level)(&next.server.log_level).map_err(CommandError::Message)?;
+                (shared.log_level)(&next.server.log_level).map_err(CommandError::LogLevel)?;
             }
             *config = next;
             Ok(Reply::ok())
@@ -106,89 +98,6 @@ fn config(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
         _ => Err(CommandError::UnknownSubcommand {
             sub: text(&args[0]),
             container: "CONFIG".to_owned(),
-        }),
-    }
-}
-
-fn command(args: &[Bytes]) -> Result<Reply, CommandError> {
-    let Some(sub) = args.first() else {
-        return Ok(Reply::Array(
-            COMMANDS.iter().map(CommandSpec::info).collect(),
-        ));
-    };
-    match sub.to_ascii_lowercase().as_slice() {
-        b"count" => Ok(Reply::Int(COMMANDS.len() as i64)),
-        b"info" => Ok(Reply::Array(if args.len() == 1 {
-            COMMANDS.iter().map(CommandSpec::info).collect()
-        } else {
-            args[1..]
-                .iter()
-                .map(|name| spec::lookup(name).map_or(Reply::Nil, CommandSpec::info))
-                .collect()
-        })),
-        b"docs" => {
-            let chosen: Vec<&CommandSpec> = if args.len() == 1 {
-                COMMANDS.iter().collect()
-            } else {
-                args[1..].iter().filter_map(|n| spec::lookup(n)).collect()
-            };
-            Ok(Reply::Map(
-                chosen
-                    .into_iter()
-                    .map(|s| (Reply::bulk(s.name), s.docs()))
-                    .collect(),
-            ))
-        }
-        b"list" => {
-            let names = COMMANDS.iter().map(|c| c.name);
-            let filtered: Vec<&str> = match &args[1..] {
-                [] => names.collect(),
-                [filterby, kind, value] if is(filterby, "FILTERBY") => {
-                    if is(kind, "PATTERN") {
-                        names
-                            .filter(|n| glob::matches(&value.to_ascii_lowercase(), n.as_bytes()))
-                            .collect()
-                    } else if is(kind, "ACLCAT") {
-                        let cat = format!("@{}", text(value).to_ascii_lowercase());
-                        COMMANDS
-                            .iter()
-                            .filter(|c| c.acl_categories().contains(&cat.as_str()))
-                            .map(|c| c.name)
-                            .collect()
-                    } else if is(kind, "MODULE") {
-                        Vec::new()
-                    } else {
-                        return Err(CommandError::Syntax);
-                    }
-                }
-                _ => return Err(CommandError::Syntax),
-            };
-            Ok(Reply::Array(
-                filtered.into_iter().map(Reply::bulk).collect(),
-            ))
-        }
-        b"getkeys" => {
-            let target = &args[1..];
-            let spec = spec::lookup(&target[0])
-                .ok_or_else(|| CommandError::Message("Invalid command specified".to_owned()))?;
-            if !spec.arity_ok(target.len()) {
-                return Err(CommandError::Message(
-                    "Invalid number of arguments specified for command".to_owned(),
-                ));
-            }
-            let keys = spec.keys(target);
-            if keys.is_empty() {
-                return Err(CommandError::Message(
-                    "The command has no key arguments".to_owned(),
-                ));
-            }
-            Ok(Reply::Array(
-                keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect(),
-            ))
-        }
-        _ => Err(CommandError::UnknownSubcommand {
-            sub: text(sub),
-            container: "COMMAND".to_owned(),
         }),
     }
 }

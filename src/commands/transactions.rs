@@ -10,30 +10,28 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{CommandError, Session, Shared};
-use crate::keyspace::{self, Op};
+use crate::command_table::{self, CommandSpec, Handler, Transaction};
+use crate::node::{self, Op};
 use crate::reply::Reply;
-use crate::spec::{self, CommandSpec};
 
 pub(super) async fn execute(
     shared: &Shared,
     session: &mut Session,
-    spec: &'static CommandSpec,
+    command: Transaction,
     argv: Vec<Bytes>,
 ) -> Reply {
-    let result = match spec.name {
-        "multi" => multi(session),
-        "discard" => match session.multi.take() {
-            None => Err(CommandError::Message("DISCARD without MULTI".to_owned())),
+    let result = match command {
+        Transaction::Multi => multi(session),
+        Transaction::Discard => match session.multi.take() {
+            None => Err(CommandError::DiscardWithoutMulti),
             Some(_) => {
                 end_transaction(session);
                 Ok(Reply::ok())
             }
         },
-        "watch" => {
+        Transaction::Watch => {
             if session.multi.is_some() {
-                Err(CommandError::Message(
-                    "WATCH inside MULTI is not allowed".to_owned(),
-                ))
+                Err(CommandError::WatchInMulti)
             } else {
                 for key in &argv[1..] {
                     let token = shared.node.watch(key);
@@ -42,20 +40,18 @@ pub(super) async fn execute(
                 Ok(Reply::ok())
             }
         }
-        "unwatch" => {
+        Transaction::Unwatch => {
             session.watches.clear();
             Ok(Reply::ok())
         }
-        _ => return exec(shared, session).await,
+        Transaction::Exec => return exec(shared, session).await,
     };
     result.unwrap_or_else(Reply::error)
 }
 
 fn multi(session: &mut Session) -> Result<Reply, CommandError> {
     if session.multi.is_some() {
-        return Err(CommandError::Message(
-            "MULTI calls can not be nested".to_owned(),
-        ));
+        return Err(CommandError::NestedMulti);
     }
     session.multi = Some(Vec::new());
     session.multi_failed = false;
@@ -83,7 +79,7 @@ enum Slot {
 
 async fn exec(shared: &Shared, session: &mut Session) -> Reply {
     let Some(queue) = session.multi.take() else {
-        return Reply::error(CommandError::Message("EXEC without MULTI".to_owned()));
+        return Reply::error(CommandError::ExecWithoutMulti);
     };
     let failed = session.multi_failed;
     let watches = std::mem::take(&mut session.watches);
@@ -95,16 +91,20 @@ async fn exec(shared: &Shared, session: &mut Session) -> Reply {
     let mut ops = Vec::new();
     let mut slots = Vec::with_capacity(queue.len());
     for argv in queue {
-        let Some(spec) = spec::lookup(&argv[0]) else {
+        let Some(spec) = command_table::lookup(&argv[0]) else {
             continue;
         };
-        match keyspace::parse(spec.name, &argv[1..], &ctx) {
+        if spec.handler != Handler::Data {
+            slots.push(Slot::After(spec, argv));
+            continue;
+        }
+        match node::parse(spec.name, &argv[1..], &ctx) {
             Some(Ok(op)) => {
                 ops.push(op);
                 slots.push(Slot::Batch);
             }
             Some(Err(e)) => slots.push(Slot::Ready(Reply::error(e))),
-            None => slots.push(Slot::After(spec, argv)),
+            None => slots.push(Slot::Ready(Reply::error(super::unknown_command(&argv)))),
         }
     }
     if let Err(e) = super::same_slot(ops.iter().flat_map(Op::keys)) {

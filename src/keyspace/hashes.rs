@@ -2,26 +2,13 @@
 //! HVALS, HSTRLEN, HINCRBY, HINCRBYFLOAT, HSCAN.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use super::keys::parse_scan;
-use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, ScanMap, Value};
+use super::op::{HSetMode, Op};
+use super::scan::{ScanOp, parse_scan};
+use super::{Keyspace, KeyspaceError, Kind, KsResult, ParseCtx, ScanMap, Value};
 use crate::args::{Args, parse_f64, parse_i64};
 use crate::glob;
 use crate::reply::{Reply, format_double};
-
-/// Which of the hash setters, for its reply and NX behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(clippy::enum_variant_names)] // The variants are the command names.
-pub enum HSetMode {
-    /// HSET: replies with the number of new fields.
-    HSet,
-    /// HMSET: replies OK.
-    HMSet,
-    /// HSETNX: sets only a new field, replies 1 or 0.
-    HSetNx,
-}
 
 pub(super) fn parse(name: &str, a: &[Bytes], _ctx: &ParseCtx) -> Option<KsResult<Op>> {
     let mut args = Args::new(a);
@@ -240,12 +227,7 @@ impl Keyspace {
         Ok(Reply::Bulk(text))
     }
 
-    pub(super) fn hscan(
-        &self,
-        key: &Bytes,
-        scan: &super::keys::ScanOp,
-        now: u64,
-    ) -> KsResult<Reply> {
+    pub(super) fn hscan(&self, key: &Bytes, scan: &ScanOp, now: u64) -> KsResult<Reply> {
         let mut found = Vec::new();
         let next = match self.hash(key, now)? {
             None => 0,

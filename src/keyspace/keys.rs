@@ -2,79 +2,13 @@
 //! PERSIST, KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSHALL/FLUSHDB, and the expiry purge.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, KsResult, Op, SplitMix};
+use super::op::{ExpireCond, Op};
+use super::scan::{ScanOp, parse_scan};
+use super::{Keyspace, KeyspaceError, KsResult, ParseCtx, SplitMix};
 use crate::args::{Args, is, parse_i64};
 use crate::glob;
 use crate::reply::Reply;
-
-/// EXPIRE's condition (Redis 7 NX/XX/GT/LT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExpireCond {
-    /// Always.
-    Always,
-    /// NX: only if the key has no TTL.
-    IfNoTtl,
-    /// XX: only if it has one.
-    IfTtl,
-    /// GT: only if the new time is later (no TTL counts as infinite).
-    IfLater,
-    /// LT: only if the new time is earlier.
-    IfEarlier,
-}
-
-/// The arguments of SCAN and HSCAN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScanOp {
-    /// Where to resume.
-    pub cursor: u64,
-    /// MATCH pattern.
-    pub pattern: Option<Bytes>,
-    /// COUNT hint: how many entries to visit.
-    pub count: usize,
-    /// TYPE filter (SCAN only).
-    pub kind: Option<String>,
-    /// NOVALUES (HSCAN only).
-    pub novalues: bool,
-}
-
-/// Parses `cursor [MATCH p] [COUNT n] [TYPE t] [NOVALUES]`; `hash` selects HSCAN's options.
-pub(super) fn parse_scan(args: &mut Args<'_>, hash: bool) -> KsResult<ScanOp> {
-    let cursor_arg = args.take();
-    let cursor = std::str::from_utf8(&cursor_arg)
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-        .ok_or(KeyspaceError::InvalidCursor)?;
-    let mut scan = ScanOp {
-        cursor,
-        pattern: None,
-        count: 10,
-        kind: None,
-        novalues: false,
-    };
-    while !args.is_done() {
-        if args.eat("MATCH") {
-            scan.pattern = Some(args.next_arg().ok_or(KeyspaceError::Syntax)?.clone());
-        } else if args.eat("COUNT") {
-            let count = parse_i64(args.next_arg().ok_or(KeyspaceError::Syntax)?)
-                .ok_or(KeyspaceError::NotInteger)?;
-            if count < 1 {
-                return Err(KeyspaceError::Syntax);
-            }
-            scan.count = count as usize;
-        } else if !hash && args.eat("TYPE") {
-            let kind = args.next_arg().ok_or(KeyspaceError::Syntax)?;
-            scan.kind = Some(String::from_utf8_lossy(kind).to_ascii_lowercase());
-        } else if hash && args.eat("NOVALUES") {
-            scan.novalues = true;
-        } else {
-            return Err(KeyspaceError::Syntax);
-        }
-    }
-    Ok(scan)
-}
 
 pub(super) fn parse(name: &str, a: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<Op>> {
     let mut args = Args::new(a);

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, Value, clamp_range};
+use super::op::Op;
+use super::{Keyspace, KeyspaceError, Kind, KsResult, ParseCtx, Value, clamp_range};
 use crate::args::{Args, parse_i64};
 use crate::reply::Reply;
 

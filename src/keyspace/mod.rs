@@ -13,6 +13,8 @@ mod hashes;
 mod keys;
 mod lists;
 mod op;
+mod parse;
+mod scan;
 mod scanmap;
 mod sets;
 mod strings;
@@ -27,7 +29,9 @@ use thiserror::Error;
 
 use crate::reply::RedisError;
 
-pub use op::{Op, ParseCtx, parse};
+pub use op::{ExpireCond, GetExExpire, HSetMode, Op, SetCond, SetExpiry, SetOp, SetReply};
+pub use parse::parse;
+pub use scan::ScanOp;
 pub use scanmap::ScanMap;
 
 /// The time an operation executes at, carried by the operation, never read from a clock here.
@@ -35,6 +39,16 @@ pub use scanmap::ScanMap;
 pub struct Ctx {
     /// Milliseconds since the Unix epoch, as the node that created the operation saw it.
     pub now_ms: u64,
+}
+
+/// What a parser needs besides the arguments: the time relative TTLs count from and a seed for
+/// commands that pick at random.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseCtx {
+    /// Milliseconds since the epoch when the command arrived.
+    pub now_ms: u64,
+    /// Seed for SPOP, SRANDMEMBER and RANDOMKEY.
+    pub seed: u64,
 }
 
 /// A stored value.

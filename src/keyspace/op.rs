@@ -3,24 +3,102 @@
 //! `&mut Keyspace`.
 //!
 //! An `Op` is complete: it carries absolute expiry times and random seeds, so applying it
-//! depends only on the keyspace and the [`Ctx`] it travels with.
+//! depends only on the keyspace and the [`Ctx`] it travels with. The argument types of its
+//! variants live here too; each family file parses its commands into `Op`s and implements
+//! their semantics, and nothing here imports a family file. The variant order is part of the
+//! log format: append, never reorder.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Ctx, Keyspace, KeyspaceError, KsResult, WatchToken, hashes, keys, lists, sets, strings,
-};
+use super::scan::ScanOp;
+use super::{Ctx, Keyspace, KeyspaceError, KsResult, WatchToken};
 use crate::reply::Reply;
 
-/// What a parser needs besides the arguments: the time relative TTLs count from and a seed for
-/// commands that pick at random.
-#[derive(Debug, Clone, Copy)]
-pub struct ParseCtx {
-    /// Milliseconds since the epoch when the command arrived.
-    pub now_ms: u64,
-    /// Seed for SPOP, SRANDMEMBER and RANDOMKEY.
-    pub seed: u64,
+/// SET's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetCond {
+    /// Always set.
+    Always,
+    /// NX: only if absent.
+    IfAbsent,
+    /// XX: only if present.
+    IfPresent,
+}
+
+/// What SET does to the key's TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetExpiry {
+    /// No TTL (any old one is dropped).
+    Persist,
+    /// Expire at this absolute time (ms); a time not after the operation's deletes the key.
+    At(i64),
+    /// KEEPTTL.
+    Keep,
+}
+
+/// How SET answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetReply {
+    /// `+OK`, or nil when the condition failed.
+    Ok,
+    /// The old value (GET option, GETSET).
+    OldValue,
+    /// `:1` or `:0` (SETNX).
+    Flag,
+}
+
+/// SET, SETNX, SETEX, PSETEX and GETSET as one operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetOp {
+    /// The key.
+    pub key: Bytes,
+    /// The new value.
+    pub value: Bytes,
+    /// NX / XX.
+    pub cond: SetCond,
+    /// The TTL to leave on the key.
+    pub expiry: SetExpiry,
+    /// The reply shape.
+    pub reply: SetReply,
+}
+
+/// GETEX's expiry change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GetExExpire {
+    /// Leave the TTL alone.
+    Unchanged,
+    /// Set an absolute expiry (ms).
+    At(i64),
+    /// PERSIST.
+    Persist,
+}
+
+/// EXPIRE's condition (Redis 7 NX/XX/GT/LT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireCond {
+    /// Always.
+    Always,
+    /// NX: only if the key has no TTL.
+    IfNoTtl,
+    /// XX: only if it has one.
+    IfTtl,
+    /// GT: only if the new time is later (no TTL counts as infinite).
+    IfLater,
+    /// LT: only if the new time is earlier.
+    IfEarlier,
+}
+
+/// Which of the hash setters, for its reply and NX behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::enum_variant_names)] // The variants are the command names.
+pub enum HSetMode {
+    /// HSET: replies with the number of new fields.
+    HSet,
+    /// HMSET: replies OK.
+    HMSet,
+    /// HSETNX: sets only a new field, replies 1 or 0.
+    HSetNx,
 }
 
 /// A data command, parsed. Variants group by family; each family file holds the parser and the
@@ -32,7 +110,7 @@ pub enum Op {
     Get {
         key: Bytes,
     },
-    Set(strings::SetOp),
+    Set(SetOp),
     MGet {
         keys: Vec<Bytes>,
     },
@@ -45,7 +123,7 @@ pub enum Op {
     },
     GetEx {
         key: Bytes,
-        expire: strings::GetExExpire,
+        expire: GetExExpire,
     },
     IncrBy {
         key: Bytes,
@@ -90,7 +168,7 @@ pub enum Op {
     Expire {
         key: Bytes,
         at_ms: i64,
-        cond: keys::ExpireCond,
+        cond: ExpireCond,
     },
     Ttl {
         key: Bytes,
@@ -103,7 +181,7 @@ pub enum Op {
     Keys {
         pattern: Bytes,
     },
-    Scan(keys::ScanOp),
+    Scan(ScanOp),
     RandomKey {
         seed: u64,
     },
@@ -118,7 +196,7 @@ pub enum Op {
     HSet {
         key: Bytes,
         pairs: Vec<(Bytes, Bytes)>,
-        mode: hashes::HSetMode,
+        mode: HSetMode,
     },
     HGet {
         key: Bytes,
@@ -164,7 +242,7 @@ pub enum Op {
     },
     HScan {
         key: Bytes,
-        scan: keys::ScanOp,
+        scan: ScanOp,
     },
     // Lists.
     Push {
@@ -240,16 +318,6 @@ pub enum Op {
         ops: Vec<Op>,
         watches: Vec<WatchToken>,
     },
-}
-
-/// Parses the data command `name` (lowercase) with `args` (name excluded). The caller has
-/// checked the arity; `None` means `name` is not a data command.
-pub fn parse(name: &str, args: &[Bytes], ctx: &ParseCtx) -> Option<KsResult<Op>> {
-    strings::parse(name, args, ctx)
-        .or_else(|| keys::parse(name, args, ctx))
-        .or_else(|| hashes::parse(name, args, ctx))
-        .or_else(|| lists::parse(name, args, ctx))
-        .or_else(|| sets::parse(name, args, ctx))
 }
 
 impl Op {

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 
-use super::op::ParseCtx;
-use super::{Keyspace, KeyspaceError, Kind, KsResult, Op, ScanMap, SplitMix, Value};
+use super::op::Op;
+use super::{Keyspace, KeyspaceError, Kind, KsResult, ParseCtx, ScanMap, SplitMix, Value};
 use crate::args::{Args, parse_i64};
 use crate::reply::Reply;
 

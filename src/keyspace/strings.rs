@@ -2,71 +2,11 @@
 //! friends, INCRBYFLOAT, APPEND, STRLEN, GETRANGE, SETRANGE.
 
 use bytes::{Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
 
-use super::op::ParseCtx;
-use super::{Entry, Keyspace, KeyspaceError, KsResult, MAX_STRING_LEN, Op, Value};
+use super::op::{GetExExpire, Op, SetCond, SetExpiry, SetOp, SetReply};
+use super::{Entry, Keyspace, KeyspaceError, KsResult, MAX_STRING_LEN, ParseCtx, Value};
 use crate::args::{Args, parse_f64, parse_i64};
 use crate::reply::{Reply, format_double};
-
-/// SET's condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SetCond {
-    /// Always set.
-    Always,
-    /// NX: only if absent.
-    IfAbsent,
-    /// XX: only if present.
-    IfPresent,
-}
-
-/// What SET does to the key's TTL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SetExpiry {
-    /// No TTL (any old one is dropped).
-    Persist,
-    /// Expire at this absolute time (ms); a time not after the operation's deletes the key.
-    At(i64),
-    /// KEEPTTL.
-    Keep,
-}
-
-/// How SET answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SetReply {
-    /// `+OK`, or nil when the condition failed.
-    Ok,
-    /// The old value (GET option, GETSET).
-    OldValue,
-    /// `:1` or `:0` (SETNX).
-    Flag,
-}
-
-/// SET, SETNX, SETEX, PSETEX and GETSET as one operation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SetOp {
-    /// The key.
-    pub key: Bytes,
-    /// The new value.
-    pub value: Bytes,
-    /// NX / XX.
-    pub cond: SetCond,
-    /// The TTL to leave on the key.
-    pub expiry: SetExpiry,
-    /// The reply shape.
-    pub reply: SetReply,
-}
-
-/// GETEX's expiry change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GetExExpire {
-    /// Leave the TTL alone.
-    Unchanged,
-    /// Set an absolute expiry (ms).
-    At(i64),
-    /// PERSIST.
-    Persist,
-}
 
 /// Reads `EX s | PX ms | EXAT s | PXAT ms` at the cursor, if present, as an absolute time in
 /// ms. Values must be positive integers, and the result must not overflow.

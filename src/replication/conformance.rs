@@ -7,6 +7,7 @@ use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
 use super::*;
+use crate::peers::NodeId;
 
 /// Records what it applied; its snapshot is that record.
 #[derive(Default)]
@@ -15,16 +16,19 @@ struct Recorder {
 }
 
 impl Machine for Recorder {
-    fn apply(&self, index: u64, payload: &[u8]) -> Reply {
+    type Response = u64;
+    type RestoreError = CodecError;
+
+    fn apply(&self, index: u64, payload: &[u8]) -> u64 {
         self.applied.lock().unwrap().push((index, payload.to_vec()));
-        Reply::Int(index as i64)
+        index
     }
 
     fn snapshot(&self) -> Vec<u8> {
         encode(&*self.applied.lock().unwrap())
     }
 
-    fn restore(&self, bytes: &[u8]) -> Result<(), String> {
+    fn restore(&self, bytes: &[u8]) -> Result<(), CodecError> {
         *self.applied.lock().unwrap() = decode(bytes)?;
         Ok(())
     }
@@ -32,16 +36,18 @@ impl Machine for Recorder {
 
 struct Builder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+type Config = TypeConfig<u64>;
+
+impl StoreBuilder<Config, LogStore<u64>, Applier<Recorder>, tempfile::TempDir> for Builder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+    ) -> Result<(tempfile::TempDir, LogStore<u64>, Applier<Recorder>), StorageError<NodeId>> {
         let dir = tempfile::tempdir().unwrap();
         let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
         let recovered = disk.recover().unwrap();
         let (writer, _, _) = Writer::start(disk);
         let log = LogStore::recover(&recovered, writer.clone()).unwrap();
-        let sm = StateMachine::recover(&recovered, Arc::new(Recorder::default()), writer).unwrap();
+        let sm = Applier::recover(&recovered, Arc::new(Recorder::default()), writer).unwrap();
         Ok((dir, log, sm))
     }
 }
@@ -59,7 +65,7 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raft.redb");
-    let entry = |index: u64| Entry::<TypeConfig> {
+    let entry = |index: u64| Entry::<Config> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Payload(Bytes::from(vec![index as u8]))),
     };
@@ -69,7 +75,7 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
         let (writer, stats, _) = Writer::start(disk);
         let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
         let machine = Arc::new(Recorder::default());
-        let mut sm = StateMachine::recover(&recovered, machine.clone(), writer.clone()).unwrap();
+        let mut sm = Applier::recover(&recovered, machine.clone(), writer.clone()).unwrap();
         log.save_vote(&Vote::new(1, 1)).await.unwrap();
         // Appends queued together share disk writes (group commit).
         let mut pending = tokio::task::JoinSet::new();
@@ -112,7 +118,7 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     let (writer, _, _) = Writer::start(disk);
     let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
     let machine = Arc::new(Recorder::default());
-    let mut sm = StateMachine::recover(&recovered, machine.clone(), writer).unwrap();
+    let mut sm = Applier::recover(&recovered, machine.clone(), writer).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(30));

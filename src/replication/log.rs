@@ -19,7 +19,8 @@ use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOErr
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::{Disk, DiskOp, Recovered};
-use super::{NodeId, TypeConfig, decode, encode};
+use super::{CodecError, Response, TypeConfig, decode, encode};
+use crate::peers::NodeId;
 
 /// Most jobs merged into one disk write.
 const MAX_BATCH: usize = 4096;
@@ -34,29 +35,37 @@ pub struct DiskStats {
 }
 
 /// What to do once a job's write is durable.
-enum Done {
+enum Done<R: Response> {
     Nothing,
-    Flushed(LogFlushed<TypeConfig>),
+    Flushed(LogFlushed<TypeConfig<R>>),
     Notify(oneshot::Sender<io::Result<()>>),
 }
 
-struct Job {
+struct Job<R: Response> {
     op: DiskOp,
-    done: Done,
+    done: Done<R>,
 }
 
 /// The queue to the writer task, shared by the log store and the state machine (snapshots),
 /// so everything reaches the disk in the order it was queued.
-#[derive(Clone)]
-pub struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+pub struct Writer<R: Response> {
+    jobs: mpsc::UnboundedSender<Job<R>>,
     /// The latest committed position, written with the next batch rather than on its own:
     /// openraft treats a lost committed position as merely behind, so it need not cost an
     /// fsync of its own.
     committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
-impl Debug for Writer {
+impl<R: Response> Clone for Writer<R> {
+    fn clone(&self) -> Self {
+        Writer {
+            jobs: self.jobs.clone(),
+            committed: self.committed.clone(),
+        }
+    }
+}
+
+impl<R: Response> Debug for Writer<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Writer")
     }
@@ -66,11 +75,13 @@ fn copy_error(e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), e.to_string())
 }
 
-impl Writer {
+impl<R: Response> Writer<R> {
     /// Spawns the writer task over `disk`. The task ends, letting go of the disk, once every
     /// handle to the writer is dropped; the returned handle resolves then.
-    pub fn start<D: Disk>(disk: Arc<D>) -> (Writer, Arc<DiskStats>, tokio::task::JoinHandle<()>) {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+    pub fn start<D: Disk>(
+        disk: Arc<D>,
+    ) -> (Writer<R>, Arc<DiskStats>, tokio::task::JoinHandle<()>) {
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job<R>>();
         let stats = Arc::new(DiskStats::default());
         let counters = stats.clone();
         let committed = Arc::new(Mutex::new(None));
@@ -120,7 +131,7 @@ impl Writer {
         (Writer { jobs, committed }, stats, task)
     }
 
-    fn queue(&self, op: DiskOp, done: Done) -> io::Result<()> {
+    fn queue(&self, op: DiskOp, done: Done<R>) -> io::Result<()> {
         self.jobs
             .send(Job { op, done })
             .map_err(|_| io::Error::other("the raft storage writer has stopped"))
@@ -136,36 +147,49 @@ impl Writer {
 }
 
 /// The log, vote and committed position as openraft sees them.
-#[derive(Debug, Default)]
-struct Inner {
-    log: BTreeMap<u64, Entry<TypeConfig>>,
+struct Inner<R: Response> {
+    log: BTreeMap<u64, Entry<TypeConfig<R>>>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     purged: Option<LogId<NodeId>>,
 }
 
 /// openraft's log store (v2 storage API). Cloning gives another handle to the same log.
-#[derive(Debug, Clone)]
-pub struct LogStore {
-    inner: Arc<Mutex<Inner>>,
-    writer: Writer,
+pub struct LogStore<R: Response> {
+    inner: Arc<Mutex<Inner<R>>>,
+    writer: Writer<R>,
+}
+
+impl<R: Response> Debug for LogStore<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+impl<R: Response> Clone for LogStore<R> {
+    fn clone(&self) -> Self {
+        LogStore {
+            inner: self.inner.clone(),
+            writer: self.writer.clone(),
+        }
+    }
 }
 
 fn write_error(e: &io::Error) -> StorageError<NodeId> {
     StorageIOError::write_logs(e).into()
 }
 
-impl LogStore {
+impl<R: Response> LogStore<R> {
     /// The log as recovered from disk, writing through `writer`.
-    pub fn recover(recovered: &Recovered, writer: Writer) -> Result<LogStore, String> {
+    pub fn recover(recovered: &Recovered, writer: Writer<R>) -> Result<LogStore<R>, CodecError> {
         let mut inner = Inner {
+            log: BTreeMap::new(),
             vote: recovered.vote.as_deref().map(decode).transpose()?,
             committed: recovered.committed.as_deref().map(decode).transpose()?,
             purged: recovered.purged.as_deref().map(decode).transpose()?,
-            ..Inner::default()
         };
         for bytes in &recovered.entries {
-            let entry: Entry<TypeConfig> = decode(bytes)?;
+            let entry: Entry<TypeConfig<R>> = decode(bytes)?;
             inner.log.insert(entry.log_id.index, entry);
         }
         Ok(LogStore {
@@ -174,16 +198,16 @@ impl LogStore {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<R>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<R: Response> RaftLogReader<TypeConfig<R>> for LogStore<R> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+    ) -> Result<Vec<Entry<TypeConfig<R>>>, StorageError<NodeId>> {
         Ok(self
             .lock()
             .log
@@ -193,10 +217,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
+    type LogReader = LogStore<R>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig<R>>, StorageError<NodeId>> {
         let inner = self.lock();
         let last = inner.log.values().next_back().map(|e| e.log_id);
         Ok(LogState {
@@ -257,10 +281,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: LogFlushed<TypeConfig<R>>,
     ) -> Result<(), StorageError<NodeId>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I: IntoIterator<Item = Entry<TypeConfig<R>>> + Send,
         I::IntoIter: Send,
     {
         let mut ops = Vec::new();

@@ -1,16 +1,19 @@
 //! Replication: the Raft log (openraft 0.9), its durable storage, snapshots, and the network
 //! between nodes.
 //!
-//! This is the lowest layer. It knows nothing of keyspaces or WebAssembly: a log entry carries
-//! an opaque [`Payload`] and applying it is the job of a [`Machine`], which the engine above
-//! implements. What this layer guarantees is the Raft part: an entry acknowledged to a client
-//! is on the disks of a majority (each append is fsynced before it counts, many appends share
-//! one fsync), and every member applies the same entries in the same order.
+//! This is the lowest layer. It knows nothing of keyspaces, WebAssembly or replies: a log
+//! entry carries an opaque [`Payload`], applying it is the job of a [`Machine`] (which the
+//! state machine above implements), and what applying answers is the machine's own
+//! [`Machine::Response`], passed through. What this layer guarantees is the Raft part: an
+//! entry acknowledged to a client is on the disks of a majority (each append is fsynced before
+//! it counts, many appends share one fsync), and every member applies the same entries in the
+//! same order.
 //!
-//! Files: `log.rs` (the log store: an in-memory mirror of the log and the group-commit writer),
-//! `disk.rs` (the [`Disk`] trait and its redb implementation), `state.rs` (the state machine
-//! adapter: applied position, membership, snapshots), `network.rs` (Raft RPCs over framed
-//! TCP, client and server), `runtime.rs` (openraft's async runtime with a seedable RNG).
+//! Files: `log.rs` (the log store: an in-memory mirror of the log and the group-commit
+//! writer), `disk.rs` (the [`Disk`] trait and its redb implementation), `state.rs`
+//! ([`Applier`], the state machine adapter: applied position, membership, snapshots),
+//! `network.rs` (Raft RPCs over framed TCP, client and server), `runtime.rs` (openraft's async
+//! runtime with a seedable RNG).
 
 mod disk;
 mod log;
@@ -21,13 +24,14 @@ mod state;
 #[cfg(test)]
 mod conformance;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -35,86 +39,14 @@ pub use disk::{Disk, DiskOp, Recovered, RedbDisk};
 pub use log::{DiskStats, LogStore, Writer};
 pub use network::{Network, serve};
 pub use runtime::{FerriteRuntime, seed_rng};
-pub use state::StateMachine;
+pub use state::Applier;
 
 use crate::net::Dialer;
-use crate::reply::Reply;
-
-/// A Raft node id.
-pub type NodeId = u64;
+use crate::peers::{Member, NodeId};
 
 /// The Raft group every node of a Ferrite cluster belongs to today (one shard). Every RPC
 /// carries its group so several groups per node can come later.
 pub const DEFAULT_GROUP: u64 = 0;
-
-/// What the cluster knows of a member: where clients reach it and where its Raft port is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Member {
-    /// Host or IP clients are given (MOVED, CLUSTER SLOTS).
-    pub host: String,
-    /// Client port.
-    pub port: u16,
-    /// Raft (cluster bus) port.
-    pub cport: u16,
-}
-
-impl Member {
-    /// Parses Redis's `host:port[@cport]`; the cluster port defaults to `port + 10000`.
-    pub fn parse(text: &str) -> Option<Member> {
-        let (addr, cport) = match text.split_once('@') {
-            Some((addr, cport)) => (addr, Some(cport.parse().ok()?)),
-            None => (text, None),
-        };
-        let (host, port) = addr.rsplit_once(':')?;
-        let port: u16 = port.parse().ok()?;
-        if host.is_empty() || port == 0 {
-            return None;
-        }
-        Some(Member {
-            host: host.to_owned(),
-            port,
-            cport: cport.unwrap_or(port.checked_add(10000)?),
-        })
-    }
-
-    /// `host:port`, the address clients use.
-    pub fn client_addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// `host:cport`, the address Raft RPCs go to.
-    pub fn cluster_addr(&self) -> String {
-        format!("{}:{}", self.host, self.cport)
-    }
-}
-
-impl fmt::Display for Member {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}@{}", self.host, self.port, self.cport)
-    }
-}
-
-/// Parses a peer list, `1@127.0.0.1:7001,2@127.0.0.1:7002[@17002],...`.
-pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, Member>, String> {
-    let mut peers = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (id, addr) = item
-            .split_once('@')
-            .ok_or_else(|| format!("'{item}' is not id@host:port"))?;
-        let id: NodeId = id
-            .parse()
-            .map_err(|_| format!("'{id}' in '{item}' is not a node id"))?;
-        let member =
-            Member::parse(addr).ok_or_else(|| format!("'{addr}' is not host:port[@cport]"))?;
-        if peers.insert(id, member).is_some() {
-            return Err(format!("node id {id} appears twice"));
-        }
-    }
-    if peers.is_empty() {
-        return Err("the peer list is empty".to_owned());
-    }
-    Ok(peers)
-}
 
 /// A log entry's application payload: bytes only the [`Machine`] interprets.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,29 +58,86 @@ impl fmt::Debug for Payload {
     }
 }
 
-openraft::declare_raft_types!(
-    /// Ferrite's Raft types: opaque payloads, replies as responses, members with addresses.
-    pub TypeConfig:
-        D = Payload,
-        R = Reply,
-        Node = Member,
-        AsyncRuntime = FerriteRuntime,
-);
+/// What applying an entry hands back to the client that proposed it: the [`Machine`]'s own
+/// type, passed through untouched (openraft wants it serializable; it never leaves the node).
+/// Blank and membership entries answer with its `Default`.
+pub trait Response: Default + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
-/// The Raft handle.
-pub type Raft = openraft::Raft<TypeConfig>;
+impl<T> Response for T where T: Default + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
-/// The replicated state the log drives. Applying must be deterministic: the reply and the
+/// Ferrite's Raft types, for a machine answering with `R`: opaque payloads, members with
+/// addresses, tokio with a seedable RNG.
+pub struct TypeConfig<R>(PhantomData<fn() -> R>);
+
+impl<R> Clone for TypeConfig<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for TypeConfig<R> {}
+
+impl<R> Default for TypeConfig<R> {
+    fn default() -> Self {
+        TypeConfig(PhantomData)
+    }
+}
+
+impl<R> fmt::Debug for TypeConfig<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TypeConfig")
+    }
+}
+
+impl<R> PartialEq for TypeConfig<R> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<R> Eq for TypeConfig<R> {}
+
+impl<R> PartialOrd for TypeConfig<R> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<R> Ord for TypeConfig<R> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<R: Response> openraft::RaftTypeConfig for TypeConfig<R> {
+    type D = Payload;
+    type R = R;
+    type NodeId = NodeId;
+    type Node = Member;
+    type Entry = openraft::Entry<Self>;
+    type SnapshotData = Cursor<Vec<u8>>;
+    type AsyncRuntime = FerriteRuntime;
+    type Responder = openraft::impls::OneshotResponder<Self>;
+}
+
+/// The Raft handle of a node whose machine answers with `R`.
+pub type Raft<R> = openraft::Raft<TypeConfig<R>>;
+
+/// The replicated state the log drives. Applying must be deterministic: the response and the
 /// resulting state depend only on the state and the payload (and on nothing else: no clock, no
 /// randomness, no hash-map order), so every member that applies the same entries ends up the
 /// same.
 pub trait Machine: Send + Sync + 'static {
-    /// Applies the payload of the entry at `index` and returns the reply for its client.
-    fn apply(&self, index: u64, payload: &[u8]) -> Reply;
+    /// What applying an entry answers its client with.
+    type Response: Response;
+    /// Why a snapshot could not be restored.
+    type RestoreError: std::error::Error + Send + Sync + 'static;
+    /// Applies the payload of the entry at `index` and returns the response for its client.
+    fn apply(&self, index: u64, payload: &[u8]) -> Self::Response;
     /// The whole state, serialized, for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the whole state with one produced by [`Machine::snapshot`].
-    fn restore(&self, bytes: &[u8]) -> Result<(), String>;
+    fn restore(&self, bytes: &[u8]) -> Result<(), Self::RestoreError>;
 }
 
 /// Timing and compaction settings.
@@ -181,28 +170,35 @@ impl Settings {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| ReplicationError::Config(e.to_string()))
+        .map_err(|e| ReplicationError::Config(Box::new(e)))
     }
 }
 
 /// Failures to start replication.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ReplicationError {
     /// Invalid timing settings.
     #[error("cluster settings: {0}")]
-    Config(String),
-    /// The disk could not be read.
+    Config(#[source] Box<openraft::ConfigError>),
+    /// The disk could not be read back.
     #[error("raft storage: {0}")]
-    Storage(String),
+    Disk(#[source] std::io::Error),
+    /// The disk holds something this version cannot decode.
+    #[error("raft storage: {0}")]
+    Corrupt(#[from] CodecError),
+    /// The latest snapshot could not be restored into the machine.
+    #[error("raft storage: restoring the snapshot: {0}")]
+    Restore(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// openraft refused to start.
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
 }
 
 /// A running Raft node.
-pub struct Started {
+pub struct Started<R: Response> {
     /// The Raft handle.
-    pub raft: Raft,
+    pub raft: Raft<R>,
     /// Group-commit figures.
     pub stats: Arc<DiskStats>,
     /// Resolves once the storage writer has stopped and let go of the disk (after the Raft
@@ -213,34 +209,33 @@ pub struct Started {
 /// Starts the Raft node `id` over `disk`, applying to `machine`, reaching peers through
 /// `dialer`. Recovers the vote, log and latest snapshot from the disk first; committed entries
 /// after the snapshot are re-applied by openraft.
-pub async fn start<D: Disk, N: Dialer>(
+pub async fn start<M: Machine, D: Disk, N: Dialer>(
     id: NodeId,
     settings: Settings,
     disk: Arc<D>,
-    machine: Arc<dyn Machine>,
+    machine: Arc<M>,
     dialer: Arc<N>,
-) -> Result<Started, ReplicationError> {
+) -> Result<Started<M::Response>, ReplicationError> {
     let config = Arc::new(settings.raft_config()?);
-    let recovered = {
-        let disk = disk.clone();
-        disk.recover()
-            .map_err(|e| ReplicationError::Storage(e.to_string()))?
-    };
+    let recovered = disk.recover().map_err(ReplicationError::Disk)?;
     let (writer, stats, writer_task) = Writer::start(disk);
-    let log = LogStore::recover(&recovered, writer.clone())
-        .map_err(|e| ReplicationError::Storage(e.to_string()))?;
-    let sm = StateMachine::recover(&recovered, machine, writer)
-        .map_err(|e| ReplicationError::Storage(e.to_string()))?;
+    let log = LogStore::recover(&recovered, writer.clone())?;
+    let sm = Applier::recover(&recovered, machine, writer)?;
     let network = Network::new(dialer, DEFAULT_GROUP);
     let raft = Raft::new(id, config, network, log, sm)
         .await
-        .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
     Ok(Started {
         raft,
         stats,
         writer: writer_task,
     })
 }
+
+/// Bytes that do not decode as what they should hold.
+#[derive(Debug, Error)]
+#[error("undecodable: {0}")]
+pub struct CodecError(#[from] bincode::error::DecodeError);
 
 /// Encodes a value for the disk or the wire (bincode 2, standard configuration). One codec for
 /// the whole layer, so it can be swapped in one place.
@@ -250,48 +245,6 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes what [`encode`] produced.
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(value, _)| value)
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_parse_like_redis_addresses() {
-        assert_eq!(
-            Member::parse("127.0.0.1:7001"),
-            Some(Member {
-                host: "127.0.0.1".into(),
-                port: 7001,
-                cport: 17001
-            })
-        );
-        assert_eq!(
-            Member::parse("10.5.0.11:6379@16000").map(|m| m.to_string()),
-            Some("10.5.0.11:6379@16000".to_owned())
-        );
-        assert_eq!(Member::parse("nohost"), None);
-        assert_eq!(Member::parse(":80"), None);
-        assert_eq!(Member::parse("h:99999"), None);
-        assert_eq!(
-            Member::parse("h:60000"),
-            None,
-            "no room for the default cluster port"
-        );
-    }
-
-    #[test]
-    fn peer_lists_parse_and_refuse_nonsense() {
-        let peers = parse_peers("1@127.0.0.1:7001, 2@127.0.0.1:7002,3@h:7003@7103").unwrap();
-        assert_eq!(peers.len(), 3);
-        assert_eq!(peers[&3].cluster_addr(), "h:7103");
-        assert!(parse_peers("1@a:1,1@b:2").unwrap_err().contains("twice"));
-        assert!(parse_peers("x@a:1").is_err());
-        assert!(parse_peers("1-a:1").is_err());
-        assert!(parse_peers("").is_err());
-    }
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?.0)
 }

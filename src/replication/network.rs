@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
-use super::{Member, NodeId, Raft, TypeConfig, decode, encode};
+use super::{Raft, Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::{Dialer, Listener};
+use crate::peers::{Member, NodeId};
 
 /// Largest frame either side accepts: room for a batch of large entries or a snapshot chunk.
 const MAX_FRAME: usize = 1 << 30;
@@ -30,17 +31,19 @@ const MAX_FRAME: usize = 1 << 30;
 /// Connecting gives up after this long even if openraft's budget is longer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct Request<R: MachineResponse> {
     group: u64,
-    rpc: Rpc,
+    rpc: Rpc<R>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum Rpc {
-    Append(AppendEntriesRequest<TypeConfig>),
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+enum Rpc<R: MachineResponse> {
+    Append(AppendEntriesRequest<TypeConfig<R>>),
     Vote(VoteRequest<NodeId>),
-    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Snapshot(InstallSnapshotRequest<TypeConfig<R>>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,20 +62,25 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 /// The connection factory openraft asks for a client per peer.
-pub struct Network<D: Dialer> {
+pub struct Network<D: Dialer, R> {
     dialer: Arc<D>,
     group: u64,
+    response: std::marker::PhantomData<fn() -> R>,
 }
 
-impl<D: Dialer> Network<D> {
+impl<D: Dialer, R> Network<D, R> {
     /// RPCs for `group`, dialled through `dialer`.
-    pub fn new(dialer: Arc<D>, group: u64) -> Network<D> {
-        Network { dialer, group }
+    pub fn new(dialer: Arc<D>, group: u64) -> Network<D, R> {
+        Network {
+            dialer,
+            group,
+            response: std::marker::PhantomData,
+        }
     }
 }
 
-impl<D: Dialer> RaftNetworkFactory<TypeConfig> for Network<D> {
-    type Network = Peer<D>;
+impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Network<D, R> {
+    type Network = Peer<D, R>;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         Peer {
@@ -81,17 +89,19 @@ impl<D: Dialer> RaftNetworkFactory<TypeConfig> for Network<D> {
             dialer: self.dialer.clone(),
             group: self.group,
             conn: None,
+            response: std::marker::PhantomData,
         }
     }
 }
 
 /// One peer's connection.
-pub struct Peer<D: Dialer> {
+pub struct Peer<D: Dialer, R> {
     target: NodeId,
     addr: String,
     dialer: Arc<D>,
     group: u64,
     conn: Option<Framed<D::Stream, LengthDelimitedCodec>>,
+    response: std::marker::PhantomData<fn() -> R>,
 }
 
 /// Why a call failed, before it is mapped to openraft's error for the RPC at hand.
@@ -115,8 +125,8 @@ fn unexpected() -> CallError {
     CallError::Network(std::io::Error::other("unexpected response type"))
 }
 
-impl<D: Dialer> Peer<D> {
-    async fn call(&mut self, rpc: Rpc, timeout: Duration) -> Result<Response, CallError> {
+impl<D: Dialer, R: MachineResponse> Peer<D, R> {
+    async fn call(&mut self, rpc: Rpc<R>, timeout: Duration) -> Result<Response, CallError> {
         let result = tokio::time::timeout(timeout, self.exchange(rpc)).await;
         let result = match result {
             Ok(r) => r,
@@ -132,7 +142,7 @@ impl<D: Dialer> Peer<D> {
         result
     }
 
-    async fn exchange(&mut self, rpc: Rpc) -> Result<Response, CallError> {
+    async fn exchange(&mut self, rpc: Rpc<R>) -> Result<Response, CallError> {
         if self.conn.is_none() {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.dialer.connect(&self.addr))
                 .await
@@ -175,10 +185,10 @@ impl<D: Dialer> Peer<D> {
     }
 }
 
-impl<D: Dialer> RaftNetwork<TypeConfig> for Peer<D> {
+impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig<R>>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
@@ -193,7 +203,7 @@ impl<D: Dialer> RaftNetwork<TypeConfig> for Peer<D> {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<TypeConfig<R>>,
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
@@ -226,9 +236,9 @@ impl<D: Dialer> RaftNetwork<TypeConfig> for Peer<D> {
 }
 
 /// Serves Raft RPCs for `group` from `listener` until `shutdown` fires.
-pub async fn serve<L: Listener>(
+pub async fn serve<L: Listener, R: MachineResponse>(
     mut listener: L,
-    raft: Raft,
+    raft: Raft<R>,
     group: u64,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -256,13 +266,13 @@ pub async fn serve<L: Listener>(
     connections.abort_all();
 }
 
-async fn serve_connection<S>(stream: S, raft: Raft, group: u64)
+async fn serve_connection<S, R: MachineResponse>(stream: S, raft: Raft<R>, group: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut conn = Framed::new(stream, codec());
     while let Some(Ok(frame)) = conn.next().await {
-        let request: Request = match decode(&frame) {
+        let request: Request<R> = match decode(&frame) {
             Ok(r) => r,
             Err(e) => {
                 warn!(cause = %e, "undecodable raft request; closing the connection");

@@ -1,5 +1,6 @@
-//! openraft's state machine, adapting a [`Machine`]: it tracks the applied position and the
-//! membership, hands normal entries to the machine, and builds, stores and installs snapshots.
+//! [`Applier`]: openraft's state machine, adapting a [`Machine`]: it tracks the applied
+//! position and the membership, hands normal entries to the machine, and builds, stores and
+//! installs snapshots.
 //!
 //! The machine itself lives in memory. On restart it is rebuilt from the latest snapshot on
 //! disk, and openraft re-applies the committed entries after it.
@@ -17,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::disk::{DiskOp, Recovered};
 use super::log::Writer;
-use super::{Machine, Member, NodeId, TypeConfig, decode, encode};
-use crate::reply::Reply;
+use super::{Machine, ReplicationError, Response, TypeConfig, decode, encode};
+use crate::peers::{Member, NodeId};
 
 /// A snapshot as stored on disk and sent to followers: its metadata and the machine's bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,38 +28,34 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// openraft's state machine (v2 storage API).
-pub struct StateMachine {
-    machine: Arc<dyn Machine>,
+/// openraft's state machine (v2 storage API) over a [`Machine`].
+pub struct Applier<M: Machine> {
+    machine: Arc<M>,
     applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
     /// The latest snapshot, shared with builders running in the background.
     current: Arc<Mutex<Option<StoredSnapshot>>>,
-    writer: Writer,
+    writer: Writer<M::Response>,
     /// Distinguishes snapshots built at the same log position.
     built: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for StateMachine {
+impl<M: Machine> std::fmt::Debug for Applier<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateMachine")
+        f.debug_struct("Applier")
             .field("applied", &self.applied)
             .finish_non_exhaustive()
     }
 }
 
-fn snapshot_error(e: impl ToString) -> StorageError<NodeId> {
-    StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string())).into()
-}
-
-impl StateMachine {
+impl<M: Machine> Applier<M> {
     /// The state machine as of the latest snapshot on disk (or empty), applying to `machine`.
     pub fn recover(
         recovered: &Recovered,
-        machine: Arc<dyn Machine>,
-        writer: Writer,
-    ) -> Result<StateMachine, String> {
-        let mut sm = StateMachine {
+        machine: Arc<M>,
+        writer: Writer<M::Response>,
+    ) -> Result<Applier<M>, ReplicationError> {
+        let mut sm = Applier {
             machine,
             applied: None,
             membership: StoredMembership::default(),
@@ -68,7 +65,9 @@ impl StateMachine {
         };
         if let Some(bytes) = &recovered.snapshot {
             let snapshot: StoredSnapshot = decode(bytes)?;
-            sm.machine.restore(&snapshot.data)?;
+            sm.machine
+                .restore(&snapshot.data)
+                .map_err(|e| ReplicationError::Restore(Box::new(e)))?;
             sm.applied = snapshot.meta.last_log_id;
             sm.membership = snapshot.meta.last_membership.clone();
             *sm.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot);
@@ -78,14 +77,14 @@ impl StateMachine {
 }
 
 /// Builds one snapshot from state captured when it was created.
-pub struct SnapshotBuilder {
+pub struct SnapshotBuilder<R: Response> {
     snapshot: StoredSnapshot,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
-    writer: Writer,
+    writer: Writer<R>,
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+impl<R: Response> RaftSnapshotBuilder<TypeConfig<R>> for SnapshotBuilder<R> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig<R>>, StorageError<NodeId>> {
         let snapshot = self.snapshot.clone();
         // Durable before it is announced: the log up to it may be purged next.
         self.writer
@@ -108,8 +107,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SnapshotBuilder;
+impl<M: Machine> RaftStateMachine<TypeConfig<M::Response>> for Applier<M> {
+    type SnapshotBuilder = SnapshotBuilder<M::Response>;
 
     async fn applied_state(
         &mut self,
@@ -118,25 +117,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<M::Response>, StorageError<NodeId>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I: IntoIterator<Item = Entry<TypeConfig<M::Response>>> + Send,
         I::IntoIter: Send,
     {
-        let mut replies = Vec::new();
+        let mut responses = Vec::new();
         for entry in entries {
             self.applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Blank => Reply::ok(),
+            let response = match entry.payload {
+                EntryPayload::Blank => M::Response::default(),
                 EntryPayload::Normal(payload) => self.machine.apply(entry.log_id.index, &payload.0),
                 EntryPayload::Membership(membership) => {
+                    if self.membership.membership() != &membership {
+                        tracing::info!(
+                            index = entry.log_id.index,
+                            voters = ?membership.voter_ids().collect::<Vec<_>>(),
+                            learners = ?membership.learner_ids().collect::<Vec<_>>(),
+                            "membership changed"
+                        );
+                    }
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Reply::ok()
+                    M::Response::default()
                 }
             };
-            replies.push(reply);
+            responses.push(response);
         }
-        Ok(replies)
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -178,9 +185,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: snapshot.into_inner(),
         };
-        self.machine
-            .restore(&snapshot.data)
-            .map_err(snapshot_error)?;
+        self.machine.restore(&snapshot.data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.writer
@@ -196,7 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(
         &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    ) -> Result<Option<Snapshot<TypeConfig<M::Response>>>, StorageError<NodeId>> {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(current.as_ref().map(|s| Snapshot {
             meta: s.meta.clone(),

@@ -12,12 +12,14 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Trap};
 
+use ferrite_abi::{IMPORT_MODULE, KEY_NOT_FOUND, LogLevel, import};
+
 use super::abi;
 use super::{Permissions, WasmError};
+use crate::command_table::{self, Flags};
 use crate::keyspace::{Ctx, Entry, Keyspace, Op, ParseCtx, SplitMix, parse};
 use crate::reply::Reply;
 use crate::slot::key_slot;
-use crate::spec;
 
 /// Fuel charged by host functions. Documented in the configuration reference; part of the
 /// determinism contract, so changing a value changes every module's fuel figures.
@@ -230,7 +232,7 @@ fn charge(caller: &mut Caller<'_, CallState>, amount: u64) -> wasmtime::Result<(
 }
 
 fn memory(caller: &mut Caller<'_, CallState>) -> wasmtime::Result<Memory> {
-    match caller.get_export("memory") {
+    match caller.get_export(ferrite_abi::export::MEMORY) {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(wasmtime::format_err!("module has no memory export")),
     }
@@ -250,7 +252,7 @@ fn read_guest(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtim
 
 /// Asks the guest's `alloc` for room, copies `bytes` there, and packs `(ptr << 32) | len`.
 fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Result<i64> {
-    let alloc = match caller.get_export("alloc") {
+    let alloc = match caller.get_export(ferrite_abi::export::ALLOC) {
         Some(Extern::Func(f)) => f.typed::<i32, i32>(&caller)?,
         _ => return Err(wasmtime::format_err!("module has no alloc export")),
     };
@@ -260,14 +262,14 @@ fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Re
     let mem = memory(caller)?;
     mem.write(&mut *caller, ptr as u32 as usize, bytes)
         .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
-    Ok(((ptr as u32 as i64) << 32) | bytes.len() as i64)
+    Ok(ferrite_abi::pack(ptr as u32, bytes.len() as u32))
 }
 
 /// Registers the `ferrite` imports on `linker`.
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     linker.func_wrap(
-        "ferrite",
-        "get_key",
+        IMPORT_MODULE,
+        import::GET_KEY,
         |mut caller: Caller<'_, CallState>, kptr: i32, klen: i32| -> wasmtime::Result<i64> {
             charge(&mut caller, FUEL_COSTS.of(0, klen.max(0) as usize))?;
             let key = read_guest(&mut caller, kptr, klen)?;
@@ -276,16 +278,18 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             state.check_slot(&key)?;
             let value = match state.keyspace.get_string(&key, state.ctx.now_ms) {
                 Ok(v) => v.cloned(),
-                Err(e) => return Err(state.refuse(WasmError::Command(Reply::error(e)))),
+                Err(e) => return Err(state.refuse(WasmError::Data(e))),
             };
-            let Some(value) = value else { return Ok(-1) };
+            let Some(value) = value else {
+                return Ok(KEY_NOT_FOUND);
+            };
             charge(&mut caller, FUEL_COSTS.of(0, value.len()))?;
             write_guest(&mut caller, &value)
         },
     )?;
     linker.func_wrap(
-        "ferrite",
-        "set_key",
+        IMPORT_MODULE,
+        import::SET_KEY,
         |mut caller: Caller<'_, CallState>,
          kptr: i32,
          klen: i32,
@@ -317,8 +321,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(
-        "ferrite",
-        "del_key",
+        IMPORT_MODULE,
+        import::DEL_KEY,
         |mut caller: Caller<'_, CallState>, kptr: i32, klen: i32| -> wasmtime::Result<i32> {
             charge(&mut caller, FUEL_COSTS.of(0, klen.max(0) as usize))?;
             let key = read_guest(&mut caller, kptr, klen)?;
@@ -334,8 +338,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(
-        "ferrite",
-        "call",
+        IMPORT_MODULE,
+        import::CALL,
         |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<i64> {
             charge(
                 &mut caller,
@@ -345,8 +349,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let state = caller.data_mut();
             let argv = match abi::decode_call_args(&raw) {
                 Ok(argv) if !argv.is_empty() => argv,
-                Ok(_) => return Err(state.refuse(WasmError::BadCall("empty command".to_owned()))),
-                Err(e) => return Err(state.refuse(WasmError::BadCall(e.to_string()))),
+                Ok(_) => return Err(state.refuse(WasmError::EmptyCall)),
+                Err(e) => return Err(state.refuse(WasmError::BadCall(e))),
             };
             let reply = state.run_command(argv)?;
             let mut encoded = Vec::new();
@@ -356,8 +360,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(
-        "ferrite",
-        "reply",
+        IMPORT_MODULE,
+        import::REPLY,
         |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
             charge(&mut caller, FUEL_COSTS.of(0, len.max(0) as usize))?;
             let raw = read_guest(&mut caller, ptr, len)?;
@@ -367,14 +371,14 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                     state.reply = Some(reply);
                     Ok(())
                 }
-                Err(e) => Err(state.refuse(WasmError::BadReply(e.to_string()))),
+                Err(e) => Err(state.refuse(WasmError::BadReply(e))),
             }
         },
     )?;
     // Extension of ABI v1: the SDK's panic hook reports the message before the guest aborts.
     linker.func_wrap(
-        "ferrite",
-        "panic",
+        IMPORT_MODULE,
+        import::PANIC,
         |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let raw = read_guest(&mut caller, ptr, len.clamp(0, 4096))?;
             caller.data_mut().panic_message = Some(String::from_utf8_lossy(&raw).into_owned());
@@ -382,8 +386,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(
-        "ferrite",
-        "log",
+        IMPORT_MODULE,
+        import::LOG,
         |mut caller: Caller<'_, CallState>,
          level: i32,
          ptr: i32,
@@ -393,12 +397,12 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let raw = read_guest(&mut caller, ptr, len)?;
             let message = String::from_utf8_lossy(&raw);
             let module = &caller.data().module;
-            match level {
-                0 => tracing::error!(module = %module, "{message}"),
-                1 => tracing::warn!(module = %module, "{message}"),
-                2 => tracing::info!(module = %module, "{message}"),
-                3 => tracing::debug!(module = %module, "{message}"),
-                _ => tracing::trace!(module = %module, "{message}"),
+            match LogLevel::from_i32(level) {
+                LogLevel::Error => tracing::error!(module = %module, "{message}"),
+                LogLevel::Warn => tracing::warn!(module = %module, "{message}"),
+                LogLevel::Info => tracing::info!(module = %module, "{message}"),
+                LogLevel::Debug => tracing::debug!(module = %module, "{message}"),
+                LogLevel::Trace => tracing::trace!(module = %module, "{message}"),
             }
             Ok(())
         },
@@ -412,12 +416,12 @@ impl CallState {
     /// reply; a refusal ends the call.
     fn run_command(&mut self, argv: Vec<Bytes>) -> wasmtime::Result<Reply> {
         let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
-        let Some(command) = spec::lookup(name.as_bytes()) else {
+        let Some(command) = command_table::lookup(name.as_bytes()) else {
             return Err(self.refuse(WasmError::CommandNotAllowed(name)));
         };
-        // Data commands with declared keys only: no connection, server, transaction or
-        // keyless commands (FLUSHALL, KEYS, SCAN would reach beyond the call's slot).
-        if command.first_key <= 0 || matches!(command.name, "watch") {
+        // The table says which: data commands that name their keys (keyless ones such as
+        // FLUSHALL, KEYS and SCAN would reach beyond the call's slot).
+        if !command.callable_from_functions() {
             return Err(self.refuse(WasmError::CommandNotAllowed(name)));
         }
         if !command.arity_ok(argv.len()) {
@@ -426,7 +430,7 @@ impl CallState {
                 command.name
             )));
         }
-        if command.has_flag("admin") && !self.permissions.contains(Permissions::ADMIN) {
+        if command.flags.contains(Flags::ADMIN) && !self.permissions.contains(Permissions::ADMIN) {
             return Err(self.refuse(WasmError::PermissionDenied("admin")));
         }
         if command.is_write() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::{CallOutcome, ModuleRef, WasmError};
+use crate::reply::RedisError;
 
 /// How many recent call durations are kept for the p99.
 const DURATION_WINDOW: usize = 1024;
@@ -44,7 +45,7 @@ impl ModuleStats {
             }
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock() = Some(e.to_string());
+                *self.last_error.lock() = Some(e.line());
             }
         }
         let mut recent = self.recent_us.lock();

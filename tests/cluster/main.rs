@@ -1,14 +1,11 @@
 //! Cluster mode with real processes: three (or four) ferrite nodes on 127.0.0.1 forming one
 //! Raft group, driven by the redis crate (plain and cluster clients).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ferrite_testkit::{Cluster, Server, cmd, err, wait_until};
 use redis::Value;
-use support::{Cluster, cmd, err, wait_until};
 
 const ELECTION: Duration = Duration::from_secs(15);
 
@@ -490,7 +487,7 @@ fn a_single_node_keeps_its_data_across_a_kill() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     {
-        let server = support::Server::start(&["--data-dir", data]);
+        let server = Server::start(&["--data-dir", data]);
         let mut c = server.client();
         let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
         assert!(info.contains("cluster_enabled:1") && info.contains("raft_leader_id:1"));
@@ -500,7 +497,7 @@ fn a_single_node_keeps_its_data_across_a_kill() {
         cmd(&mut c, &["HSET", "h", "f", "v"]).unwrap();
         // Dropped: SIGKILL, no shutdown.
     }
-    let server = support::Server::start(&["--data-dir", data]);
+    let server = Server::start(&["--data-dir", data]);
     let mut c = server.client();
     assert_eq!(cmd(&mut c, &["DBSIZE"]).unwrap(), Value::Int(101));
     assert_eq!(cmd(&mut c, &["GET", "k99"]).unwrap(), bulk("99"));

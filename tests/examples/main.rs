@@ -1,16 +1,13 @@
 //! The example functions in `examples/` (Rust with the SDK, and hand-written WAT), built for
 //! wasm32-unknown-unknown and run in the real server: each gives the result it documents.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Once;
 
 use redis::Value;
 
-use support::{Server, cmd, err};
+use ferrite_testkit::{Server, cmd, err, which};
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -269,8 +266,8 @@ fn benchmark_functions_compute_the_right_answers() {
 #[test]
 fn redis_cli_loads_with_options_before_the_file() {
     let server = Server::start(&[]);
-    let cli = support::which("redis-cli")
-        .expect("redis-cli must be installed (the test command installs it)");
+    let cli =
+        which("redis-cli").expect("redis-cli must be installed (the test command installs it)");
     let module = examples_dir().join("target/wasm32-unknown-unknown/release/counter.wasm");
     example("counter");
     let out = Command::new(&cli)

@@ -3,95 +3,43 @@
 //! ferrite. Both programs come from the `redis-server`/`redis-tools` packages, which the test
 //! command installs.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use redis::Value;
 
-use crate::support::{Server, error_line, wait_until, which};
+use ferrite_testkit::{RedisServer, Server, error_line, eventually, which};
 
-/// A `redis-server` on a free port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let binary = which("redis-server")
-            .expect("redis-server must be installed (the test command installs it)");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(binary)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                // Ferrite always runs as a (one-shard) cluster, so compare against Redis in
-                // cluster mode: same CROSSSLOT rules.
-                "--cluster-enabled",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || redis::Client::open(
-                server.url()
-            )
-            .and_then(|c| c.get_connection())
-            .is_ok()),
-            "redis-server did not start"
-        );
-        let mut c = redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let _: () = redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(0)
-            .arg(16383)
-            .query(&mut c)
-            .unwrap();
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
-                info.contains("cluster_state:ok")
-            }),
-            "redis-server's cluster never became ready"
-        );
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `redis-server` in cluster mode owning every slot: Ferrite always runs as a (one-shard)
+/// cluster, so the comparison uses Redis's cluster rules too (CROSSSLOT).
+fn redis_cluster_of_one() -> RedisServer {
+    let server = RedisServer::start(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--cluster-enabled",
+        "yes",
+    ]);
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query(&mut c)
+        .unwrap();
+    eventually(
+        "redis-server's cluster ready",
+        Duration::from_secs(10),
+        || {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).ok()?;
+            info.contains("cluster_state:ok").then_some(())
+        },
+    );
+    server
 }
 
 /// Commands whose replies are fully determined by the commands before them.
@@ -334,7 +282,7 @@ fn run_script(url: &str) -> Vec<String> {
 
 #[test]
 fn replies_and_errors_match_real_redis() {
-    let redis = RedisServer::start();
+    let redis = redis_cluster_of_one();
     let ferrite = Server::start(&[]);
     let expected = run_script(&redis.url());
     let got = run_script(&ferrite.url());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::support::{Server, cmd, err, is_closed, read_at_least, roundtrip};
+use ferrite_testkit::{Server, cmd, err, is_closed, read_at_least, roundtrip};
 
 fn ferrite(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ferrite"))
@@ -212,12 +212,62 @@ fn sigterm_and_sigint_shut_down_gracefully() {
     for signal in ["TERM", "INT"] {
         let mut server = Server::start(&[]);
         let mut c = server.client();
-        cmd(&mut c, &["SET", "k", "v"]).unwrap();
+        cmd(&mut c, &["SET", "k", signal]).unwrap();
         server.signal(signal);
         let status = server
             .wait_exit(Duration::from_secs(10))
-            .expect("server exited");
+            .unwrap_or_else(|| panic!("SIG{signal} did not stop the server"));
         assert!(status.success(), "SIG{signal}: {status:?}");
-        assert!(!server.is_running());
+        let log = server.log();
+        assert!(
+            log.iter().any(|l| l.contains("signal received"))
+                && log.iter().any(|l| l.contains("node stopped")),
+            "SIG{signal} did not take the orderly path: {log:?}"
+        );
+        // What was acknowledged before the signal is on disk: a new process on the same data
+        // directory has it.
+        let data_dir = server.data_dir().display().to_string();
+        let restarted = Server::start(&["--data-dir", &data_dir]);
+        assert_eq!(
+            cmd(&mut restarted.client(), &["GET", "k"]).unwrap(),
+            Value::BulkString(signal.as_bytes().to_vec()),
+            "after SIG{signal}"
+        );
     }
+}
+
+/// Started with no flags, a node logs its own lifecycle, one line per event, and none of
+/// openraft's internals; at `debug` openraft's lines appear, so it is the filter that hides
+/// them, not their absence.
+#[test]
+fn the_default_log_is_the_nodes_own_lifecycle() {
+    let events = [
+        "raft listening",
+        "role=\"leader\"",
+        "ready to accept connections",
+        "membership changed",
+        "node stopped",
+    ];
+    let mut server = Server::start(&[]);
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(10)).expect("stopped");
+    let log = server.log();
+    for event in events {
+        let lines = log.iter().filter(|l| l.contains(event)).count();
+        assert_eq!(lines, 1, "{event:?} logged {lines} times: {log:#?}");
+    }
+    for line in &log {
+        assert!(
+            !line.contains("openraft") && !line.contains("RaftState") && line.len() < 300,
+            "not a lifecycle line: {line}"
+        );
+    }
+
+    let mut chatty = Server::start(&["--log-level", "debug"]);
+    chatty.signal("TERM");
+    chatty.wait_exit(Duration::from_secs(10)).expect("stopped");
+    assert!(
+        chatty.log().iter().any(|l| l.contains("openraft")),
+        "at debug, openraft's own lines show"
+    );
 }

@@ -1,9 +1,7 @@
 //! Integration tests of the single-node server: the real binary over TCP, driven by the
 //! `redis` crate, raw sockets and `redis-cli`.
 
-#[path = "../support/mod.rs"]
-mod support;
-
+mod admin;
 mod commands;
 mod compat;
 mod lifecycle;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::support::{Server, cmd, is_closed, read_at_least, roundtrip};
+use ferrite_testkit::{Server, cmd, is_closed, read_at_least, roundtrip};
 
 /// After any abuse, a fresh client must still be served.
 fn assert_serving(server: &Server) {

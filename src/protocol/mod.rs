@@ -8,17 +8,21 @@
 //! request is split without parsing it again. (`redis-protocol`'s decoder has no limits and no
 //! inline commands, and re-parses an incomplete frame from its start on every read; a unit test
 //! checks that our split agrees with it.) Replies are converted to `redis-protocol` frames for
-//! the client's protocol version (RESP2 or RESP3) and encoded by its tokio codecs. This module
+//! the client's protocol version (RESP2 or RESP3) and encoded by its tokio codecs
+//! (`encode.rs`); inline commands are split like `sdssplitargs` (`inline.rs`). This module
 //! knows nothing about commands.
+
+mod encode;
+mod inline;
+
+pub use inline::split_inline;
 
 use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::codec::{Resp2, Resp3};
-use redis_protocol::resp2::types::BytesFrame as Frame2;
-use redis_protocol::resp3::types::{BytesFrame as Frame3, VerbatimStringFormat};
 use thiserror::Error;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
-use crate::reply::{RedisError, Reply, format_double};
+use crate::reply::RedisError;
 
 /// Redis's limits on a multibulk count and bulk length before a client authenticates.
 const UNAUTHENTICATED_MAX_MULTIBULK: u64 = 10;
@@ -312,95 +316,6 @@ fn read_header(
     Ok(Some((value, cr + 2)))
 }
 
-/// Splits an inline command into words the way Redis's `sdssplitargs` does: whitespace
-/// separates words; "double quotes" take `\n`, `\xHH`-style escapes; 'single quotes' take
-/// `\'`; a closing quote must be followed by whitespace or the end.
-pub fn split_inline(line: &[u8]) -> Result<Request, ProtocolError> {
-    let mut words = Vec::new();
-    let mut i = 0;
-    loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i == line.len() {
-            return Ok(words);
-        }
-        let mut word = Vec::new();
-        match line[i] {
-            b'"' => {
-                i += 1;
-                loop {
-                    match line.get(i) {
-                        None => return Err(ProtocolError::UnbalancedQuotes),
-                        Some(b'\\')
-                            if i + 3 < line.len()
-                                && line[i + 1] == b'x'
-                                && line[i + 2].is_ascii_hexdigit()
-                                && line[i + 3].is_ascii_hexdigit() =>
-                        {
-                            let hex = std::str::from_utf8(&line[i + 2..i + 4]).unwrap_or("0");
-                            word.push(u8::from_str_radix(hex, 16).unwrap_or(0));
-                            i += 4;
-                        }
-                        Some(b'\\') if i + 1 < line.len() => {
-                            word.push(match line[i + 1] {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                other => other,
-                            });
-                            i += 2;
-                        }
-                        Some(b'"') => {
-                            i += 1;
-                            if i < line.len() && !line[i].is_ascii_whitespace() {
-                                return Err(ProtocolError::UnbalancedQuotes);
-                            }
-                            break;
-                        }
-                        Some(&c) => {
-                            word.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    match line.get(i) {
-                        None => return Err(ProtocolError::UnbalancedQuotes),
-                        Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
-                            word.push(b'\'');
-                            i += 2;
-                        }
-                        Some(b'\'') => {
-                            i += 1;
-                            if i < line.len() && !line[i].is_ascii_whitespace() {
-                                return Err(ProtocolError::UnbalancedQuotes);
-                            }
-                            break;
-                        }
-                        Some(&c) => {
-                            word.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            _ => {
-                while i < line.len() && !line[i].is_ascii_whitespace() {
-                    word.push(line[i]);
-                    i += 1;
-                }
-            }
-        }
-        words.push(Bytes::from(word));
-    }
-}
-
 impl Decoder for RespCodec {
     type Item = Request;
     type Error = ProtocolError;
@@ -413,108 +328,6 @@ impl Decoder for RespCodec {
             Some(b'*') => self.decode_multibulk(src),
             Some(_) => self.decode_inline(src),
         }
-    }
-}
-
-impl Encoder<Reply> for RespCodec {
-    type Error = ProtocolError;
-
-    fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let encode_err = |e: redis_protocol::error::RedisProtocolError| {
-            ProtocolError::Decode(e.details().to_owned())
-        };
-        if self.resp3 {
-            self.resp3_codec
-                .encode(to_resp3(reply), dst)
-                .map_err(encode_err)
-        } else if reply == Reply::NilArray {
-            // redis-protocol's RESP2 null is the null bulk string; EXEC wants the null array.
-            dst.extend_from_slice(b"*-1\r\n");
-            Ok(())
-        } else {
-            self.resp2.encode(to_resp2(reply), dst).map_err(encode_err)
-        }
-    }
-}
-
-/// Status and error lines cannot hold CR or LF; Redis replaces them with spaces.
-fn one_line(text: String) -> String {
-    if text.contains(['\r', '\n']) {
-        text.replace(['\r', '\n'], " ")
-    } else {
-        text
-    }
-}
-
-fn to_resp2(reply: Reply) -> Frame2 {
-    match reply {
-        Reply::Status(s) => Frame2::SimpleString(Bytes::from(one_line(s))),
-        Reply::Error(e) => Frame2::Error(one_line(e).into()),
-        Reply::Int(i) => Frame2::Integer(i),
-        Reply::Bulk(b) => Frame2::BulkString(b),
-        Reply::Nil | Reply::NilArray => Frame2::Null,
-        Reply::Array(items) | Reply::Set(items) => {
-            Frame2::Array(items.into_iter().map(to_resp2).collect())
-        }
-        Reply::Map(pairs) => Frame2::Array(
-            pairs
-                .into_iter()
-                .flat_map(|(k, v)| [to_resp2(k), to_resp2(v)])
-                .collect(),
-        ),
-        Reply::Double(d) => Frame2::BulkString(Bytes::from(format_double(d))),
-        Reply::Bool(b) => Frame2::Integer(b as i64),
-        Reply::Verbatim(text) => Frame2::BulkString(Bytes::from(text)),
-    }
-}
-
-fn to_resp3(reply: Reply) -> Frame3 {
-    match reply {
-        Reply::Status(s) => Frame3::SimpleString {
-            data: Bytes::from(one_line(s)),
-            attributes: None,
-        },
-        Reply::Error(e) => Frame3::SimpleError {
-            data: one_line(e).into(),
-            attributes: None,
-        },
-        Reply::Int(i) => Frame3::Number {
-            data: i,
-            attributes: None,
-        },
-        Reply::Bulk(b) => Frame3::BlobString {
-            data: b,
-            attributes: None,
-        },
-        Reply::Nil | Reply::NilArray => Frame3::Null,
-        Reply::Array(items) => Frame3::Array {
-            data: items.into_iter().map(to_resp3).collect(),
-            attributes: None,
-        },
-        Reply::Set(items) => Frame3::Set {
-            data: items.into_iter().map(to_resp3).collect(),
-            attributes: None,
-        },
-        Reply::Map(pairs) => Frame3::Map {
-            data: pairs
-                .into_iter()
-                .map(|(k, v)| (to_resp3(k), to_resp3(v)))
-                .collect(),
-            attributes: None,
-        },
-        Reply::Double(d) => Frame3::Double {
-            data: d,
-            attributes: None,
-        },
-        Reply::Bool(b) => Frame3::Boolean {
-            data: b,
-            attributes: None,
-        },
-        Reply::Verbatim(text) => Frame3::VerbatimString {
-            data: Bytes::from(text),
-            format: VerbatimStringFormat::Text,
-            attributes: None,
-        },
     }
 }
 
@@ -587,6 +400,7 @@ mod tests {
     #[test]
     fn multibulk_split_agrees_with_redis_protocol() {
         use redis_protocol::resp2::decode::decode_bytes_mut;
+        use redis_protocol::resp2::types::BytesFrame as Frame2;
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -702,34 +516,5 @@ mod tests {
         let mut buf = BytesMut::from(&b"*1\r\n$10000\r\n"[..]);
         buf.extend_from_slice(&[b'x'; 4096]);
         assert_eq!(codec.decode(&mut buf), Err(ProtocolError::QueryBufferLimit));
-    }
-
-    fn encoded(reply: Reply, resp3: bool) -> String {
-        let mut codec = RespCodec::new(limits(), true);
-        codec.set_resp3(resp3);
-        let mut out = BytesMut::new();
-        codec.encode(reply, &mut out).unwrap();
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    #[test]
-    fn replies_encode_for_each_protocol() {
-        let map = Reply::Map(vec![(Reply::bulk("a"), Reply::Int(1))]);
-        assert_eq!(encoded(map.clone(), false), "*2\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(encoded(map, true), "%1\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(encoded(Reply::Nil, false), "$-1\r\n");
-        assert_eq!(encoded(Reply::NilArray, false), "*-1\r\n");
-        assert_eq!(encoded(Reply::Nil, true), "_\r\n");
-        assert_eq!(encoded(Reply::Double(1.5), false), "$3\r\n1.5\r\n");
-        assert_eq!(encoded(Reply::Double(1.5), true), ",1.5\r\n");
-        assert_eq!(encoded(Reply::Bool(true), false), ":1\r\n");
-        assert_eq!(
-            encoded(Reply::Error("ERR a\r\nb".into()), false),
-            "-ERR a  b\r\n"
-        );
-        assert_eq!(
-            encoded(Reply::Verbatim("x".into()), true),
-            "=5\r\ntxt:x\r\n"
-        );
     }
 }

@@ -8,43 +8,31 @@ use bytes::Bytes;
 
 use super::{CommandError, Session, Shared};
 use crate::args::{is, parse_i64, text};
-use crate::node::ReadMode;
+use crate::command_table::Functions;
+use crate::config::{DefaultPermissions, WasmConfig, WasmSecurity};
+use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, ReadMode, WasmError};
 use crate::reply::Reply;
-use crate::spec::CommandSpec;
-use crate::wasm::{CallLimits, CallMode, LoadedModule, Permissions, WasmError};
 
 pub(super) async fn execute(
     shared: &Shared,
     session: &Session,
-    spec: &'static CommandSpec,
+    command: Functions,
     argv: &[Bytes],
-) -> Reply {
+) -> Result<Reply, CommandError> {
     let args = &argv[1..];
-    let result = match spec.name {
-        "wasm.load" => load(shared, args).await,
-        "wasm.unload" => return shared.node.wasm_unload(text(&args[0])).await,
-        "wasm.call" | "wasm.call_ro" => match parse_wasm_call(args) {
-            Ok(call) => return run(shared, session, call, spec.name == "wasm.call_ro").await,
-            Err(e) => Err(e),
-        },
-        "fcall" | "fcall_ro" => match parse_fcall(args) {
-            Ok(call) => return run(shared, session, call, spec.name == "fcall_ro").await,
-            Err(e) => Err(e),
-        },
-        "wasm.list" => list(shared, args),
-        "wasm.info" => match shared.node.modules().get(&text(&args[0])) {
+    match command {
+        Functions::Load => load(shared, args).await,
+        Functions::Unload => Ok(shared.node.wasm_unload(text(&args[0])).await),
+        Functions::Call => run(shared, session, parse_wasm_call(args)?, false).await,
+        Functions::CallRo => run(shared, session, parse_wasm_call(args)?, true).await,
+        Functions::Fcall => run(shared, session, parse_fcall(args)?, false).await,
+        Functions::FcallRo => run(shared, session, parse_fcall(args)?, true).await,
+        Functions::List => list(shared, args),
+        Functions::Info => match shared.node.modules().get(&text(&args[0])) {
             Some(module) => Ok(Reply::Map(describe(&module, true))),
             None => Err(WasmError::NoSuchModule(text(&args[0])).into()),
         },
-        _ => Ok(stats(shared)),
-    };
-    result.unwrap_or_else(Reply::error)
-}
-
-impl From<WasmError> for CommandError {
-    fn from(e: WasmError) -> Self {
-        // WasmError displays as a whole line; keep it whole.
-        CommandError::Line(e.to_string())
+        Functions::Stats => Ok(stats(shared)),
     }
 }
 
@@ -61,7 +49,7 @@ fn target(word: &[u8]) -> (String, String) {
     let word = text(word);
     match word.split_once('.') {
         Some((module, entry)) => (module.to_owned(), entry.to_owned()),
-        None => (word, "main".to_owned()),
+        None => (word, ferrite_abi::export::DEFAULT_ENTRY.to_owned()),
     }
 }
 
@@ -98,19 +86,13 @@ fn parse_wasm_call(args: &[Bytes]) -> Result<Call, CommandError> {
 /// `FCALL name[.export] numkeys key ... arg ...`, with Redis's error texts.
 fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
     let (module, entry) = target(&args[0]);
-    let numkeys = parse_i64(&args[1]).ok_or_else(|| {
-        CommandError::Message("value is not an integer or out of range".to_owned())
-    })?;
+    let numkeys = parse_i64(&args[1]).ok_or(CommandError::NotInteger)?;
     if numkeys < 0 {
-        return Err(CommandError::Message(
-            "Number of keys can't be negative".to_owned(),
-        ));
+        return Err(CommandError::NegativeKeyCount);
     }
     let rest = &args[2..];
     if numkeys as usize > rest.len() {
-        return Err(CommandError::Message(
-            "Number of keys can't be greater than number of args".to_owned(),
-        ));
+        return Err(CommandError::TooManyKeys);
     }
     let (keys, call_args) = rest.split_at(numkeys as usize);
     Ok(Call {
@@ -124,10 +106,13 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
 /// Runs a call. `*_RO` calls read this node's state wherever it is (stale reads, like
 /// Redis's `FCALL_RO` on a replica); other calls follow the session's read mode, and write
 /// calls go through the log.
-async fn run(shared: &Shared, session: &Session, call: Call, read_only: bool) -> Reply {
-    if let Err(e) = super::same_slot(&call.keys) {
-        return Reply::error(e);
-    }
+async fn run(
+    shared: &Shared,
+    session: &Session,
+    call: Call,
+    read_only: bool,
+) -> Result<Reply, CommandError> {
+    super::same_slot(&call.keys)?;
     let reads = if read_only {
         ReadMode::Local
     } else {
@@ -142,7 +127,7 @@ async fn run(shared: &Shared, session: &Session, call: Call, read_only: bool) ->
             max_duration: Duration::from_millis(l.max_duration_ms),
         }
     };
-    shared
+    Ok(shared
         .node
         .wasm_call(
             &call.module,
@@ -153,7 +138,7 @@ async fn run(shared: &Shared, session: &Session, call: Call, read_only: bool) ->
             limits,
             reads,
         )
-        .await
+        .await)
 }
 
 /// `WASM.LOAD name bytes [REPLACE] [PERMISSIONS perm ...]`, or with the options before the
@@ -166,9 +151,7 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(CommandError::Message(
-            "wasm: module names use letters, digits, '_' and '-'".to_owned(),
-        ));
+        return Err(CommandError::ModuleName);
     }
     let options_first = args.len() >= 3 && (is(&args[1], "REPLACE") || is(&args[1], "PERMISSIONS"));
     let (bytes, options) = if options_first {
@@ -183,12 +166,10 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
         if is(word, "REPLACE") {
             replace = true;
         } else if is(word, "PERMISSIONS") {
-            let mut granted = Permissions::default();
+            let mut granted = Permissions::empty();
             for perm in rest.by_ref() {
-                let p = Permissions::parse(&text(perm)).ok_or_else(|| {
-                    CommandError::Message(format!("wasm: unknown permission '{}'", text(perm)))
-                })?;
-                granted = granted.with(p);
+                granted |= Permissions::parse(&text(perm))
+                    .ok_or_else(|| CommandError::UnknownPermission(text(perm)))?;
             }
             permissions = Some(granted);
         } else {
@@ -202,12 +183,7 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
             config.wasm.security,
         )
     };
-    if permissions.contains(Permissions::NETWORK) && !security.allow_network {
-        return Err(WasmError::PermissionNotAllowed("NETWORK").into());
-    }
-    if permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem {
-        return Err(WasmError::PermissionNotAllowed("FILESYSTEM").into());
-    }
+    check_allowed(permissions, security)?;
     Ok(shared
         .node
         .wasm_load(name, bytes, permissions, replace)
@@ -215,11 +191,22 @@ async fn load(shared: &Shared, args: &[Bytes]) -> Result<Reply, CommandError> {
 }
 
 /// The permissions of a module loaded without PERMISSIONS.
-pub(super) fn default_permissions(config: &crate::config::WasmConfig) -> Permissions {
-    match config.default_permissions.as_str() {
-        "readwrite" => Permissions::READ.with(Permissions::WRITE),
-        _ => Permissions::READ,
+pub fn default_permissions(config: &WasmConfig) -> Permissions {
+    match config.default_permissions {
+        DefaultPermissions::ReadOnly => Permissions::READ,
+        DefaultPermissions::ReadWrite => Permissions::READ | Permissions::WRITE,
     }
+}
+
+/// Refuses a permission that `[wasm.security]` does not allow to grant.
+pub fn check_allowed(permissions: Permissions, security: WasmSecurity) -> Result<(), WasmError> {
+    if permissions.contains(Permissions::NETWORK) && !security.allow_network {
+        return Err(WasmError::PermissionNotAllowed("NETWORK"));
+    }
+    if permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem {
+        return Err(WasmError::PermissionNotAllowed("FILESYSTEM"));
+    }
+    Ok(())
 }
 
 /// A module's fields for WASM.LIST and WASM.INFO.
@@ -325,91 +312,4 @@ fn stats(shared: &Shared) -> Reply {
             Reply::Int(shared.node.wasm_cache_counts().1 as i64),
         ),
     ])
-}
-
-/// The optional `name.toml` beside a preloaded `name.wasm`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModuleManifest {
-    /// Permission names, e.g. `["READ", "WRITE"]`.
-    permissions: Vec<String>,
-}
-
-/// Loads every `name.wasm` (or `name.wat`) in the configured `module_dir` at start, with the
-/// permissions of an optional `name.toml`. A module that fails to load stops start-up with an
-/// error naming the file.
-///
-/// Loads are replicated, so only the leader preloads (every member is expected to have the
-/// same `module_dir`); a module already loaded with the same bytes is skipped, and one loaded
-/// with other bytes is replaced.
-pub async fn preload_modules(shared: &Shared) -> Result<usize, String> {
-    let (dir, default, security) = {
-        let config = shared.config.read();
-        let w = &config.wasm;
-        (w.module_dir.clone(), default_permissions(w), w.security)
-    };
-    if dir.as_os_str().is_empty() {
-        return Ok(0);
-    }
-    if !shared.node.is_leader() {
-        tracing::info!("not the leader: module_dir is preloaded by the leader");
-        return Ok(0);
-    }
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot read wasm.module_dir {}: {e}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm" || x == "wat"))
-        .collect();
-    files.sort();
-    for path in &files {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let manifest = path.with_extension("toml");
-        let permissions = if manifest.exists() {
-            let text = std::fs::read_to_string(&manifest)
-                .map_err(|e| format!("{}: {e}", manifest.display()))?;
-            let parsed: ModuleManifest =
-                toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
-            let mut granted = Permissions::default();
-            for name in &parsed.permissions {
-                granted = granted.with(Permissions::parse(name).ok_or_else(|| {
-                    format!("{}: unknown permission '{name}'", manifest.display())
-                })?);
-            }
-            granted
-        } else {
-            default
-        };
-        if (permissions.contains(Permissions::NETWORK) && !security.allow_network)
-            || (permissions.contains(Permissions::FILESYSTEM) && !security.allow_filesystem)
-        {
-            return Err(format!(
-                "{}: a permission not allowed by [wasm.security]",
-                manifest.display()
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let loaded = shared.node.modules().get(&name);
-        if loaded.as_ref().is_some_and(|m| {
-            m.sha256 == crate::wasm::hex_sha256(&bytes) && m.permissions == permissions
-        }) {
-            continue;
-        }
-        let reply = shared
-            .node
-            .wasm_load(
-                name.clone(),
-                Bytes::from(bytes),
-                permissions,
-                loaded.is_some(),
-            )
-            .await;
-        if let Reply::Error(e) = reply {
-            return Err(format!("{}: {e}", path.display()));
-        }
-        tracing::info!(module = %name, %permissions, "preloaded");
-    }
-    Ok(files.len())
 }

@@ -1,0 +1,119 @@
+//! The `[cluster]` section: membership, Raft timing and compaction, write timeout.
+
+use serde::Deserialize;
+
+use super::{ConfigError, invalid};
+use crate::peers::{NodeId, Peers, default_cluster_port};
+
+/// Default Raft heartbeat period.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Default lower bound of the election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+/// Default upper bound of the election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
+/// Default log entries between snapshots.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 10_000;
+/// Default log entries kept behind a snapshot.
+pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
+/// Default time a write waits to commit before answering UNCERTAIN.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 5_000;
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's Raft id (`--node-id`).
+    pub node_id: NodeId,
+    /// Initial members, `id@host:port[@cport],...` (`--peers`); empty: a one-member cluster.
+    pub peers: Peers,
+    /// Start without bootstrapping and wait to be added with CLUSTER ADDNODE (`--join`).
+    pub join: bool,
+    /// The IP or host this node gives clients for itself (`--announce-ip`); default: the bind
+    /// address, or 127.0.0.1 when binding every interface.
+    pub announce_ip: String,
+    /// Raft port; 0 means the client port + 10000 (or a free port when the client port is 0).
+    pub port: u16,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout upper bound.
+    pub election_timeout_max_ms: u64,
+    /// Log entries between snapshots (log compaction).
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot.
+    pub snapshot_keep_logs: u64,
+    /// How long a write waits to commit before answering UNCERTAIN.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: 1,
+            peers: Peers::none(),
+            join: false,
+            announce_ip: String::new(),
+            port: 0,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+            snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
+            snapshot_keep_logs: DEFAULT_SNAPSHOT_KEEP_LOGS,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("cluster.node_id", "must be at least 1".into()));
+        }
+        if !self.peers.is_empty() && self.peers.get(self.node_id).is_none() {
+            return Err(invalid(
+                "cluster.peers",
+                format!("does not list this node's id {}", self.node_id),
+            ));
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(invalid("cluster.heartbeat_ms", "must be at least 1".into()));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms {
+            return Err(invalid(
+                "cluster.election_timeout_min_ms",
+                "must be greater than heartbeat_ms".into(),
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(invalid(
+                "cluster.election_timeout_max_ms",
+                "must be greater than election_timeout_min_ms".into(),
+            ));
+        }
+        if self.snapshot_logs == 0 {
+            return Err(invalid(
+                "cluster.snapshot_logs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.write_timeout_ms == 0 {
+            return Err(invalid(
+                "cluster.write_timeout_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cluster port must fit when it defaults to the client port + 10000.
+    pub(super) fn validate_port(&self, client_port: u16) -> Result<(), ConfigError> {
+        if self.port == 0 && client_port != 0 && default_cluster_port(client_port).is_none() {
+            return Err(invalid(
+                "cluster.port",
+                "the client port leaves no room for the default cluster port (+10000); set --cluster-port".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The node's refusals and failures, each with the Redis error prefix clients act on
+//! (`MOVED`, `CLUSTERDOWN`, `TRYAGAIN`, `UNCERTAIN`, `ERR`), and the failures to start one.
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use thiserror::Error;
+
+use crate::peers::{Member, NodeId};
+use crate::replication::ReplicationError;
+use crate::reply::RedisError;
+use crate::wasm::WasmError;
+
+/// A write openraft refused.
+pub type WriteRefused = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
+
+/// Why a command could not run here, or why its outcome is unknown.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The leader is elsewhere.
+    #[error("{slot} {addr}")]
+    Moved {
+        /// The slot of the command's first key (0 without keys).
+        slot: u16,
+        /// The leader's client address.
+        addr: String,
+    },
+    /// This node was removed from the cluster (or never joined it).
+    #[error("this node is not a member of the cluster")]
+    NotMember,
+    /// The leader this node knows of has no address in the membership it knows.
+    #[error("the leader is not in the known membership")]
+    LeaderUnknown,
+    /// An election is running.
+    #[error("no leader elected yet, try again")]
+    NoLeader,
+    /// The node is stopping and takes no more writes.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// A linearizable read could not confirm leadership; retrying is safe.
+    #[error("leadership not confirmed: {0}")]
+    ReadNotConfirmed(#[source] Box<RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>>),
+    /// A linearizable read could not confirm leadership in time; retrying is safe.
+    #[error("leadership not confirmed in time")]
+    ReadTimedOut,
+    /// A write was proposed but its fate is unknown: it may or may not have been applied.
+    #[error("the write may or may not have been applied: {0}")]
+    Uncertain(#[source] Uncertain),
+    /// A membership change was refused.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+}
+
+/// Why a proposed write's outcome is unknown.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
+pub enum Uncertain {
+    /// The node stopped before the entry's fate was known.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The entry did not commit within the write timeout.
+    #[error("not committed within {0} ms")]
+    TimedOut(u128),
+    /// Leadership moved while the entry was in flight.
+    #[error("leadership changed while the write was in flight")]
+    LeaderChanged,
+    /// The applied entry did not answer one reply per write.
+    #[error("the entry answered {answered} replies for {writes} writes")]
+    Unanswered {
+        /// Writes in the entry.
+        writes: usize,
+        /// Replies its apply produced.
+        answered: usize,
+    },
+    /// openraft refused the entry for another reason.
+    #[error(transparent)]
+    Raft(Box<WriteRefused>),
+}
+
+/// Why `CLUSTER ADDNODE` or `CLUSTER REMOVENODE` was refused.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// Removing a node that is not a member.
+    #[error("node {0} is not a member")]
+    NotAMember(NodeId),
+    /// Removing the only voter.
+    #[error("cannot remove the last voter")]
+    LastVoter,
+    /// openraft refused the change.
+    #[error(transparent)]
+    Raft(Box<WriteRefused>),
+}
+
+impl RedisError for NodeError {
+    fn prefix(&self) -> &'static str {
+        match self {
+            NodeError::Moved { .. } => "MOVED",
+            NodeError::NotMember
+            | NodeError::LeaderUnknown
+            | NodeError::NoLeader
+            | NodeError::ShuttingDown => "CLUSTERDOWN",
+            NodeError::ReadNotConfirmed(_) | NodeError::ReadTimedOut => "TRYAGAIN",
+            NodeError::Uncertain(_) => "UNCERTAIN",
+            NodeError::Membership(_) => "ERR",
+        }
+    }
+}
+
+/// Failures to start a node.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The WASM engine would not start.
+    #[error("wasm engine: {0}")]
+    Wasm(#[from] WasmError),
+    /// Raft storage or configuration.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    /// The data directory.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The Raft group could not be initialized.
+    #[error("initializing the cluster: {0}")]
+    Bootstrap(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Member>>>),
+}

@@ -1,0 +1,120 @@
+//! WebAssembly functions as the node handles them: a module is compiled and checked here
+//! before its load enters the log (a bad module never reaches a replica), and a call is
+//! routed: one that may write is replicated as the call itself and runs on every member at
+//! apply time; any other runs here only, as a read.
+
+use bytes::Bytes;
+
+use super::{Node, ReadMode};
+use crate::reply::Reply;
+use crate::slot::key_slot;
+use crate::state_machine::LogCommand;
+use crate::wasm::{CallLimits, CallMode, Permissions, WasmError};
+
+impl Node {
+    /// Compiles and validates a module here first (so a bad module never reaches the log),
+    /// then replicates the load.
+    pub async fn wasm_load(
+        &self,
+        name: String,
+        bytes: Bytes,
+        permissions: Permissions,
+        replace: bool,
+    ) -> Reply {
+        if let Err(e) = self.must_lead(0) {
+            return Reply::error(e);
+        }
+        if !replace && self.state.modules().get(&name).is_some() {
+            return Reply::error(WasmError::AlreadyLoaded(name));
+        }
+        let runtime = self.state.functions().clone();
+        let (check_name, check_bytes) = (name.clone(), bytes.clone());
+        let check = move || runtime.compile(&check_name, check_bytes, permissions, 0);
+        // Compiling takes milliseconds: off the async workers, except on a current-thread
+        // runtime (the simulation), where a blocking thread would make timing nondeterministic.
+        let checked = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => Ok(check()),
+            _ => tokio::task::spawn_blocking(check).await,
+        };
+        match checked {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Reply::error(e),
+            Err(e) => return Reply::error(WasmError::Instantiate(e.to_string())),
+        }
+        let command = LogCommand::Load {
+            name,
+            bytes,
+            permissions,
+            replace,
+            now_ms: self.clock.now_ms(),
+        };
+        self.propose(command, 0).await.unwrap_or_else(Reply::error)
+    }
+
+    /// Replicates an unload.
+    pub async fn wasm_unload(&self, name: String) -> Reply {
+        if let Err(e) = self.must_lead(0) {
+            return Reply::error(e);
+        }
+        if self.state.modules().get(&name).is_none() {
+            return Reply::error(WasmError::NoSuchModule(name));
+        }
+        self.propose(LogCommand::Unload { name }, 0)
+            .await
+            .unwrap_or_else(Reply::error)
+    }
+
+    /// Compile-cache hits and misses since start.
+    pub fn wasm_cache_counts(&self) -> (u64, u64) {
+        self.state.functions().cache_counts()
+    }
+
+    /// Calls `entry` of module `name`. A call that may write (not `read_only`, module holding
+    /// WRITE) is replicated as the call itself and runs on every member at apply time; any
+    /// other call runs here only, as a read under `reads`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn wasm_call(
+        &self,
+        name: &str,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        mode: CallMode,
+        limits: CallLimits,
+        reads: ReadMode,
+    ) -> Reply {
+        let Some(module) = self.state.modules().get(name) else {
+            return Reply::error(WasmError::NoSuchModule(name.to_owned()));
+        };
+        if !module.exports.iter().any(|e| e == entry) {
+            return Reply::error(WasmError::NoSuchEntry {
+                module: name.to_owned(),
+                entry: entry.to_owned(),
+            });
+        }
+        let slot = keys.first().map(|k| key_slot(k));
+        let ctx = self.parse_ctx();
+        if !mode.read_only && module.permissions.contains(Permissions::WRITE) {
+            let command = LogCommand::Call {
+                module: name.to_owned(),
+                sha256: module.sha256.clone(),
+                entry: entry.to_owned(),
+                keys: keys.to_vec(),
+                args: args.to_vec(),
+                now_ms: ctx.now_ms,
+                seed: ctx.seed,
+                max_fuel: limits.max_fuel,
+                max_memory_bytes: limits.max_memory_bytes,
+            };
+            return self
+                .propose(command, slot.unwrap_or(0))
+                .await
+                .unwrap_or_else(Reply::error);
+        }
+        if let Err(e) = self.read_barrier(reads, slot).await {
+            return Reply::error(e);
+        }
+        self.state
+            .call(&module, entry, keys, args, ctx, mode, limits)
+    }
+}

@@ -1,0 +1,259 @@
+//! The node: this member's place in the Raft group, and the surface the command layer talks to.
+//!
+//! The replicated state itself is the [`StateMachine`] below; the node is the leader-side
+//! orchestration around it:
+//! - `routing.rs`: where a command may run (`MOVED`, `CLUSTERDOWN`, read index) and the
+//!   read path;
+//! - `proposals.rs`: the write path, writes proposed to the log in batches and answered with
+//!   the reply their own apply produced (`UNCERTAIN` when the outcome is unknown);
+//! - `functions.rs`: WASM.LOAD/UNLOAD checked before they enter the log, calls routed to the
+//!   log (write calls) or run here (read-only calls);
+//! - `membership.rs`: bootstrap, leadership, adding and removing members;
+//! - `expiry.rs`: the active expiry cycle, a replicated write like any other;
+//! - `clock.rs`: the time and seeds operations carry.
+//!
+//! The node never sees RESP. The command layer reaches everything below through this module:
+//! the types it needs from the layers underneath are re-exported here.
+
+mod clock;
+mod error;
+mod expiry;
+mod functions;
+mod membership;
+mod proposals;
+mod routing;
+
+#[cfg(test)]
+mod tests;
+
+pub use clock::{Clock, system_time_ms};
+pub use error::{MembershipError, NodeError, StartError, Uncertain};
+pub use proposals::Ticket;
+pub use routing::ReadMode;
+
+/// The data commands' parser and the values it makes: the command layer parses a data command
+/// with the context the node gives ([`Node::parse_ctx`]) and hands the operation back to
+/// [`Node::execute`].
+pub use crate::keyspace::{Op, ParseCtx, WatchToken, parse};
+/// The module types the command layer describes and calls with.
+pub use crate::wasm::{
+    CallLimits, CallMode, LoadedModule, ModuleRef, ModuleStats, Permissions, Registry, WasmError,
+};
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::{RaftMetrics, ServerState};
+use parking_lot::Mutex;
+
+use crate::net::Dialer;
+use crate::peers::{Member, NodeId};
+use crate::replication::{self, DiskStats};
+use crate::reply::Reply;
+use crate::state_machine::StateMachine;
+
+/// The Raft handle of a node: its machine answers each entry with one reply per command.
+pub type Raft = replication::Raft<Vec<Reply>>;
+
+/// How a node starts.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Raft node id.
+    pub id: NodeId,
+    /// This node's addresses as the cluster announces them.
+    pub me: Member,
+    /// Raft timing and compaction.
+    pub raft: replication::Settings,
+    /// How long a write waits for its entry to commit before answering "uncertain".
+    pub write_timeout: Duration,
+    /// The wall clock operations are stamped with (ms since the epoch).
+    pub wall_clock: fn() -> u64,
+}
+
+/// A member of the cluster as INFO and CLUSTER commands show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Raft id.
+    pub id: NodeId,
+    /// Addresses.
+    pub member: Member,
+    /// Whether it votes (learners do not).
+    pub voter: bool,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// This node's id.
+    pub me: NodeId,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// Every member, by id.
+    pub members: Vec<MemberView>,
+    /// Last log index applied here.
+    pub applied: u64,
+}
+
+/// Keyspace figures for INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyspaceStats {
+    /// Number of keys.
+    pub keys: usize,
+    /// Keys with a TTL.
+    pub expires: usize,
+    /// Keys removed by expiry since start.
+    pub expired: u64,
+}
+
+/// The engine behind every connection, and its Raft node.
+pub struct Node {
+    state: Arc<StateMachine>,
+    raft: Raft,
+    metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, Member>>,
+    id: NodeId,
+    me: Member,
+    clock: Clock,
+    expire_cursor: Mutex<u64>,
+    disk: Arc<DiskStats>,
+    /// The storage writer task, awaited on shutdown so the data directory is released.
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Writes waiting to be proposed (see `proposals.rs`).
+    proposals: proposals::Queue,
+    write_timeout: Duration,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts the node on `state` and `disk`: recovers the log and the latest snapshot, joins
+    /// the Raft group (reaching peers through `dialer`), and starts the proposal batcher and
+    /// the role watcher. Membership is set up separately ([`Node::bootstrap`]).
+    pub async fn start<K: replication::Disk, D: Dialer>(
+        options: NodeOptions,
+        state: Arc<StateMachine>,
+        disk: Arc<K>,
+        dialer: Arc<D>,
+    ) -> Result<Node, StartError> {
+        let started =
+            replication::start(options.id, options.raft, disk, state.clone(), dialer).await?;
+        let raft = started.raft;
+        let metrics = raft.metrics();
+        let clock = Clock::new(options.wall_clock);
+        clock.advance_to(state.applied_ms());
+        let proposals = proposals::start(raft.clone(), options.write_timeout);
+        tokio::spawn(membership::log_role_changes(options.id, metrics.clone()));
+        Ok(Node {
+            state,
+            raft,
+            metrics,
+            id: options.id,
+            me: options.me,
+            clock,
+            expire_cursor: Mutex::new(0),
+            disk: started.stats,
+            writer: Mutex::new(Some(started.writer)),
+            proposals,
+            write_timeout: options.write_timeout,
+        })
+    }
+
+    /// The Raft handle (the cluster port serves its RPCs).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's addresses.
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    /// Loaded modules.
+    pub fn modules(&self) -> &Registry {
+        self.state.modules()
+    }
+
+    /// Group-commit figures: (disk writes, entries written).
+    pub fn disk_stats(&self) -> (u64, u64) {
+        (
+            self.disk.writes.load(Ordering::Relaxed),
+            self.disk.entries.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The cluster as this node sees it.
+    pub fn topology(&self) -> Topology {
+        let m = self.metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        Topology {
+            me: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            members: membership
+                .nodes()
+                .map(|(id, member)| MemberView {
+                    id: *id,
+                    member: member.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+            applied: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
+    /// The last log index applied here and a SHA-256 of the replicated state (keyspace,
+    /// modules, applied clock): members that applied the same entries report the same pair.
+    pub fn state_fingerprint(&self) -> (u64, String) {
+        let applied = self.metrics.borrow().last_applied.map_or(0, |l| l.index);
+        (applied, self.state.fingerprint())
+    }
+
+    /// Whether this node currently leads.
+    pub fn is_leader(&self) -> bool {
+        let m = self.metrics.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// What a command parsed now needs: the time relative TTLs count from, and a fresh seed.
+    pub fn parse_ctx(&self) -> ParseCtx {
+        ParseCtx {
+            now_ms: self.clock.now_ms(),
+            seed: clock::next_seed(),
+        }
+    }
+
+    /// The current time as the node stamps operations.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Stops Raft and waits until everything queued for the disk is written and the storage
+    /// is closed.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(cause = %e, "raft shutdown");
+        }
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer
+            && tokio::time::timeout(Duration::from_secs(5), writer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the raft storage writer did not stop in time");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Where a command may run, and the read path.
+//!
+//! A write runs only on the leader ([`Node::must_lead`]: `MOVED` to the leader elsewhere,
+//! `CLUSTERDOWN` without one). A read runs against this node's state once
+//! [`Node::read_barrier`] allows it: on the leader after a read-index round (linearizable), or
+//! anywhere for sessions that asked for stale reads (`READONLY`, `*_RO` calls).
+
+use bytes::Bytes;
+use openraft::{RaftMetrics, ServerState};
+
+use super::{KeyspaceStats, Node, NodeError};
+use crate::keyspace::{Ctx, Op, ParseCtx, WatchToken};
+use crate::peers::{Member, NodeId};
+use crate::reply::Reply;
+use crate::slot::key_slot;
+use crate::state_machine::LogCommand;
+
+/// How a read may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// On the leader, after confirming leadership (read index); elsewhere `MOVED`.
+    Linearizable,
+    /// Against local state, possibly stale (`READONLY` clients, `*_RO` calls).
+    Local,
+}
+
+/// Whether node `me` leads as the only voter and has applied an entry of its current term:
+/// then no other node can lead, everything committed before its leadership is applied
+/// (entries apply in order, and its term's first entry came after them), and every write it
+/// acknowledged was applied first. A read needs no quorum round.
+fn sole_voter_caught_up(m: &RaftMetrics<NodeId, Member>, me: NodeId) -> bool {
+    let mut voters = m.membership_config.membership().voter_ids();
+    voters.next() == Some(me)
+        && voters.next().is_none()
+        && m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term)
+}
+
+impl Node {
+    /// Runs `op`, created at `ctx.now_ms`: writes through the log, reads as `mode` allows.
+    pub async fn execute(&self, op: Op, ctx: &ParseCtx, mode: ReadMode) -> Reply {
+        let slot = op.keys().first().map(|k| key_slot(k));
+        let result = if op.is_write() {
+            self.propose(
+                LogCommand::Op {
+                    now_ms: ctx.now_ms,
+                    op,
+                },
+                slot.unwrap_or(0),
+            )
+            .await
+        } else {
+            match self.read_barrier(mode, slot).await {
+                Ok(()) => Ok(op.read(&self.state.keyspace(), Ctx { now_ms: ctx.now_ms })),
+                Err(e) => Err(e),
+            }
+        };
+        result.unwrap_or_else(Reply::error)
+    }
+
+    /// Records the version of `key` for WATCH.
+    pub fn watch(&self, key: &Bytes) -> WatchToken {
+        self.state.keyspace().watch(key, self.clock.now_ms())
+    }
+
+    /// Figures for INFO's keyspace section.
+    pub fn keyspace_stats(&self) -> KeyspaceStats {
+        let ks = self.state.keyspace();
+        KeyspaceStats {
+            keys: ks.len(),
+            expires: ks.volatile_count(),
+            expired: ks.expired_total(),
+        }
+    }
+
+    /// Keys in `slot` (CLUSTER GETKEYSINSLOT), at most `count`, and how many there are.
+    pub fn keys_in_slot(&self, slot: u16, count: usize) -> (Vec<Bytes>, usize) {
+        self.state.keyspace().keys_in_slot(slot, count)
+    }
+
+    /// Refuses unless this node leads: `MOVED` to the leader, or `CLUSTERDOWN` without one.
+    pub(super) fn must_lead(&self, slot: u16) -> Result<(), NodeError> {
+        let m = self.metrics.borrow();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&self.id).is_none() && m.membership_config.log_id().is_some() {
+            return Err(NodeError::NotMember);
+        }
+        match m.current_leader {
+            Some(leader) if leader == self.id && m.state == ServerState::Leader => Ok(()),
+            Some(leader) => match membership.get_node(&leader) {
+                Some(member) => Err(NodeError::Moved {
+                    slot,
+                    addr: member.client_addr(),
+                }),
+                None => Err(NodeError::LeaderUnknown),
+            },
+            None => Err(NodeError::NoLeader),
+        }
+    }
+
+    /// Makes a read on this node safe under `mode`.
+    pub(super) async fn read_barrier(
+        &self,
+        mode: ReadMode,
+        slot: Option<u16>,
+    ) -> Result<(), NodeError> {
+        if mode == ReadMode::Local {
+            return Ok(());
+        }
+        {
+            // One look at the metrics on the common path (the leader serving a read).
+            let m = self.metrics.borrow();
+            let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id);
+            if !leads {
+                drop(m);
+                return match slot {
+                    // Keyless reads (DBSIZE, SCAN) answer on any member, as on a replica.
+                    None => Ok(()),
+                    Some(slot) => self.must_lead(slot),
+                };
+            }
+            if sole_voter_caught_up(&m, self.id) {
+                return Ok(());
+            }
+        }
+        match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::ReadNotConfirmed(Box::new(e))),
+            Err(_) => Err(NodeError::ReadTimedOut),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The node over a real disk and a real Raft group of one: the write path, active expiry and
+//! recovery after a restart. Every wait has a deadline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::replication::RedbDisk;
+
+/// How long any wait in these tests may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn args(words: &[&str]) -> Vec<Bytes> {
+    words
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect()
+}
+
+/// Waits for `future`, failing the test after [`DEADLINE`].
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {DEADLINE:?}"))
+}
+
+/// A one-member node on a temporary data directory, leading.
+async fn single_node(dir: &std::path::Path) -> Node {
+    let me = Member {
+        host: "127.0.0.1".into(),
+        port: 1,
+        cport: 2,
+    };
+    let options = NodeOptions {
+        id: 1,
+        me: me.clone(),
+        raft: replication::Settings {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            snapshot_logs: 100,
+            keep_logs: 10,
+        },
+        write_timeout: Duration::from_secs(5),
+        wall_clock: system_time_ms,
+    };
+    let state = Arc::new(
+        StateMachine::new(
+            crate::wasm::EngineSettings::default(),
+            Some(dir.join("wasm-cache")),
+        )
+        .unwrap(),
+    );
+    let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
+    let node = Node::start(options, state, disk, Arc::new(crate::net::TcpDialer))
+        .await
+        .unwrap();
+    node.bootstrap(BTreeMap::from([(1, me)])).await.unwrap();
+    let mut metrics = node.metrics.clone();
+    within("leadership", async {
+        while !node.is_leader() {
+            metrics.changed().await.unwrap();
+        }
+    })
+    .await;
+    node
+}
+
+async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
+    let ctx = node.parse_ctx();
+    let op = crate::keyspace::parse(name, &args(words), &ctx)
+        .unwrap()
+        .unwrap();
+    node.execute(op, &ctx, ReadMode::Linearizable).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_cycle_purges_expired_keys_through_the_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path()).await;
+    for i in 0..500 {
+        run(&node, "set", &[&format!("k{i}"), "v", "PX", "1"]).await;
+    }
+    run(&node, "set", &["keep", "v"]).await;
+    let written = node.now_ms();
+    within("the clock to pass the TTLs", async {
+        while node.now_ms() <= written + 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let mut removed = 0;
+    within("the expired keys to be purged", async {
+        while node.keyspace_stats().keys > 1 {
+            removed += node.expire_cycle().await;
+        }
+    })
+    .await;
+    assert_eq!(removed, 500);
+    let stats = node.keyspace_stats();
+    assert_eq!((stats.keys, stats.expires, stats.expired), (1, 0, 500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_a_restart_through_log_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = single_node(dir.path()).await;
+        // More entries than the snapshot threshold: recovery uses a snapshot and the log.
+        for i in 0..250 {
+            assert_eq!(
+                run(&node, "set", &[&format!("k{i}"), &i.to_string()]).await,
+                Reply::ok()
+            );
+        }
+        run(&node, "hset", &["h", "f", "v"]).await;
+        let wat = Bytes::from_static(
+            b"(module (memory (export \"memory\") 1) (func (export \"alloc\") (param i32) (result i32) i32.const 0) (func (export \"main\") (param i32 i32) (result i64) i64.const 7))",
+        );
+        assert_eq!(
+            node.wasm_load("seven".into(), wat, Permissions::READ, false)
+                .await,
+            Reply::ok()
+        );
+        node.shutdown().await;
+    }
+    let node = single_node(dir.path()).await;
+    assert_eq!(run(&node, "get", &["k249"]).await, Reply::bulk("249"));
+    assert_eq!(run(&node, "hget", &["h", "f"]).await, Reply::bulk("v"));
+    assert_eq!(node.keyspace_stats().keys, 251);
+    assert!(node.modules().get("seven").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_are_answered_in_order_from_shared_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path()).await;
+    let (_, entries_before) = node.disk_stats();
+    let mut tickets = Vec::new();
+    for i in 0..200 {
+        let ctx = node.parse_ctx();
+        let op = crate::keyspace::parse("incrby", &args(&["n", &i.to_string()]), &ctx)
+            .unwrap()
+            .unwrap();
+        tickets.push(node.submit(op, &ctx).unwrap());
+    }
+    let mut total = 0;
+    for (i, ticket) in tickets.into_iter().enumerate() {
+        total += i as i64;
+        assert_eq!(
+            within("a queued write", ticket.wait()).await,
+            Reply::Int(total)
+        );
+    }
+    let (_, entries_after) = node.disk_stats();
+    assert!(
+        entries_after - entries_before < 200,
+        "200 queued writes took {} entries",
+        entries_after - entries_before
+    );
+}

@@ -1,0 +1,64 @@
+//! The log-entry format: what one replicated write is. A Raft entry's payload is a
+//! `Vec<LogCommand>` (a batch: writes queued together share an entry), encoded with the
+//! replication layer's codec.
+//!
+//! Everything a command's execution depends on is in it (the leader's time, seeds, fuel and
+//! memory limits, the module's hash), so every member computes the same result. The variant
+//! order and field order are the on-disk format: append, never reorder.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::keyspace::Op;
+use crate::wasm::Permissions;
+
+/// A replicated write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LogCommand {
+    /// A keyspace write created at `now_ms` on the leader.
+    Op {
+        /// The leader's time.
+        now_ms: u64,
+        /// The operation.
+        op: Op,
+    },
+    /// `WASM.LOAD`: the module's bytes.
+    Load {
+        /// Module name.
+        name: String,
+        /// The module (binary or WAT text).
+        bytes: Bytes,
+        /// Granted permissions.
+        permissions: Permissions,
+        /// Swap out a module of the same name.
+        replace: bool,
+        /// The leader's time (the module's `loaded_at`).
+        now_ms: u64,
+    },
+    /// `WASM.UNLOAD`.
+    Unload {
+        /// Module name.
+        name: String,
+    },
+    /// A write call, executed by every member at apply time.
+    Call {
+        /// Module name.
+        module: String,
+        /// SHA-256 of the module the leader resolved the name to.
+        sha256: String,
+        /// Exported function.
+        entry: String,
+        /// Declared keys.
+        keys: Vec<Bytes>,
+        /// Arguments.
+        args: Vec<Bytes>,
+        /// The leader's time.
+        now_ms: u64,
+        /// Seed for random commands issued through `call`.
+        seed: u64,
+        /// Fuel the call starts with (the leader's configuration at proposal time).
+        max_fuel: u64,
+        /// Memory cap.
+        max_memory_bytes: u64,
+    },
+}

@@ -1,0 +1,159 @@
+//! Running a call: a pristine instance from the module's pool (or made on the spot), the
+//! input written through the guest's `alloc`, the entry point run under fuel, memory, stack and
+//! (read-only calls) time limits, and the outcome classified into the error the client sees.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use wasmtime::{Instance, Store, Trap};
+
+use super::pool::{PoolJob, Ready, instantiate};
+use super::{
+    CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, ModuleRef, Runtime, WasmError, abi,
+    first_line,
+};
+use crate::keyspace::{Keyspace, ParseCtx};
+use crate::reply::Reply;
+
+/// The result of a successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    /// The reply: what the guest passed to `reply`, or its return value.
+    pub reply: Reply,
+    /// Fuel consumed.
+    pub fuel: u64,
+}
+
+impl Runtime {
+    /// Runs `entry` of `module` on `keyspace` with `keys` and `args`. The keyspace comes back
+    /// in every case; after a failure it holds exactly what it held before.
+    ///
+    /// The call runs on a pristine instance taken from the module's pool (instantiated ahead of
+    /// time by the pool thread), or made on the spot if the pool is empty; afterwards the used
+    /// instance goes to the pool thread, which tears it down off the call path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call(
+        &self,
+        module: &ModuleRef,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        keyspace: Keyspace,
+        ctx: ParseCtx,
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> (Keyspace, Result<CallOutcome, WasmError>) {
+        let started = Instant::now();
+        let state = CallState::new(
+            keyspace,
+            ctx,
+            module.permissions,
+            mode,
+            keys,
+            &module.name,
+            limits.max_memory_bytes as usize,
+        );
+        let ready = match module.pool.take() {
+            Some(ready) => Ok(ready),
+            None => instantiate(&self.engine, module),
+        };
+        if module.pool.ready() < self.settings.min_instances as usize {
+            let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
+        }
+        let (mut store, result) = match ready {
+            Ok(Ready {
+                mut store,
+                instance,
+            }) => {
+                *store.data_mut() = state;
+                let result = run(&mut store, instance, entry, keys, args, mode, limits);
+                (store, result)
+            }
+            Err(e) => {
+                // No instance: the call never ran; hand the keyspace straight back.
+                let outcome = Err(WasmError::Instantiate(first_line(&e)));
+                module.stats.record(&outcome, started.elapsed());
+                return (state.keyspace, outcome);
+            }
+        };
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
+        // Tear down on the pool thread unless it is falling behind (each waiting instance holds
+        // an allocator slot); then do it here.
+        if self.retiring.load(Ordering::Relaxed) < self.settings.max_instances as usize / 4 {
+            self.retiring.fetch_add(1, Ordering::Relaxed);
+            let _ = self.pool_jobs.send(PoolJob::Retire(store));
+        } else {
+            drop(store);
+        }
+        let outcome = match result {
+            Ok(value) => Ok(CallOutcome {
+                reply: state.reply.take().unwrap_or(Reply::Int(value)),
+                fuel: limits.max_fuel.saturating_sub(fuel_left),
+            }),
+            Err(e) => {
+                state.roll_back();
+                Err(classify(e, &mut state))
+            }
+        };
+        module.stats.record(&outcome, started.elapsed());
+        (state.keyspace, outcome)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    store: &mut Store<CallState>,
+    instance: Instance,
+    entry: &str,
+    keys: &[Bytes],
+    args: &[Bytes],
+    mode: CallMode,
+    limits: CallLimits,
+) -> wasmtime::Result<i64> {
+    store.set_fuel(limits.max_fuel)?;
+    // Read-only calls are cut off by wall-clock time; write calls, which every replica
+    // re-executes, are bounded by fuel alone so the outcome is deterministic.
+    let ticks = if mode.read_only {
+        (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
+    } else {
+        u64::MAX / 2
+    };
+    store.set_epoch_deadline(ticks);
+    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, ferrite_abi::export::ALLOC)?;
+    let func = instance.get_typed_func::<(i32, i32), i64>(&mut *store, entry)?;
+    let input = abi::encode_input(keys, args);
+    let ptr = alloc.call(&mut *store, input.len() as i32)?;
+    let memory = instance
+        .get_memory(&mut *store, ferrite_abi::export::MEMORY)
+        .ok_or_else(|| wasmtime::format_err!("module has no memory export"))?;
+    memory
+        .write(&mut *store, ptr as u32 as usize, &input)
+        .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;
+    func.call(&mut *store, (ptr, input.len() as i32))
+}
+
+/// Turns a wasmtime error into the error the client sees.
+fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
+    if let Some(refusal) = state.refusal.take() {
+        return refusal;
+    }
+    if state.memory_exceeded {
+        return WasmError::MemoryLimit;
+    }
+    if let Some(message) = state.panic_message.take() {
+        return WasmError::Panic(message);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => WasmError::OutOfFuel,
+        Some(Trap::StackOverflow) => WasmError::StackOverflow,
+        Some(Trap::Interrupt) => WasmError::Timeout,
+        Some(trap) => {
+            let text = trap.to_string();
+            WasmError::Trap(text.strip_prefix("wasm trap: ").unwrap_or(&text).to_owned())
+        }
+        None => WasmError::Trap(first_line(&error)),
+    }
+}

@@ -1,0 +1,77 @@
+//! `redis-benchmark` runs for the benchmarks, parsed from its CSV output.
+
+/// One row of `redis-benchmark --csv`: the test's name and its numeric columns (requests/s,
+/// then average, min, p50, p95, p99 and max latency in ms).
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    /// The test name as redis-benchmark prints it (`SET`, or the command line).
+    pub test: String,
+    /// The numeric columns, in order.
+    pub values: Vec<f64>,
+}
+
+impl BenchRow {
+    /// Requests per second.
+    pub fn rps(&self) -> f64 {
+        self.values.first().copied().unwrap_or(0.0)
+    }
+
+    /// The median latency in ms.
+    pub fn p50(&self) -> f64 {
+        self.values.get(3).copied().unwrap_or(0.0)
+    }
+
+    /// The 99th percentile latency in ms.
+    pub fn p99(&self) -> f64 {
+        self.values.get(5).copied().unwrap_or(0.0)
+    }
+}
+
+/// Runs `redis-benchmark --csv` against `127.0.0.1:port` with `args` and returns its rows;
+/// panics when it printed none.
+pub fn redis_benchmark(port: u16, args: &[&str]) -> Vec<BenchRow> {
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--csv"])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run redis-benchmark (apt-get install redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows = parse_csv(&text);
+    assert!(
+        !rows.is_empty(),
+        "no results from redis-benchmark {args:?}: {text}"
+    );
+    rows
+}
+
+fn parse_csv(text: &str) -> Vec<BenchRow> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
+            let values: Vec<f64> = fields[1..].iter().filter_map(|f| f.parse().ok()).collect();
+            (!values.is_empty()).then(|| BenchRow {
+                test: fields[0].to_owned(),
+                values,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_parse_and_the_header_is_skipped() {
+        let rows = parse_csv(
+            "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"SET\",\"50000.00\",\"0.5\",\"0.1\",\"0.4\",\"0.9\",\"1.2\",\"3.0\"\n",
+        );
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].test, "SET");
+        assert_eq!(
+            (rows[0].rps(), rows[0].p50(), rows[0].p99()),
+            (50000.0, 0.4, 1.2)
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Loading modules and calling them: keys, arguments, replies, permissions, atomic writes,
+//! slots, and the clients that find a function's keys.
+
+use super::*;
+
+#[test]
+fn modules_load_list_describe_and_unload() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    assert_eq!(
+        load(&mut c, "probe", "probe.wat", &[]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.LOAD", "probe", "(module)"]),
+        "ERR wasm: module 'probe' already exists (use REPLACE)"
+    );
+    let info = cmd(&mut c, &["WASM.INFO", "probe"]).unwrap();
+    assert_eq!(field(&info, "name"), bulk("probe"));
+    let Value::BulkString(sha) = field(&info, "sha256") else {
+        panic!()
+    };
+    assert_eq!(sha.len(), 64);
+    assert_eq!(
+        field(&info, "size"),
+        Value::Int(module("probe.wat").len() as i64)
+    );
+    let Value::Array(exports) = field(&info, "exports") else {
+        panic!()
+    };
+    assert!(exports.contains(&bulk("main")) && exports.contains(&bulk("incr")));
+    assert!(
+        !exports.contains(&bulk("alloc")),
+        "alloc is not an entry point"
+    );
+    assert_eq!(
+        field(&info, "permissions"),
+        Value::Array(vec![bulk("READ")])
+    );
+    for name in [
+        "loaded_at",
+        "call_count",
+        "error_count",
+        "fuel_total",
+        "avg_duration_us",
+        "p99_duration_us",
+        "last_error",
+    ] {
+        field(&info, name);
+    }
+    let Value::Array(listed) = cmd(&mut c, &["WASM.LIST"]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(listed.len(), 1);
+    let Value::Array(with_stats) = cmd(&mut c, &["WASM.LIST", "WITHSTATS"]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(field(&with_stats[0], "call_count"), Value::Int(0));
+    let text: String = redis::cmd("INFO").arg("wasm").query(&mut c).unwrap();
+    assert!(text.contains("wasm_modules:1"), "{text}");
+    assert_eq!(cmd(&mut c, &["WASM.UNLOAD", "probe"]).unwrap(), Value::Okay);
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe"]),
+        "ERR wasm: no such module 'probe'"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.UNLOAD", "probe"]),
+        "ERR wasm: no such module 'probe'"
+    );
+    assert_eq!(cmd(&mut c, &["WASM.LIST"]).unwrap(), Value::Array(vec![]));
+}
+
+#[test]
+fn calls_pass_keys_and_args_and_return_replies() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(
+        &mut c,
+        "probe",
+        "probe.wat",
+        &["PERMISSIONS", "READ", "WRITE"],
+    )
+    .unwrap();
+    // Input: u32 nkeys, (u32 len, "k"), u32 nargs, (u32 len, "xyz") = 4 + 5 + 4 + 7 bytes.
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe", "KEYS", "k", "ARGS", "xyz"]).unwrap(),
+        Value::Int(20)
+    );
+    assert_eq!(
+        cmd(&mut c, &["FCALL", "probe", "1", "k", "xyz"]).unwrap(),
+        Value::Int(20)
+    );
+    assert_eq!(
+        cmd(
+            &mut c,
+            &["FCALL_RO", "probe.nkeys", "2", "{t}a", "{t}b", "x"]
+        )
+        .unwrap(),
+        Value::Int(2)
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.nkeys", "ARGS", "KEYS"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(cmd(&mut c, &["WASM.CALL", "probe"]).unwrap(), Value::Int(8));
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.status"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.log"]).unwrap(),
+        Value::Int(7)
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.get"]).unwrap(),
+        Value::Int(-1)
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.set"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(cmd(&mut c, &["GET", "{t}a"]).unwrap(), bulk("new"));
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.get"]).unwrap(),
+        Value::Int(3)
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.get_via_call"]).unwrap(),
+        bulk("new")
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.del"]).unwrap(),
+        Value::Int(1)
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.del"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.incr"]).unwrap(),
+        Value::Int(1)
+    );
+    assert_eq!(
+        cmd(&mut c, &["FCALL", "probe.incr", "1", "{t}a"]).unwrap(),
+        Value::Int(2)
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.bad_reply"]),
+        "ERR wasm: malformed reply: unknown reply tag 9"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.nope"]),
+        "ERR wasm: module 'probe' has no entry point 'nope'"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe", "BOGUS"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        err(&mut c, &["FCALL", "probe", "3", "k"]),
+        "ERR Number of keys can't be greater than number of args"
+    );
+    assert_eq!(
+        err(&mut c, &["FCALL", "probe", "-1"]),
+        "ERR Number of keys can't be negative"
+    );
+    assert_eq!(
+        err(&mut c, &["FCALL", "probe", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        err(&mut c, &["FCALL", "probe"]),
+        "ERR wrong number of arguments for 'fcall' command"
+    );
+    // A data error met by get_key ends the call with the command's own error.
+    cmd(&mut c, &["DEL", "{t}a"]).unwrap();
+    cmd(&mut c, &["RPUSH", "{t}a", "x"]).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.get"]),
+        "WRONGTYPE Operation against a key holding the wrong kind of value"
+    );
+}
+
+#[test]
+fn writes_need_the_write_permission_and_a_write_call() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(&mut c, "ro", "probe.wat", &[]).unwrap();
+    load(&mut c, "rw", "probe.wat", &["PERMISSIONS", "read", "write"]).unwrap();
+    load(&mut c, "wo", "probe.wat", &["PERMISSIONS", "WRITE"]).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "ro.set"]),
+        "ERR wasm: permission denied: write"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "ro.incr"]),
+        "ERR wasm: permission denied: write"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL_RO", "rw.set"]),
+        "ERR wasm: write in a read-only call"
+    );
+    assert_eq!(
+        err(&mut c, &["FCALL_RO", "rw.del", "0"]),
+        "ERR wasm: write in a read-only call"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "wo.get"]),
+        "ERR wasm: permission denied: read"
+    );
+    assert_eq!(cmd(&mut c, &["EXISTS", "{t}a"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        err(
+            &mut c,
+            &["WASM.LOAD", "net", "(module)", "PERMISSIONS", "NETWORK"]
+        ),
+        "ERR wasm: permission NETWORK is not allowed by [wasm.security]"
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            &["WASM.LOAD", "fs", "(module)", "PERMISSIONS", "FILESYSTEM"]
+        ),
+        "ERR wasm: permission FILESYSTEM is not allowed by [wasm.security]"
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            &["WASM.LOAD", "x", "(module)", "PERMISSIONS", "ROOT"]
+        ),
+        "ERR wasm: unknown permission 'ROOT'"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "rw.flushall"]),
+        "ERR wasm: command not allowed from a function: flushall"
+    );
+}
+
+#[test]
+fn a_failed_call_leaves_no_partial_writes() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(&mut c, "rw", "probe.wat", &["PERMISSIONS", "READ", "WRITE"]).unwrap();
+    // Absent before: still absent after the trap.
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "rw.set_then_trap", "KEYS", "{t}a"]),
+        "ERR wasm: trap: wasm `unreachable` instruction executed"
+    );
+    assert_eq!(cmd(&mut c, &["EXISTS", "{t}a"]).unwrap(), Value::Int(0));
+    // Present before, with a TTL: value and TTL restored.
+    cmd(&mut c, &["SET", "{t}a", "old", "EX", "1000"]).unwrap();
+    assert!(err(&mut c, &["WASM.CALL", "rw.set_then_trap"]).starts_with("ERR wasm: trap"));
+    assert_eq!(cmd(&mut c, &["GET", "{t}a"]).unwrap(), bulk("old"));
+    assert!(matches!(cmd(&mut c, &["TTL", "{t}a"]).unwrap(), Value::Int(t) if t > 990));
+    // Running out of fuel after a write also discards it.
+    cmd(&mut c, &["SET", "{t}a", "old"]).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "rw.flood"]),
+        "ERR wasm: out of fuel"
+    );
+    assert_eq!(cmd(&mut c, &["GET", "{t}a"]).unwrap(), bulk("old"));
+    let info = cmd(&mut c, &["WASM.INFO", "rw"]).unwrap();
+    assert_eq!(field(&info, "error_count"), Value::Int(3));
+    assert_eq!(field(&info, "last_error"), bulk("ERR wasm: out of fuel"));
+}
+
+#[test]
+fn keys_outside_the_call_slot_are_refused() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(&mut c, "rw", "probe.wat", &["PERMISSIONS", "READ", "WRITE"]).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "rw.other_slot", "KEYS", "{t}a"]),
+        "ERR wasm: key 'other' is not in this call's slot"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "rw.set", "KEYS", "elsewhere"]),
+        "ERR wasm: key '{t}a' is not in this call's slot"
+    );
+    // With no declared keys the first key touched fixes the slot.
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "rw.other_slot"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(cmd(&mut c, &["EXISTS", "other"]).unwrap(), Value::Int(1));
+}
+
+#[test]
+fn cluster_clients_can_find_function_keys() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    assert_eq!(
+        cmd(
+            &mut c,
+            &["COMMAND", "GETKEYS", "FCALL", "f", "2", "a", "b", "arg"]
+        )
+        .unwrap(),
+        Value::Array(vec![bulk("a"), bulk("b")])
+    );
+    assert_eq!(
+        cmd(
+            &mut c,
+            &[
+                "COMMAND",
+                "GETKEYS",
+                "WASM.CALL",
+                "f",
+                "KEYS",
+                "a",
+                "b",
+                "ARGS",
+                "x"
+            ]
+        )
+        .unwrap(),
+        Value::Array(vec![bulk("a"), bulk("b")])
+    );
+    let Value::Array(info) = cmd(&mut c, &["COMMAND", "INFO", "fcall", "wasm.call"]).unwrap()
+    else {
+        panic!()
+    };
+    for entry in info {
+        let Value::Array(fields) = entry else {
+            panic!()
+        };
+        assert_eq!(fields.len(), 10);
+        let Value::Array(flags) = &fields[2] else {
+            panic!()
+        };
+        assert!(
+            flags.contains(&Value::SimpleString("movablekeys".into())),
+            "{flags:?}"
+        );
+    }
+}
+
+#[test]
+fn redis_cli_loads_a_module_file_with_x() {
+    let server = Server::start(&[]);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/modules/probe.wat");
+    let cli =
+        which("redis-cli").expect("redis-cli must be installed (the test command installs it)");
+    let out = std::process::Command::new(&cli)
+        .args(["-p", &server.port.to_string(), "-x", "WASM.LOAD", "probe"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let out = std::process::Command::new(&cli)
+        .args([
+            "-p",
+            &server.port.to_string(),
+            "FCALL",
+            "probe",
+            "1",
+            "k",
+            "xyz",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "20");
+}

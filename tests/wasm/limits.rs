@@ -1,0 +1,239 @@
+//! What a module cannot do to the server: hostile modules, fuel that is the same on every run,
+//! REPLACE under load, a read-only call cut off by its time limit.
+
+use super::*;
+
+#[test]
+fn hostile_modules_get_their_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(&config, "[wasm]\nmax_module_size = 65536\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut c = server.client();
+    load(
+        &mut c,
+        "probe",
+        "probe.wat",
+        &["PERMISSIONS", "READ", "WRITE"],
+    )
+    .unwrap();
+
+    // A bystander keeps getting answers while the hostile calls run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let bystander = {
+        let (stop, served, url) = (stop.clone(), served.clone(), server.url());
+        std::thread::spawn(move || {
+            let mut b = redis::Client::open(url).unwrap().get_connection().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let pong: String = redis::cmd("PING").query(&mut b).unwrap();
+                assert_eq!(pong, "PONG");
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.spin"]),
+        "ERR wasm: out of fuel"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.memory_bomb"]),
+        "ERR wasm: memory limit exceeded"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.recurse"]),
+        "ERR wasm: stack overflow"
+    );
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.flood"]),
+        "ERR wasm: out of fuel"
+    );
+    let invalid = err(
+        &mut c,
+        &["WASM.LOAD", "bad", "\u{0}asm\u{1}\u{0}\u{0}\u{0}garbage"],
+    );
+    assert!(
+        invalid.starts_with("ERR wasm: invalid module:"),
+        "{invalid}"
+    );
+    let invalid = err(&mut c, &["WASM.LOAD", "bad", "not wasm at all ((("]);
+    assert!(
+        invalid.starts_with("ERR wasm: invalid module:"),
+        "{invalid}"
+    );
+    assert_eq!(
+        load(&mut c, "bad", "forbidden_import.wat", &[]).map_err(|e| error_line(&e)),
+        Err("ERR wasm: invalid module: forbidden import 'env.abort'".to_owned())
+    );
+    assert_eq!(
+        load(&mut c, "bad", "no_alloc.wat", &[]).map_err(|e| error_line(&e)),
+        Err("ERR wasm: invalid module: missing export 'alloc'".to_owned())
+    );
+    let huge = vec![b' '; 70_000];
+    let too_big: redis::RedisResult<Value> =
+        redis::cmd("WASM.LOAD").arg("huge").arg(huge).query(&mut c);
+    assert_eq!(
+        too_big.map_err(|e| error_line(&e)),
+        Err("ERR wasm: module is 70000 bytes, larger than the 65536 byte limit".to_owned())
+    );
+    // A read-only call is also cut off by time, not just fuel.
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "100000000000"]).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-duration-ms", "300"]).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL_RO", "probe.spin"]),
+        "ERR wasm: timeout"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    bystander.join().unwrap();
+    assert!(served.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe"]).unwrap(),
+        Value::Int(8),
+        "the module still works"
+    );
+    let Value::Array(stats) = cmd(&mut c, &["WASM.STATS"]).unwrap() else {
+        panic!()
+    };
+    let errors = stats.chunks(2).find(|p| p[0] == bulk("errors")).unwrap()[1].clone();
+    assert_eq!(errors, Value::Int(5));
+}
+
+#[test]
+fn the_same_call_uses_the_same_fuel_every_time_and_on_a_fresh_server() {
+    let fuel_of_calls = || {
+        let server = Server::start(&[]);
+        let mut c = server.client();
+        load(&mut c, "rw", "probe.wat", &["PERMISSIONS", "READ", "WRITE"]).unwrap();
+        let mut per_call = Vec::new();
+        let mut previous = 0;
+        for _ in 0..3 {
+            cmd(&mut c, &["SET", "{t}a", "5"]).unwrap();
+            assert_eq!(
+                cmd(&mut c, &["WASM.CALL", "rw.incr", "KEYS", "{t}a"]).unwrap(),
+                Value::Int(6)
+            );
+            let Value::Int(total) =
+                field(&cmd(&mut c, &["WASM.INFO", "rw"]).unwrap(), "fuel_total")
+            else {
+                panic!()
+            };
+            per_call.push(total - previous);
+            previous = total;
+        }
+        per_call
+    };
+    let first = fuel_of_calls();
+    assert!(first[0] > 0);
+    assert!(first.iter().all(|&f| f == first[0]), "{first:?}");
+    assert_eq!(fuel_of_calls(), first);
+}
+
+/// Calls keep running while the module is replaced under them: every call is answered by one
+/// whole version (8 from `probe.wat`, 2 from `other.wat`), never an error or a mix. The test
+/// only counts when calls overlapped the replaces: the callers are calling before the first
+/// REPLACE, and the replaces go on until every caller has been answered by both versions.
+#[test]
+fn replace_swaps_atomically_while_calls_run() {
+    const CALLERS: usize = 2;
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(&mut c, "m", "probe.wat", &[]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen: Vec<Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>> =
+        (0..CALLERS).map(|_| Arc::default()).collect();
+    let callers: Vec<_> = seen
+        .iter()
+        .map(|seen| {
+            let (stop, calls, seen, mut k) =
+                (stop.clone(), calls.clone(), seen.clone(), server.client());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let v: i64 = redis::cmd("WASM.CALL").arg("m").query(&mut k).unwrap();
+                    seen.lock().unwrap().insert(v);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || calls.load(Ordering::Relaxed)
+            >= CALLERS as u64),
+        "the callers never called"
+    );
+    let everyone_saw_both = || {
+        seen.iter()
+            .all(|s| *s.lock().unwrap() == std::collections::BTreeSet::from([2, 8]))
+    };
+    let mut replaces = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !everyone_saw_both() && std::time::Instant::now() < deadline {
+        let file = if replaces % 2 == 0 {
+            "other.wat"
+        } else {
+            "probe.wat"
+        };
+        assert_eq!(load(&mut c, "m", file, &["REPLACE"]).unwrap(), Value::Okay);
+        replaces += 1;
+        // Give the callers a few calls on this version.
+        let before = calls.load(Ordering::Relaxed);
+        wait_until(Duration::from_secs(5), || {
+            calls.load(Ordering::Relaxed) >= before + 4
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller
+            .join()
+            .expect("a call failed while the module was replaced");
+    }
+    for (i, seen) in seen.iter().enumerate() {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            *seen,
+            std::collections::BTreeSet::from([2, 8]),
+            "caller {i} saw {seen:?} over {replaces} replaces"
+        );
+    }
+    let last = if replaces % 2 == 1 { 2 } else { 8 };
+    assert_eq!(cmd(&mut c, &["WASM.CALL", "m"]).unwrap(), Value::Int(last));
+}
+
+/// A read-only call that spins holds the keyspace until its time limit cuts it off; a client
+/// that writes meanwhile waits and is then answered. The write is sent only once the call is
+/// seen running (CLIENT LIST shows it, and its caller has no answer yet), so the test cannot
+/// pass by writing before the call starts.
+#[test]
+fn a_long_read_only_call_does_not_stall_other_clients_forever() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(&mut c, "probe", "probe.wat", &[]).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "100000000000"]).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-duration-ms", "2000"]).unwrap();
+    let mut s = server.client();
+    cmd(&mut s, &["CLIENT", "SETNAME", "spinner"]).unwrap();
+    let spinner = std::thread::spawn(move || {
+        cmd(&mut s, &["WASM.CALL_RO", "probe.spin"]).map_err(|e| error_line(&e))
+    });
+    let running = wait_until(Duration::from_secs(10), || {
+        let Ok(Value::BulkString(list)) = cmd(&mut c, &["CLIENT", "LIST"]) else {
+            return false;
+        };
+        String::from_utf8_lossy(&list)
+            .lines()
+            .any(|l| l.contains("name=spinner") && l.contains("cmd=wasm.call_ro"))
+    });
+    assert!(running, "the spinning call never started");
+    assert!(
+        !spinner.is_finished(),
+        "the call ended before the write could be sent; raise wasm-max-duration-ms"
+    );
+    let mut other = server.client();
+    assert_eq!(
+        cmd(&mut other, &["SET", "after", "1"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(spinner.join().unwrap(), Err("ERR wasm: timeout".to_owned()));
+}
