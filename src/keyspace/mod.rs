@@ -128,6 +128,7 @@ impl Entry {
 
 /// Errors a data command can answer with. The texts are Redis 7's, word for word.
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum KeyspaceError {
     /// The key holds another type.
     #[error("Operation against a key holding the wrong kind of value")]
@@ -192,9 +193,10 @@ pub enum KeyspaceError {
     /// An argument count the command's shape refuses (odd pairs for MSET, HSET).
     #[error("wrong number of arguments for '{0}' command")]
     WrongArity(String),
-    /// A command the keyspace does not implement (the dispatcher never sends one).
-    #[error("unknown command '{0}'")]
-    UnknownCommand(String),
+    /// A write handed to the read path (`Op::read`), which refuses it rather than run it;
+    /// the dispatcher never does this.
+    #[error("a write cannot run as a read")]
+    WriteAsRead,
 }
 
 impl RedisError for KeyspaceError {

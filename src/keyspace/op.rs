@@ -404,7 +404,7 @@ impl Op {
                     ops.iter().map(|op| op.read(ks, ctx)).collect(),
                 ))
             }
-            write => Err(KeyspaceError::UnknownCommand(format!("{write:?}"))),
+            _ => Err(KeyspaceError::WriteAsRead),
         }
     }
 

@@ -13,9 +13,7 @@ impl Encoder<Reply> for RespCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let encode_err = |e: redis_protocol::error::RedisProtocolError| {
-            ProtocolError::Decode(e.details().to_owned())
-        };
+        let encode_err = ProtocolError::Encode;
         if self.resp3 {
             self.resp3_codec
                 .encode(to_resp3(reply), dst)

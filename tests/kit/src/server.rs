@@ -164,7 +164,9 @@ impl Server {
                             let _ = e.read_to_string(&mut stderr);
                         }
                         // Let the reader thread take the last lines.
-                        std::thread::sleep(Duration::from_millis(20));
+                        crate::wait_until(Duration::from_secs(2), || {
+                            log_closed.load(std::sync::atomic::Ordering::Acquire)
+                        });
                         let log = log.lock().unwrap().clone();
                         return Err(SpawnError::Exited { stderr, log });
                     }

@@ -1,7 +1,8 @@
 ;; A hand-written test module: every host function, good and bad behaviour, no SDK.
 ;; Data layout (offsets): 0 key "{t}a", 8 value "new", 16 key "other",
 ;; 32 call buffer [INCRBY {t}a 1], 64 reply +OK, 80 a malformed reply,
-;; 96 call buffer [FLUSHALL], 128 call buffer [GET {t}a]. The heap starts at 1024.
+;; 96 call buffer [FLUSHALL], 128 call buffer [GET {t}a], 160 log message "spinning". The heap
+;; starts at 1024.
 (module
   (import "ferrite" "get_key" (func $get_key (param i32 i32) (result i64)))
   (import "ferrite" "set_key" (func $set_key (param i32 i32 i32 i32) (result i32)))
@@ -18,6 +19,7 @@
   (data (i32.const 80) "\09")
   (data (i32.const 96) "\01\00\00\00\08\00\00\00FLUSHALL")
   (data (i32.const 128) "\02\00\00\00\03\00\00\00GET\04\00\00\00{t}a")
+  (data (i32.const 160) "spinning")
   (global $heap (mut i32) (i32.const 1024))
   (func (export "alloc") (param $n i32) (result i32)
     (local $p i32)
@@ -70,7 +72,9 @@
     (i64.const 0))
   (func (export "other_slot") (param i32 i32) (result i64)
     (i64.extend_i32_u (call $set_key (i32.const 16) (i32.const 5) (i32.const 8) (i32.const 3))))
+  ;; Says so in the server's log (at info), then loops until a limit stops it.
   (func (export "spin") (param i32 i32) (result i64)
+    (call $log (i32.const 2) (i32.const 160) (i32.const 8))
     (loop $l (br $l))
     (i64.const 0))
   (func (export "memory_bomb") (param i32 i32) (result i64)
