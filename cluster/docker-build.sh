@@ -19,3 +19,8 @@ strip "$context/ferrite" 2>/dev/null || true
 cp cluster/Dockerfile "$context/Dockerfile"
 docker build -q -t ferrite:dev "$context"
 echo "built image ferrite:dev"
+# docker-compose.yml reads the cluster secret from .env when the environment has none.
+if ! grep -qs '^FERRITE_CLUSTER_SECRET=' .env; then
+  (umask 077 && echo "FERRITE_CLUSTER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>.env)
+  echo "wrote a cluster secret to .env"
+fi

@@ -10,6 +10,9 @@ compose() {
   if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
 }
 export COMPOSE_PROJECT_NAME=ferrite-test
+# A secret of this run's own, whatever .env holds.
+FERRITE_CLUSTER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export FERRITE_CLUSTER_SECRET
 ips=(10.89.0.11 10.89.0.12 10.89.0.13)
 
 cluster/docker-build.sh

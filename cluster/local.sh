@@ -6,7 +6,9 @@
 #   cluster/local.sh status   which nodes run, and who leads
 #   cluster/local.sh clean    stop and delete their data (cluster/.local)
 #
-# Node configurations: cluster/node{1,2,3}.toml. Logs: cluster/.local/node*.log.
+# Node configurations: cluster/node{1,2,3}.toml. Logs: cluster/.local/node*.log. The nodes
+# share a cluster secret: $FERRITE_CLUSTER_SECRET if set, else one made on the first start
+# and kept in cluster/.local/secret.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=cluster/.local
@@ -26,6 +28,13 @@ case "${1:-}" in
   start)
     if [ -z "${FERRITE_BINARY:-}" ]; then cargo build --release --bin ferrite; fi
     mkdir -p "$state"
+    if [ -z "${FERRITE_CLUSTER_SECRET:-}" ]; then
+      if [ ! -s "$state/secret" ]; then
+        (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$state/secret")
+      fi
+      FERRITE_CLUSTER_SECRET=$(cat "$state/secret")
+      export FERRITE_CLUSTER_SECRET
+    fi
     for i in 1 2 3; do
       if running "$i"; then echo "node $i already running"; continue; fi
       "$binary" --config "cluster/node$i.toml" >"$state/node$i.log" 2>&1 &

@@ -7,6 +7,7 @@
 //!
 //! Everything runs on turmoil's single thread, so a seed replays the same schedule.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -76,6 +77,33 @@ impl Disk for SimDisk {
             Ok(())
         }
     }
+}
+
+thread_local! {
+    static ENTROPY: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Seeds [`entropy`] (turmoil runs every host on one thread, so one per-thread stream serves
+/// them all and a seed replays the same nonces).
+pub fn seed_entropy(seed: u64) {
+    ENTROPY.with(|s| s.set(seed));
+}
+
+/// Cluster bus nonces from a seeded stream (splitmix64): unpredictable enough for a
+/// simulation, and the same on every replay of a seed.
+pub fn entropy(buf: &mut [u8]) -> io::Result<()> {
+    for chunk in buf.chunks_mut(8) {
+        let next = ENTROPY.with(|s| {
+            let state = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(state);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        });
+        chunk.copy_from_slice(&next.to_le_bytes()[..chunk.len()]);
+    }
+    Ok(())
 }
 
 /// turmoil's listener behind Ferrite's [`ferrite::net::Listener`].

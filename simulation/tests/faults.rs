@@ -55,6 +55,9 @@ impl Rng {
     }
 }
 
+/// The cluster secret every simulated node holds.
+const SECRET: &str = "the simulated cluster's secret";
+
 fn config_for(id: u64) -> Config {
     let mut config = Config::default();
     config.server.bind = "0.0.0.0".to_owned();
@@ -71,6 +74,7 @@ fn config_for(id: u64) -> Config {
     c.snapshot_logs = 100;
     c.snapshot_keep_logs = 20;
     c.write_timeout_ms = 3000;
+    c.secret = SECRET.to_owned();
     config.wasm.pool.min_instances = 0;
     config.wasm.pool.max_instances = 4;
     config
@@ -87,8 +91,9 @@ async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box<dyn
         disk,
         clock: || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64),
         compile_cache: None,
+        entropy: ferrite_simulation::entropy,
     };
-    let app = App::start(config_for(id), PORT, peers, env, Process::fixed()).await?;
+    let app = App::start(config_for(id), PORT, Some(peers), env, Process::fixed()).await?;
     live.lock().unwrap().insert(id, app.shared().clone());
     app.serve(clients).await;
     Ok(())
@@ -278,6 +283,7 @@ fn leader(live: &Live) -> Option<u64> {
 /// Runs the scenario for `seed`; the outcome, or why it failed.
 fn run(seed: u64) -> Result<Outcome, String> {
     replication::seed_rng(seed);
+    ferrite_simulation::seed_entropy(seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000))

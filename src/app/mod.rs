@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::net::{Dialer, Listener, TcpDialer};
 use crate::node::{Node, NodeOptions, StartError, system_time_ms};
 use crate::peers::{Member, NodeId};
-use crate::replication::{self, DEFAULT_GROUP, Disk, RedbDisk};
+use crate::replication::{self, BusAuth, DEFAULT_GROUP, Disk, Entropy, RedbDisk, os_entropy};
 use crate::state_machine::StateMachine;
 use crate::wasm::EngineSettings;
 
@@ -50,17 +50,18 @@ pub enum AppError {
     Preload(#[from] PreloadError),
 }
 
-/// The two listeners a node serves: clients and Raft peers.
+/// The listeners a node serves: clients, and Raft peers when it has a cluster bus.
 #[derive(Debug)]
 pub struct Listeners<C, P> {
     /// Client connections (RESP).
     pub clients: C,
-    /// The cluster bus (Raft RPCs).
-    pub peers: P,
+    /// The cluster bus (Raft RPCs); `None` for a node without a cluster secret.
+    pub peers: Option<P>,
 }
 
-/// Binds the client port and the cluster port the configuration names (the cluster port
-/// defaulting to the client port + 10000, or a free port when the client port is 0).
+/// Binds the client port and, when the node has a cluster secret, the cluster port the
+/// configuration names (defaulting to the client port + 10000, or a free port when the client
+/// port is 0).
 pub async fn bind(
     config: &Config,
 ) -> Result<Listeners<tokio::net::TcpListener, tokio::net::TcpListener>, AppError> {
@@ -74,7 +75,10 @@ pub async fn bind(
     };
     Ok(Listeners {
         clients: tcp(config.server.port).await?,
-        peers: tcp(config.cluster_port()).await?,
+        peers: match config.cluster.has_bus() {
+            true => Some(tcp(config.cluster_port()).await?),
+            false => None,
+        },
     })
 }
 
@@ -89,6 +93,8 @@ pub struct Environment<D, K> {
     pub clock: fn() -> u64,
     /// Where compiled modules are cached, if anywhere.
     pub compile_cache: Option<PathBuf>,
+    /// The nonces of cluster bus handshakes.
+    pub entropy: Entropy,
 }
 
 impl Environment<TcpDialer, RedbDisk> {
@@ -104,6 +110,7 @@ impl Environment<TcpDialer, RedbDisk> {
             disk: Arc::new(disk),
             clock: system_time_ms,
             compile_cache: Some(data_dir.join("wasm-cache")),
+            entropy: os_entropy,
         })
     }
 }
@@ -140,7 +147,7 @@ pub fn log_filter(level: &str) -> String {
 /// A started node with its shared state and Raft server.
 pub struct App {
     shared: Arc<Shared>,
-    raft_server: tokio::task::JoinHandle<()>,
+    raft_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for App {
@@ -151,27 +158,39 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Builds a node from `config`, recovers its state from `env.disk`, serves Raft RPCs on
-    /// `peers`, initializes the cluster if this node should (alone without peers, or with every
+    /// `peers` (none without a cluster secret), initializes the cluster if this node should (alone without peers, or with every
     /// peer when it has the lowest id), waits for a leader when it is alone, and preloads
     /// `wasm.module_dir`. `client_port` is the port clients reach it on (the one its client
     /// listener bound).
     pub async fn start<P: Listener, D: Dialer, K: Disk>(
         config: Config,
         client_port: u16,
-        peers: P,
+        peers: Option<P>,
         env: Environment<D, K>,
         process: Process,
     ) -> Result<App, AppError> {
-        let cluster_addr = peers.local_addr().map_err(|source| AppError::Bind {
-            addr: "the cluster listener".to_owned(),
-            source,
-        })?;
-        let options = node_options(&config, client_port, cluster_addr.port(), env.clock);
+        let cluster_addr = match &peers {
+            Some(peers) => Some(peers.local_addr().map_err(|source| AppError::Bind {
+                addr: "the cluster listener".to_owned(),
+                source,
+            })?),
+            None => None,
+        };
+        let cluster_port = cluster_addr.map_or(0, |a| a.port());
+        let options = node_options(&config, client_port, cluster_port, env.clock);
+        let auth = match config.cluster.has_bus() {
+            true => BusAuth::new(
+                config.cluster.secret.as_bytes(),
+                config.cluster.node_id,
+                env.entropy,
+            ),
+            false => BusAuth::none(config.cluster.node_id),
+        };
         let state = Arc::new(
             StateMachine::new(engine_settings(&config), env.compile_cache)
                 .map_err(StartError::from)?,
         );
-        let node = Node::start(options, state, env.disk, env.dialer).await?;
+        let node = Node::start(options, state, env.disk, env.dialer, auth.clone()).await?;
         let single = config.cluster.peers.is_empty() && !config.cluster.join;
         if let Some(members) = initial_members(&config, node.me()) {
             node.bootstrap(members).await?;
@@ -183,13 +202,25 @@ impl App {
             process.config_file,
             process.set_log_level,
         ));
-        let raft_server = tokio::spawn(replication::serve(
-            peers,
-            shared.node.raft().clone(),
-            DEFAULT_GROUP,
-            shared.shutdown.subscribe(),
-        ));
-        info!(node_id = shared.node.id(), cluster_addr = %cluster_addr, "raft listening");
+        let raft_server = match (peers, cluster_addr) {
+            (Some(peers), Some(cluster_addr)) => {
+                info!(node_id = shared.node.id(), cluster_addr = %cluster_addr, "raft listening");
+                Some(tokio::spawn(replication::serve(
+                    peers,
+                    shared.node.raft().clone(),
+                    auth,
+                    DEFAULT_GROUP,
+                    shared.shutdown.subscribe(),
+                )))
+            }
+            _ => {
+                info!(
+                    node_id = shared.node.id(),
+                    "no cluster port (a single node; a cluster secret opens one)"
+                );
+                None
+            }
+        };
         if single {
             // A one-member cluster elects itself at once; wait so the first command finds a
             // leader and the preload below can run.
@@ -225,7 +256,9 @@ impl App {
         }
         crate::server::run(clients, self.shared.clone()).await;
         self.shared.node.shutdown().await;
-        self.raft_server.abort();
+        if let Some(server) = self.raft_server {
+            server.abort();
+        }
         info!("node stopped");
     }
 }

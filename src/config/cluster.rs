@@ -5,6 +5,9 @@ use serde::Deserialize;
 use super::{ConfigError, invalid};
 use crate::peers::{NodeId, Peers, default_cluster_port};
 
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+
 /// Default Raft heartbeat period.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 /// Default lower bound of the election timeout.
@@ -33,6 +36,10 @@ pub struct ClusterConfig {
     pub announce_ip: String,
     /// Raft port; 0 means the client port + 10000 (or a free port when the client port is 0).
     pub port: u16,
+    /// The secret every member holds (`--cluster-secret`), at least 16 bytes: cluster
+    /// connections prove it both ways and tag every frame with it. Required with `peers` or
+    /// `join`; without it a node opens no cluster port.
+    pub secret: String,
     /// Leader heartbeat period.
     pub heartbeat_ms: u64,
     /// Election timeout lower bound.
@@ -55,6 +62,7 @@ impl Default for ClusterConfig {
             join: false,
             announce_ip: String::new(),
             port: 0,
+            secret: String::new(),
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
@@ -74,6 +82,18 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster.peers",
                 format!("does not list this node's id {}", self.node_id),
+            ));
+        }
+        if !self.secret.is_empty() && self.secret.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                "cluster.secret",
+                format!("must be at least {MIN_SECRET_LEN} bytes"),
+            ));
+        }
+        if self.secret.is_empty() && (!self.peers.is_empty() || self.join) {
+            return Err(invalid(
+                "cluster.secret",
+                "a node with peers or --join needs the cluster secret (--cluster-secret)".into(),
             ));
         }
         if self.heartbeat_ms == 0 {
@@ -106,9 +126,19 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// Whether this node opens a cluster port: only with a secret to guard it. A single node
+    /// without one needs none.
+    pub fn has_bus(&self) -> bool {
+        !self.secret.is_empty()
+    }
+
     /// The cluster port must fit when it defaults to the client port + 10000.
     pub(super) fn validate_port(&self, client_port: u16) -> Result<(), ConfigError> {
-        if self.port == 0 && client_port != 0 && default_cluster_port(client_port).is_none() {
+        if self.has_bus()
+            && self.port == 0
+            && client_port != 0
+            && default_cluster_port(client_port).is_none()
+        {
             return Err(invalid(
                 "cluster.port",
                 "the client port leaves no room for the default cluster port (+10000); set --cluster-port".into(),

@@ -20,7 +20,7 @@ use thiserror::Error;
 pub use cluster::{
     ClusterConfig, DEFAULT_ELECTION_TIMEOUT_MAX_MS, DEFAULT_ELECTION_TIMEOUT_MIN_MS,
     DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_KEEP_LOGS, DEFAULT_SNAPSHOT_LOGS,
-    DEFAULT_WRITE_TIMEOUT_MS,
+    DEFAULT_WRITE_TIMEOUT_MS, MIN_SECRET_LEN,
 };
 pub use params::ConfigSetError;
 pub use wasm::{
@@ -148,6 +148,15 @@ pub struct Overrides {
     /// Raft port [default: client port + 10000].
     #[arg(long = "cluster-port", value_name = "N")]
     pub cluster_port: Option<u16>,
+    /// The secret every cluster member holds (at least 16 bytes); required with --peers or
+    /// --join. Without it the node opens no cluster port.
+    #[arg(
+        long = "cluster-secret",
+        value_name = "SECRET",
+        env = "FERRITE_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
 }
 
 /// Why a configuration could not be used. Each variant names the offending key.
@@ -250,6 +259,9 @@ impl Config {
         }
         if let Some(v) = o.cluster_port {
             c.port = v;
+        }
+        if let Some(v) = o.cluster_secret {
+            c.secret = v;
         }
     }
 
@@ -368,13 +380,46 @@ mod tests {
 
     #[test]
     fn peers_are_typed_and_must_list_this_node() {
-        let c =
-            Config::from_toml("[cluster]\nnode_id = 2\npeers = \"1@a:7001,2@b:7002\"\n").unwrap();
+        let c = Config::from_toml(
+            "[cluster]\nnode_id = 2\npeers = \"1@a:7001,2@b:7002\"\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
         assert_eq!(c.cluster.peers.get(2).unwrap().client_addr(), "b:7002");
         c.validate().unwrap();
-        let c = Config::from_toml("[cluster]\nnode_id = 3\npeers = \"1@a:7001\"\n").unwrap();
+        let c = Config::from_toml(
+            "[cluster]\nnode_id = 3\npeers = \"1@a:7001\"\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("cluster.peers"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_needs_a_secret_and_a_single_node_needs_no_cluster_port() {
+        let mut c = Config::default();
+        assert!(!c.cluster.has_bus());
+        c.server.port = 60001;
+        c.validate()
+            .expect("a single node on any port, with no cluster port");
+        c.cluster.peers = "1@a:7001,2@b:7002".parse().unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.secret"), "{err}");
+        c.cluster.peers = crate::peers::Peers::none();
+        c.cluster.join = true;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.secret"), "{err}");
+        c.cluster.secret = "short".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        c.cluster.secret = "0123456789abcdef".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.port"),
+            "60001 + 10000 does not fit: {err}"
+        );
+        c.cluster.port = 7100;
+        c.validate().unwrap();
+        assert!(c.cluster.has_bus());
     }
 
     #[test]
@@ -387,6 +432,7 @@ mod tests {
         assert_eq!(c.cluster_port(), 7100);
         c.cluster.port = 0;
         c.server.port = 60000;
+        c.cluster.secret = "0123456789abcdef".into();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("cluster.port"), "{err}");
     }

@@ -86,6 +86,19 @@ pub enum MembershipError {
     /// Removing the only voter.
     #[error("cannot remove the last voter")]
     LastVoter,
+    /// Adding a node to one that has no cluster port.
+    #[error("this node has no cluster port: start it with --cluster-secret to add nodes")]
+    NoClusterBus,
+    /// A new node took no step towards the leader's log within the write timeout.
+    #[error(
+        "node {id} made no progress catching up within {within_ms} ms (is it reachable, and does it hold the cluster secret?); not added"
+    )]
+    NoProgress {
+        /// The node.
+        id: NodeId,
+        /// How long it had.
+        within_ms: u128,
+    },
     /// openraft refused the change.
     #[error(transparent)]
     Raft(Box<WriteRefused>),

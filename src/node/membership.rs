@@ -63,14 +63,26 @@ impl Node {
     }
 
     /// Adds node `id` at `member`: first as a learner (it catches up from the log or a
-    /// snapshot), then as a voter, through joint consensus.
+    /// snapshot), then as a voter, through joint consensus. A learner that makes no progress
+    /// for the write timeout (unreachable, or holding another cluster secret) is taken out
+    /// again and the command fails.
     pub async fn add_node(&self, id: NodeId, member: Member) -> Result<(), NodeError> {
         self.must_lead(0)?;
+        if self.me.cport == 0 {
+            return Err(MembershipError::NoClusterBus.into());
+        }
         let refused = |e| NodeError::from(MembershipError::Raft(Box::new(e)));
         self.raft
-            .add_learner(id, member, true)
+            .add_learner(id, member, false)
             .await
             .map_err(refused)?;
+        if let Err(e) = self.catch_up(id).await {
+            let back_out = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+            if let Err(cause) = self.raft.change_membership(back_out, false).await {
+                warn!(node = id, %cause, "could not take back a learner that never caught up");
+            }
+            return Err(e);
+        }
         let mut voters: BTreeSet<NodeId> = self
             .metrics
             .borrow()
@@ -84,6 +96,42 @@ impl Node {
             .await
             .map_err(refused)?;
         Ok(())
+    }
+
+    /// Waits until learner `id` holds the log as far as it reached when it was added, as long
+    /// as its replication keeps moving: the write timeout without progress fails.
+    async fn catch_up(&self, id: NodeId) -> Result<(), NodeError> {
+        let mut metrics = self.metrics.clone();
+        let target = metrics.borrow().last_log_index.unwrap_or(0);
+        let matched = |m: &RaftMetrics<NodeId, Member>| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied().flatten())
+                .map(|log_id| log_id.index)
+        };
+        let mut progress = None;
+        let mut deadline = tokio::time::Instant::now() + self.write_timeout;
+        loop {
+            let now = matched(&metrics.borrow_and_update());
+            if now.is_some_and(|index| index >= target) {
+                return Ok(());
+            }
+            if now != progress {
+                progress = now;
+                deadline = tokio::time::Instant::now() + self.write_timeout;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(NodeError::ShuttingDown),
+                Err(_) => {
+                    return Err(MembershipError::NoProgress {
+                        id,
+                        within_ms: self.write_timeout.as_millis(),
+                    }
+                    .into());
+                }
+            }
+        }
     }
 
     /// Removes node `id` from the cluster through joint consensus.

@@ -135,16 +135,17 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Starts the node on `state` and `disk`: recovers the log and the latest snapshot, joins
-    /// the Raft group (reaching peers through `dialer`), and starts the proposal batcher and
-    /// the role watcher. Membership is set up separately ([`Node::bootstrap`]).
+    /// the Raft group (reaching peers through `dialer`, proving itself with `auth`), and starts
+    /// the proposal batcher and the role watcher. Membership is set up separately ([`Node::bootstrap`]).
     pub async fn start<K: replication::Disk, D: Dialer>(
         options: NodeOptions,
         state: Arc<StateMachine>,
         disk: Arc<K>,
         dialer: Arc<D>,
+        auth: replication::BusAuth,
     ) -> Result<Node, StartError> {
         let started =
-            replication::start(options.id, options.raft, disk, state.clone(), dialer).await?;
+            replication::start(options.id, options.raft, disk, state.clone(), dialer, auth).await?;
         let raft = started.raft;
         let metrics = raft.metrics();
         let clock = Clock::new(options.wall_clock);

@@ -55,9 +55,15 @@ async fn single_node(dir: &std::path::Path) -> Node {
         .unwrap(),
     );
     let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
-    let node = Node::start(options, state, disk, Arc::new(crate::net::TcpDialer))
-        .await
-        .unwrap();
+    let node = Node::start(
+        options,
+        state,
+        disk,
+        Arc::new(crate::net::TcpDialer),
+        crate::replication::BusAuth::none(1),
+    )
+    .await
+    .unwrap();
     node.bootstrap(BTreeMap::from([(1, me)])).await.unwrap();
     let mut metrics = node.metrics.clone();
     within("leadership", async {

@@ -12,9 +12,11 @@
 //! Files: `log.rs` (the log store: an in-memory mirror of the log and the group-commit
 //! writer), `disk.rs` (the [`Disk`] trait and its redb implementation), `state.rs`
 //! ([`Applier`], the state machine adapter: applied position, membership, snapshots),
-//! `network.rs` (Raft RPCs over framed TCP, client and server), `runtime.rs` (openraft's async
+//! `network.rs` (Raft RPCs over framed TCP, client and server), `auth.rs` (the cluster bus
+//! handshake and frame tags under the cluster secret), `runtime.rs` (openraft's async
 //! runtime with a seedable RNG).
 
+mod auth;
 mod disk;
 mod log;
 mod network;
@@ -35,9 +37,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use auth::{AuthError, BusAuth, Entropy, os_entropy};
 pub use disk::{Disk, DiskOp, Recovered, RedbDisk};
 pub use log::{DiskStats, LogStore, Writer};
-pub use network::{Network, serve};
+pub use network::{MAX_CONNECTIONS, Network, serve};
 pub use runtime::{FerriteRuntime, seed_rng};
 pub use state::Applier;
 
@@ -207,7 +210,7 @@ pub struct Started<R: Response> {
 }
 
 /// Starts the Raft node `id` over `disk`, applying to `machine`, reaching peers through
-/// `dialer`. Recovers the vote, log and latest snapshot from the disk first; committed entries
+/// `dialer` and proving itself to them with `auth`. Recovers the vote, log and latest snapshot from the disk first; committed entries
 /// after the snapshot are re-applied by openraft.
 pub async fn start<M: Machine, D: Disk, N: Dialer>(
     id: NodeId,
@@ -215,13 +218,14 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
     disk: Arc<D>,
     machine: Arc<M>,
     dialer: Arc<N>,
+    auth: BusAuth,
 ) -> Result<Started<M::Response>, ReplicationError> {
     let config = Arc::new(settings.raft_config()?);
     let recovered = disk.recover().map_err(ReplicationError::Disk)?;
     let (writer, stats, writer_task) = Writer::start(disk);
     let log = LogStore::recover(&recovered, writer.clone())?;
     let sm = Applier::recover(&recovered, machine, writer)?;
-    let network = Network::new(dialer, DEFAULT_GROUP);
+    let network = Network::new(dialer, auth, DEFAULT_GROUP);
     let raft = Raft::new(id, config, network, log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(Box::new(e)))?;

@@ -1,5 +1,7 @@
 //! Raft RPCs between nodes: length-prefixed bincode frames over one TCP connection per peer
-//! stream, each request tagged with its Raft group, each call bounded by a timeout.
+//! stream, each request tagged with its Raft group, each call bounded by a timeout. Every
+//! connection is authenticated both ways before its first RPC, and every frame after that
+//! carries a tag (`auth.rs`); a peer that fails either is dropped.
 //!
 //! openraft drives each peer connection sequentially (one replication stream per follower, one
 //! client per election round), so a connection carries one request at a time and needs no
@@ -21,12 +23,21 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
+use super::auth::{AuthError, BusAuth, Session, TAG};
 use super::{Raft, Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::{Dialer, Listener};
 use crate::peers::{Member, NodeId};
 
-/// Largest frame either side accepts: room for a batch of large entries or a snapshot chunk.
+/// Largest frame either side accepts from an authenticated peer: room for a batch of large
+/// entries or a snapshot chunk.
 const MAX_FRAME: usize = 1 << 30;
+
+/// Most cluster connections a node holds at once; more are closed on arrival. A cluster of
+/// `n` nodes needs about two per peer (replication and elections).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connecting peer has to prove itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connecting gives up after this long even if openraft's budget is longer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,15 +75,17 @@ fn codec() -> LengthDelimitedCodec {
 /// The connection factory openraft asks for a client per peer.
 pub struct Network<D: Dialer, R> {
     dialer: Arc<D>,
+    auth: BusAuth,
     group: u64,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<D: Dialer, R> Network<D, R> {
-    /// RPCs for `group`, dialled through `dialer`.
-    pub fn new(dialer: Arc<D>, group: u64) -> Network<D, R> {
+    /// RPCs for `group`, dialled through `dialer`, authenticated with `auth`.
+    pub fn new(dialer: Arc<D>, auth: BusAuth, group: u64) -> Network<D, R> {
         Network {
             dialer,
+            auth,
             group,
             response: std::marker::PhantomData,
         }
@@ -87,6 +100,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Networ
             target,
             addr: node.cluster_addr(),
             dialer: self.dialer.clone(),
+            auth: self.auth.clone(),
             group: self.group,
             conn: None,
             response: std::marker::PhantomData,
@@ -99,8 +113,9 @@ pub struct Peer<D: Dialer, R> {
     target: NodeId,
     addr: String,
     dialer: Arc<D>,
+    auth: BusAuth,
     group: u64,
-    conn: Option<Framed<D::Stream, LengthDelimitedCodec>>,
+    conn: Option<(Framed<D::Stream, LengthDelimitedCodec>, Session)>,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -153,14 +168,26 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
                     ))
                 })?
                 .map_err(CallError::Unreachable)?;
-            self.conn = Some(Framed::new(stream, codec()));
+            let mut conn = Framed::new(stream, codec());
+            let session = self
+                .auth
+                .dial(&mut conn, self.target, self.group)
+                .await
+                .map_err(|e| {
+                    CallError::Network(std::io::Error::other(format!(
+                        "cluster bus handshake with node {}: {e}",
+                        self.target
+                    )))
+                })?;
+            conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
+            self.conn = Some((conn, session));
         }
-        let conn = self.conn.as_mut().expect("connected above");
+        let (conn, session) = self.conn.as_mut().expect("connected above");
         let request = encode(&Request {
             group: self.group,
             rpc,
         });
-        conn.send(bytes::Bytes::from(request))
+        conn.send(session.seal(request))
             .await
             .map_err(CallError::Network)?;
         let frame = conn
@@ -173,6 +200,9 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
                 ))
             })?
             .map_err(CallError::Network)?;
+        let frame = session
+            .open(frame)
+            .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
         match decode::<Response>(&frame)
             .map_err(|e| CallError::Network(std::io::Error::other(e)))?
         {
@@ -235,10 +265,13 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
     }
 }
 
-/// Serves Raft RPCs for `group` from `listener` until `shutdown` fires.
+/// Serves Raft RPCs for `group` from `listener` until `shutdown` fires. A connection must pass
+/// the handshake under `auth` within [`HANDSHAKE_TIMEOUT`] before its first RPC; beyond
+/// [`MAX_CONNECTIONS`] new connections are closed at once.
 pub async fn serve<L: Listener, R: MachineResponse>(
     mut listener: L,
     raft: Raft<R>,
+    auth: BusAuth,
     group: u64,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -247,11 +280,32 @@ pub async fn serve<L: Listener, R: MachineResponse>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer, _)) => {
+                    if connections.len() >= MAX_CONNECTIONS {
+                        debug!(%peer, "cluster bus full; closing a new connection");
+                        continue;
+                    }
                     let raft = raft.clone();
+                    let auth = auth.clone();
                     connections.spawn(async move {
-                        debug!(%peer, "raft peer connected");
-                        serve_connection(stream, raft, group).await;
-                        debug!(%peer, "raft peer disconnected");
+                        let mut conn = Framed::new(stream, codec());
+                        let proved =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.accept(&mut conn, group))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(AuthError::Io(std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "handshake timed out",
+                                    )))
+                                });
+                        match proved {
+                            Ok((node, session)) => {
+                                conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
+                                debug!(%peer, node, "raft peer connected");
+                                serve_connection(conn, session, raft, group).await;
+                                debug!(%peer, node, "raft peer disconnected");
+                            }
+                            Err(e) => warn!(%peer, cause = %e, "cluster bus: connection refused"),
+                        }
                     });
                 }
                 Err(e) => {
@@ -266,12 +320,22 @@ pub async fn serve<L: Listener, R: MachineResponse>(
     connections.abort_all();
 }
 
-async fn serve_connection<S, R: MachineResponse>(stream: S, raft: Raft<R>, group: u64)
-where
+async fn serve_connection<S, R: MachineResponse>(
+    mut conn: Framed<S, LengthDelimitedCodec>,
+    mut session: Session,
+    raft: Raft<R>,
+    group: u64,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut conn = Framed::new(stream, codec());
     while let Some(Ok(frame)) = conn.next().await {
+        let frame = match session.open(frame) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!(cause = %e, "cluster bus: closing the connection");
+                return;
+            }
+        };
         let request: Request<R> = match decode(&frame) {
             Ok(r) => r,
             Err(e) => {
@@ -288,11 +352,7 @@ where
                 Rpc::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
             }
         };
-        if conn
-            .send(bytes::Bytes::from(encode(&response)))
-            .await
-            .is_err()
-        {
+        if conn.send(session.seal(encode(&response))).await.is_err() {
             return;
         }
     }

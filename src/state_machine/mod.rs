@@ -18,7 +18,7 @@ pub use snapshot::RestoreError;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +37,14 @@ pub struct StateMachine {
     /// The latest time applied: entries never execute earlier than an entry before them, even
     /// when a new leader's clock lags the old one's.
     applied_ms: AtomicU64,
+}
+
+/// A write panicked while it held the keyspace (a bug outside WebAssembly calls, which undo
+/// themselves): the state may be half-changed, so this replica stops rather than serve it or
+/// snapshot it. Its log is intact; a restart replays it.
+fn halt_poisoned() -> ! {
+    tracing::error!("a write panicked half-way through the keyspace; stopping this replica");
+    std::process::abort()
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -61,13 +69,11 @@ impl StateMachine {
 
     /// The keyspace, for reading, under the shared lock.
     pub fn keyspace(&self) -> RwLockReadGuard<'_, Keyspace> {
-        self.keyspace.read().unwrap_or_else(PoisonError::into_inner)
+        self.keyspace.read().unwrap_or_else(|_| halt_poisoned())
     }
 
     fn keyspace_mut(&self) -> RwLockWriteGuard<'_, Keyspace> {
-        self.keyspace
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.keyspace.write().unwrap_or_else(|_| halt_poisoned())
     }
 
     /// Loaded modules.

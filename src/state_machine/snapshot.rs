@@ -174,6 +174,78 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_in_host_code_undoes_the_call_and_keeps_the_keyspace() {
+        let machine = StateMachine::new(crate::wasm::EngineSettings::default(), None).unwrap();
+        let ctx = ParseCtx {
+            now_ms: 10,
+            seed: 0,
+        };
+        let set = crate::keyspace::parse("set", &args(&["kept", "1"]), &ctx)
+            .unwrap()
+            .unwrap();
+        let module = r#"(module
+            (import "ferrite" "set_key" (func $set (param i32 i32 i32 i32) (result i32)))
+            (import "ferrite" "log" (func $log (param i32 i32 i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "new")
+            (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "run") (param i32 i32) (result i64)
+              (drop (call $set (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 3)))
+              (call $log (i32.const 1) (i32.const 0) (i32.const 3))
+              (i64.const 0)))"#;
+        let commands = vec![
+            LogCommand::Op {
+                now_ms: 10,
+                op: set,
+            },
+            LogCommand::Load {
+                name: "m".into(),
+                bytes: Bytes::from_static(module.as_bytes()),
+                permissions: crate::wasm::Permissions::READ | crate::wasm::Permissions::WRITE,
+                replace: false,
+                now_ms: 10,
+            },
+        ];
+        let replies = machine.apply(1, &replication::encode(&commands));
+        assert_eq!(replies, vec![Reply::ok(), Reply::ok()]);
+        let sha256 = machine.modules().get("m").unwrap().sha256.clone();
+        let call = vec![LogCommand::Call {
+            module: "m".into(),
+            sha256,
+            entry: "run".into(),
+            keys: vec![Bytes::from_static(b"new")],
+            args: vec![],
+            now_ms: 11,
+            seed: 0,
+            max_fuel: 1_000_000,
+            max_memory_bytes: 1 << 20,
+        }];
+        crate::wasm::PANIC_IN_LOG.with(|p| p.set(true));
+        let replies = machine.apply(2, &replication::encode(&call));
+        crate::wasm::PANIC_IN_LOG.with(|p| p.set(false));
+        let [Reply::Error(line)] = &replies[..] else {
+            panic!("{replies:?}");
+        };
+        assert!(line.contains("internal error"), "{line}");
+        assert_eq!(machine.keyspace().len(), 1, "the keyspace survived");
+        let ks = machine.keyspace();
+        assert_eq!(
+            ks.get_string(b"kept", 11).unwrap().map(|v| &v[..]),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            ks.get_string(b"new", 11).unwrap(),
+            None,
+            "the call's write was undone"
+        );
+        drop(ks);
+        // The next call, with the bug switched off, runs normally.
+        let replies = machine.apply(3, &replication::encode(&call));
+        assert_eq!(replies, vec![Reply::Int(0)]);
+        assert_eq!(machine.keyspace().len(), 2);
+    }
+
+    #[test]
     fn an_undecodable_entry_answers_nothing_and_changes_nothing() {
         let machine = StateMachine::new(crate::wasm::EngineSettings::default(), None).unwrap();
         let before = machine.fingerprint();

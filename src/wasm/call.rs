@@ -68,7 +68,17 @@ impl Runtime {
                 instance,
             }) => {
                 *store.data_mut() = state;
-                let result = run(&mut store, instance, entry, keys, args, mode, limits);
+                // A panic in our own host code must not take the keyspace with it: the store,
+                // which holds it, outlives the unwind here, and the call is undone below.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&mut store, instance, entry, keys, args, mode, limits)
+                }))
+                .unwrap_or_else(|panic| {
+                    let message = panic_text(&*panic);
+                    tracing::error!(module = %module.name, entry, %message, "host code panicked during a call; undoing it");
+                    store.data_mut().host_panic = Some(message);
+                    Err(wasmtime::format_err!("host panic"))
+                });
                 (store, result)
             }
             Err(e) => {
@@ -137,6 +147,9 @@ fn run(
 
 /// Turns a wasmtime error into the error the client sees.
 fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
+    if let Some(message) = state.host_panic.take() {
+        return WasmError::HostPanic(message);
+    }
     if let Some(refusal) = state.refusal.take() {
         return refusal;
     }
@@ -155,5 +168,16 @@ fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
             WasmError::Trap(text.strip_prefix("wasm trap: ").unwrap_or(&text).to_owned())
         }
         None => WasmError::Trap(first_line(&error)),
+    }
+}
+
+/// The message a panic carried, if it is text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }

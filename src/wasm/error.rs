@@ -84,6 +84,10 @@ pub enum WasmError {
     /// A permission the security configuration does not allow.
     #[error("wasm: permission {0} is not allowed by [wasm.security]")]
     PermissionNotAllowed(&'static str),
+    /// Ferrite's own code panicked during the call (a bug). The call's writes were undone and
+    /// the keyspace is what it was before the call.
+    #[error("wasm: internal error, the call was undone: {0}")]
+    HostPanic(String),
     /// The engine could not start an instance (pool exhausted and similar).
     #[error("wasm: cannot instantiate: {0}")]
     Instantiate(String),
@@ -107,6 +111,7 @@ impl WasmError {
             WasmError::Timeout => "timeout",
             WasmError::StackOverflow => "stack_overflow",
             WasmError::Trap(_) | WasmError::Panic(_) => "trap",
+            WasmError::HostPanic(_) => "internal",
             WasmError::PermissionDenied(_)
             | WasmError::WriteInReadOnly
             | WasmError::PermissionNotAllowed(_) => "permission",

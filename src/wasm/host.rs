@@ -77,6 +77,8 @@ pub struct CallState {
     pub refusal: Option<WasmError>,
     /// The message of a guest panic, reported through the `panic` import.
     pub panic_message: Option<String>,
+    /// The message of a panic in our own host code during the call.
+    pub host_panic: Option<String>,
 }
 
 impl std::fmt::Debug for CallState {
@@ -114,6 +116,7 @@ impl CallState {
             memory_exceeded: false,
             refusal: None,
             panic_message: None,
+            host_panic: None,
         }
     }
 
@@ -265,6 +268,12 @@ fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Re
     Ok(ferrite_abi::pack(ptr as u32, bytes.len() as u32))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test-only: makes the `log` import panic, to show a call survives a bug in host code.
+    pub(crate) static PANIC_IN_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Registers the `ferrite` imports on `linker`.
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -380,7 +389,9 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         import::PANIC,
         |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let raw = read_guest(&mut caller, ptr, len.clamp(0, 4096))?;
+            let len = len.clamp(0, 4096);
+            charge(&mut caller, FUEL_COSTS.of(0, len as usize))?;
+            let raw = read_guest(&mut caller, ptr, len)?;
             caller.data_mut().panic_message = Some(String::from_utf8_lossy(&raw).into_owned());
             Ok(())
         },
@@ -394,6 +405,10 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
          len: i32|
          -> wasmtime::Result<()> {
             charge(&mut caller, FUEL_COSTS.of(0, len.max(0) as usize))?;
+            #[cfg(test)]
+            if PANIC_IN_LOG.with(std::cell::Cell::get) {
+                panic!("a panic in host code, switched on by a test");
+            }
             let raw = read_guest(&mut caller, ptr, len)?;
             let message = String::from_utf8_lossy(&raw);
             let module = &caller.data().module;

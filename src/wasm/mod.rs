@@ -37,6 +37,8 @@ use wasmtime::{
 
 pub use call::CallOutcome;
 pub use error::WasmError;
+#[cfg(test)]
+pub(crate) use host::PANIC_IN_LOG;
 pub use host::{CallMode, CallState, FUEL_COSTS, FuelCosts};
 pub use permissions::Permissions;
 pub use pool::InstancePool;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use ferrite_testkit::{Cluster, Server, cmd, err, wait_until};
 use redis::Value;
 
+mod bus;
+
 const ELECTION: Duration = Duration::from_secs(15);
 
 fn bulk(s: &str) -> Value {

@@ -11,6 +11,7 @@ use ferrite_testkit::{Server, cmd, err, is_closed, read_at_least, roundtrip};
 fn ferrite(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(args)
+        .env_remove("FERRITE_CLUSTER_SECRET")
         .output()
         .unwrap()
 }
@@ -242,7 +243,7 @@ fn sigterm_and_sigint_shut_down_gracefully() {
 #[test]
 fn the_default_log_is_the_nodes_own_lifecycle() {
     let events = [
-        "raft listening",
+        "no cluster port",
         "role=\"leader\"",
         "ready to accept connections",
         "membership changed",
@@ -270,4 +271,61 @@ fn the_default_log_is_the_nodes_own_lifecycle() {
         chatty.log().iter().any(|l| l.contains("openraft")),
         "at debug, openraft's own lines show"
     );
+}
+
+/// A free client port above 55535, where the client port + 10000 would pass 65535.
+fn free_high_port() -> u16 {
+    (55_536..=65_535u16)
+        .rev()
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port above 55535")
+}
+
+#[test]
+fn a_single_node_serves_on_any_port_and_opens_no_cluster_port() {
+    let mut last = String::new();
+    // The port may be taken between the probe and the start: try a few.
+    let server = (0..5)
+        .find_map(|_| {
+            let port = free_high_port().to_string();
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let args: Vec<String> = ["--port", &port, "--data-dir", &data.display().to_string()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            match Server::spawn(&args, Some(dir), data) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    last = e.to_string();
+                    None
+                }
+            }
+        })
+        .unwrap_or_else(|| panic!("never started: {last}"));
+    assert!(server.port > 55_535);
+    let mut c = server.client();
+    assert_eq!(cmd(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
+    assert!(
+        server.log().iter().any(|l| l.contains("no cluster port")),
+        "{:?}",
+        server.log()
+    );
+    assert!(
+        !server.log().iter().any(|l| l.contains("raft listening")),
+        "a single node without a secret listens for no peers"
+    );
+    let refused = err(&mut c, &["CLUSTER", "ADDNODE", "2", "127.0.0.1:7002@17002"]);
+    assert!(refused.contains("no cluster port"), "{refused}");
+}
+
+#[test]
+fn peers_without_a_cluster_secret_are_refused_at_start() {
+    let out = ferrite(&["--peers", "1@127.0.0.1:7001,2@127.0.0.1:7002"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.secret"), "{stderr}");
+    let out = ferrite(&["--join", "--cluster-secret", "short"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
 }

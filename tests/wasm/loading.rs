@@ -89,11 +89,25 @@ fn compiled_code_is_cached_on_disk_across_restarts() {
         "a restart does not recompile"
     );
     assert_eq!(stat(&mut c, "compile_cache_misses"), Value::Int(0));
-    // A damaged cache file is recompiled, not trusted.
-    for entry in std::fs::read_dir(dir.path().join("data/wasm-cache")).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
-    }
+    // A damaged cache file is recompiled, not trusted: one flipped bit in the middle (where
+    // wasmtime's own header checks do not look), then a torn write.
+    let damage = |how: &dyn Fn(&mut Vec<u8>)| {
+        for entry in std::fs::read_dir(dir.path().join("data/wasm-cache")).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            how(&mut bytes);
+            std::fs::write(&path, bytes).unwrap();
+        }
+    };
+    damage(&|b| {
+        let middle = b.len() / 2;
+        b[middle] ^= 0x10;
+    });
     load(&mut c, "again", "probe.wat", &[]).unwrap();
     assert_eq!(stat(&mut c, "compile_cache_misses"), Value::Int(1));
     assert_eq!(cmd(&mut c, &["WASM.CALL", "again"]).unwrap(), Value::Int(8));
+    damage(&|b| b.truncate(b.len() / 2));
+    load(&mut c, "torn", "probe.wat", &[]).unwrap();
+    assert_eq!(stat(&mut c, "compile_cache_misses"), Value::Int(2));
+    assert_eq!(cmd(&mut c, &["WASM.CALL", "torn"]).unwrap(), Value::Int(8));
 }

@@ -15,6 +15,9 @@ use crate::server::{Server, SpawnError};
 /// How many sets of ports are tried before giving up.
 const ATTEMPTS: usize = 5;
 
+/// The cluster secret members are started with (`--cluster-secret`).
+pub const SECRET: &str = "the test cluster's secret";
+
 /// A local cluster, each member with its own data directory under one temporary directory.
 /// Members are numbered from 1 (their Raft ids).
 #[derive(Debug)]
@@ -77,6 +80,8 @@ impl Cluster {
             self.data_dir(id).display().to_string(),
             "--peers".to_owned(),
             self.peers.clone(),
+            "--cluster-secret".to_owned(),
+            SECRET.to_owned(),
         ];
         args.extend(self.extra.iter().cloned());
         args
@@ -109,6 +114,11 @@ impl Cluster {
     /// Starts a member with `--join` on ports it binds itself (to be added with
     /// `CLUSTER ADDNODE`); its id.
     pub fn spawn_joiner(&mut self) -> usize {
+        self.spawn_joiner_with_secret(SECRET)
+    }
+
+    /// Like [`Cluster::spawn_joiner`], holding `secret` (to show that another one is refused).
+    pub fn spawn_joiner_with_secret(&mut self, secret: &str) -> usize {
         self.nodes.push(None);
         let id = self.nodes.len();
         let mut args = vec![
@@ -121,6 +131,8 @@ impl Cluster {
             "--data-dir".to_owned(),
             self.data_dir(id).display().to_string(),
             "--join".to_owned(),
+            "--cluster-secret".to_owned(),
+            secret.to_owned(),
         ];
         args.extend(self.extra.iter().cloned());
         let server =

@@ -117,6 +117,8 @@ impl Server {
     ) -> Result<Server, SpawnError> {
         let mut child = Command::new(ferrite_binary())
             .args(args)
+            // A secret in the caller's environment would open a cluster port the test did not ask for.
+            .env_remove("FERRITE_CLUSTER_SECRET")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
