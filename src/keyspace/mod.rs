@@ -313,6 +313,12 @@ impl Keyspace {
         }
     }
 
+    /// The write sequence number: it moves with every write operation, so an unchanged number
+    /// means an unchanged keyspace.
+    pub fn write_seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Starts a write operation: bumps the sequence number that versions modifications.
     fn begin_write(&mut self) {
         self.seq += 1;

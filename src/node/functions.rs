@@ -9,7 +9,7 @@ use super::{Node, ReadMode};
 use crate::reply::Reply;
 use crate::slot::key_slot;
 use crate::state_machine::LogCommand;
-use crate::wasm::{CallLimits, CallMode, Permissions, WasmError};
+use crate::wasm::{CallLimits, CallMode, MAX_WRITE_FUEL, Permissions, WasmError};
 
 impl Node {
     /// Compiles and validates a module here first (so a bad module never reaches the log),
@@ -103,7 +103,7 @@ impl Node {
                 args: args.to_vec(),
                 now_ms: ctx.now_ms,
                 seed: ctx.seed,
-                max_fuel: limits.max_fuel,
+                max_fuel: limits.max_fuel.min(MAX_WRITE_FUEL),
                 max_memory_bytes: limits.max_memory_bytes,
             };
             return self
@@ -114,7 +114,18 @@ impl Node {
         if let Err(e) = self.read_barrier(reads, slot).await {
             return Reply::error(e);
         }
-        self.state
-            .call(&module, entry, keys, args, ctx, mode, limits)
+        // Guest code runs for up to the call's time limit: on a blocking thread, never on an
+        // async worker, which must keep serving clients and Raft heartbeats. On a
+        // current-thread runtime (the simulation) it runs inline, as blocking threads would
+        // make the schedule nondeterministic.
+        let state = self.state.clone();
+        let (entry, keys, args) = (entry.to_owned(), keys.to_vec(), args.to_vec());
+        let run = move || state.call_read(&module, &entry, &keys, &args, ctx, mode, limits);
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => run(),
+            _ => tokio::task::spawn_blocking(run)
+                .await
+                .unwrap_or_else(|e| Reply::error(WasmError::HostPanic(e.to_string()))),
+        }
     }
 }

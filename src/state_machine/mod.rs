@@ -12,6 +12,8 @@
 
 mod entry;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use entry::LogCommand;
 pub use snapshot::RestoreError;
@@ -31,7 +33,7 @@ use crate::wasm::{CallLimits, CallMode, EngineSettings, ModuleRef, Registry, Run
 pub struct StateMachine {
     /// std's futex-based lock: under a 2-core write-heavy load it measured clearly faster than
     /// parking_lot's, whose spinning ends in sched_yield storms.
-    keyspace: RwLock<Keyspace>,
+    keyspace: Arc<RwLock<Keyspace>>,
     functions: Arc<Runtime>,
     modules: Registry,
     /// The latest time applied: entries never execute earlier than an entry before them, even
@@ -60,7 +62,7 @@ impl StateMachine {
         cache_dir: Option<PathBuf>,
     ) -> Result<StateMachine, WasmError> {
         Ok(StateMachine {
-            keyspace: RwLock::new(Keyspace::new()),
+            keyspace: Arc::new(RwLock::new(Keyspace::new())),
             functions: Arc::new(Runtime::new(settings, cache_dir)?),
             modules: Registry::default(),
             applied_ms: AtomicU64::new(0),
@@ -200,4 +202,45 @@ impl StateMachine {
             Err(e) => Reply::error(e),
         }
     }
+
+    /// Runs a call that cannot write (read-only mode, or a module without WRITE) on this node
+    /// only. Guest code runs with no lock held, so writes and other reads go on meanwhile;
+    /// a call whose reads a write overtook runs again, and after [`READ_ATTEMPTS`] such runs
+    /// it runs once more holding the keyspace exclusively, so it always completes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call_read(
+        &self,
+        module: &ModuleRef,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        ctx: ParseCtx,
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> Reply {
+        for _ in 0..READ_ATTEMPTS {
+            let outcome = self.functions.call_shared(
+                module,
+                entry,
+                keys,
+                args,
+                self.keyspace.clone(),
+                ctx,
+                mode,
+                limits,
+            );
+            if matches!(outcome, Err(WasmError::Overtaken)) {
+                continue;
+            }
+            self.modules.record(&outcome);
+            return match outcome {
+                Ok(o) => o.reply,
+                Err(e) => Reply::error(e),
+            };
+        }
+        self.call(module, entry, keys, args, ctx, mode, limits)
+    }
 }
+
+/// How many times a read-only call runs without a lock before it runs holding the keyspace.
+pub const READ_ATTEMPTS: usize = 3;

@@ -2,14 +2,15 @@
 //! input written through the guest's `alloc`, the entry point run under fuel, memory, stack and
 //! (read-only calls) time limits, and the outcome classified into the error the client sees.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::{Instance, Store, Trap};
 
 use super::pool::{PoolJob, Ready, instantiate};
+use super::view::{Access, SharedView};
 use super::{
     CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, ModuleRef, Runtime, WasmError, abi,
     first_line,
@@ -45,9 +46,54 @@ impl Runtime {
         mode: CallMode,
         limits: CallLimits,
     ) -> (Keyspace, Result<CallOutcome, WasmError>) {
+        let (access, outcome) = self.run_call(
+            module,
+            entry,
+            keys,
+            args,
+            Access::Owned(keyspace),
+            ctx,
+            mode,
+            limits,
+        );
+        (access.into_owned(), outcome)
+    }
+
+    /// Runs a call that only reads, against the keyspace behind `keyspace` without holding
+    /// its lock while guest code runs (see `view.rs`). [`WasmError::Overtaken`] when a write
+    /// changed what it had read; the caller runs it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call_shared(
+        &self,
+        module: &ModuleRef,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        keyspace: Arc<RwLock<Keyspace>>,
+        ctx: ParseCtx,
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> Result<CallOutcome, WasmError> {
+        let access = Access::Shared(SharedView::new(keyspace));
+        self.run_call(module, entry, keys, args, access, ctx, mode, limits)
+            .1
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_call(
+        &self,
+        module: &ModuleRef,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        access: Access,
+        ctx: ParseCtx,
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> (Access, Result<CallOutcome, WasmError>) {
         let started = Instant::now();
         let state = CallState::new(
-            keyspace,
+            access,
             ctx,
             module.permissions,
             mode,
@@ -71,7 +117,7 @@ impl Runtime {
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&mut store, instance, entry, keys, args, mode, limits)
+                    run(&mut store, instance, entry, keys, args, limits)
                 }))
                 .unwrap_or_else(|panic| {
                     let message = panic_text(&*panic);
@@ -85,7 +131,7 @@ impl Runtime {
                 // No instance: the call never ran; hand the keyspace straight back.
                 let outcome = Err(WasmError::Instantiate(first_line(&e)));
                 module.stats.record(&outcome, started.elapsed());
-                return (state.keyspace, outcome);
+                return (state.access, outcome);
             }
         };
         let fuel_left = store.get_fuel().unwrap_or(0);
@@ -108,8 +154,11 @@ impl Runtime {
                 Err(classify(e, &mut state))
             }
         };
-        module.stats.record(&outcome, started.elapsed());
-        (state.keyspace, outcome)
+        // An overtaken read runs again; only the run that counts is recorded.
+        if !matches!(outcome, Err(WasmError::Overtaken)) {
+            module.stats.record(&outcome, started.elapsed());
+        }
+        (state.access, outcome)
     }
 }
 
@@ -120,13 +169,13 @@ fn run(
     entry: &str,
     keys: &[Bytes],
     args: &[Bytes],
-    mode: CallMode,
     limits: CallLimits,
 ) -> wasmtime::Result<i64> {
     store.set_fuel(limits.max_fuel)?;
-    // Read-only calls are cut off by wall-clock time; write calls, which every replica
-    // re-executes, are bounded by fuel alone so the outcome is deterministic.
-    let ticks = if mode.read_only {
+    // Calls that run on this node only are cut off by wall-clock time; write calls, which
+    // every replica re-executes, come with no time limit and are bounded by fuel alone so the
+    // outcome is deterministic.
+    let ticks = if !limits.max_duration.is_zero() {
         (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
     } else {
         u64::MAX / 2

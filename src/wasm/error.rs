@@ -88,6 +88,9 @@ pub enum WasmError {
     /// the keyspace is what it was before the call.
     #[error("wasm: internal error, the call was undone: {0}")]
     HostPanic(String),
+    /// A read-only call's reads were overtaken by a write; the state machine runs it again.
+    #[error("wasm: a write changed what the read-only call had read")]
+    Overtaken,
     /// The engine could not start an instance (pool exhausted and similar).
     #[error("wasm: cannot instantiate: {0}")]
     Instantiate(String),

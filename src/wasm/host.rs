@@ -15,6 +15,7 @@ use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Trap};
 use ferrite_abi::{IMPORT_MODULE, KEY_NOT_FOUND, LogLevel, import};
 
 use super::abi;
+use super::view::Access;
 use super::{Permissions, WasmError};
 use crate::command_table::{self, Flags};
 use crate::keyspace::{Ctx, Entry, Keyspace, Op, ParseCtx, SplitMix, parse};
@@ -56,8 +57,9 @@ pub struct CallMode {
 /// What a call's store carries: the keyspace it owns for the call, the rules, and what the
 /// guest produced.
 pub struct CallState {
-    /// The keyspace, moved in for the call and moved back out after it.
-    pub keyspace: Keyspace,
+    /// The keyspace: owned for the call (write calls), or a view shared with writers
+    /// (read-only calls).
+    pub access: Access,
     ctx: ParseCtx,
     writes: u64,
     permissions: Permissions,
@@ -93,7 +95,7 @@ impl CallState {
     /// State for one call of `module` on `keyspace`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        keyspace: Keyspace,
+        access: Access,
         ctx: ParseCtx,
         permissions: Permissions,
         mode: CallMode,
@@ -102,7 +104,7 @@ impl CallState {
         memory_limit: usize,
     ) -> CallState {
         CallState {
-            keyspace,
+            access,
             ctx,
             writes: 0,
             permissions,
@@ -123,7 +125,7 @@ impl CallState {
     /// The state of an instance waiting for a call: no data, no permissions.
     pub fn idle(module: &str) -> CallState {
         CallState::new(
-            Keyspace::default(),
+            Access::Owned(Keyspace::default()),
             ParseCtx { now_ms: 0, seed: 0 },
             Permissions::default(),
             CallMode { read_only: true },
@@ -136,7 +138,9 @@ impl CallState {
     /// Puts back the previous entry of every key the call wrote, newest first.
     pub fn roll_back(&mut self) {
         while let Some((key, entry)) = self.undo.pop() {
-            self.keyspace.restore_entry(key, entry);
+            if let Some(ks) = self.access.owned() {
+                ks.restore_entry(key, entry);
+            }
         }
     }
 
@@ -179,18 +183,18 @@ impl CallState {
 
     /// Applies a write operation, saving the previous entries of its keys first.
     fn apply_write(&mut self, op: Op) -> Reply {
+        let now_ms = self.ctx.now_ms;
+        // Writes are refused before they get here in a call that does not own the keyspace.
+        let Some(ks) = self.access.owned() else {
+            return Reply::error(WasmError::WriteInReadOnly);
+        };
         for key in op.keys() {
             if self.undone.insert(key.clone()) {
-                let previous = self.keyspace.entry_snapshot(key);
+                let previous = ks.entry_snapshot(key);
                 self.undo.push((key.clone(), previous));
             }
         }
-        op.apply(
-            &mut self.keyspace,
-            Ctx {
-                now_ms: self.ctx.now_ms,
-            },
-        )
+        op.apply(ks, Ctx { now_ms })
     }
 
     /// A seed for the n-th random command of this call: deterministic from the call's seed.
@@ -272,6 +276,9 @@ fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Re
 thread_local! {
     /// Test-only: makes the `log` import panic, to show a call survives a bug in host code.
     pub(crate) static PANIC_IN_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Test-only: runs once at the next `log` import, to act between two reads of a call.
+    pub(crate) static ON_LOG: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Registers the `ferrite` imports on `linker`.
@@ -285,9 +292,15 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let state = caller.data_mut();
             state.check_read()?;
             state.check_slot(&key)?;
-            let value = match state.keyspace.get_string(&key, state.ctx.now_ms) {
-                Ok(v) => v.cloned(),
-                Err(e) => return Err(state.refuse(WasmError::Data(e))),
+            let now_ms = state.ctx.now_ms;
+            let key = Bytes::from(key);
+            let read = state.access.read(&[&key], false, now_ms, |ks| {
+                ks.get_string(&key, now_ms).map(|v| v.cloned())
+            });
+            let value = match read {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(state.refuse(WasmError::Data(e))),
+                Err(e) => return Err(state.refuse(e)),
             };
             let Some(value) = value else {
                 return Ok(KEY_NOT_FOUND);
@@ -406,8 +419,13 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<()> {
             charge(&mut caller, FUEL_COSTS.of(0, len.max(0) as usize))?;
             #[cfg(test)]
-            if PANIC_IN_LOG.with(std::cell::Cell::get) {
-                panic!("a panic in host code, switched on by a test");
+            {
+                if PANIC_IN_LOG.with(std::cell::Cell::get) {
+                    panic!("a panic in host code, switched on by a test");
+                }
+                if let Some(hook) = ON_LOG.with(|h| h.borrow_mut().take()) {
+                    hook();
+                }
             }
             let raw = read_guest(&mut caller, ptr, len)?;
             let message = String::from_utf8_lossy(&raw);
@@ -462,12 +480,14 @@ impl CallState {
             None => Err(self.refuse(WasmError::CommandNotAllowed(name))),
             Some(Err(e)) => Ok(Reply::error(e)),
             Some(Ok(op)) if op.is_write() => Ok(self.apply_write(op)),
-            Some(Ok(op)) => Ok(op.read(
-                &self.keyspace,
-                Ctx {
-                    now_ms: self.ctx.now_ms,
-                },
-            )),
+            Some(Ok(op)) => {
+                let now_ms = self.ctx.now_ms;
+                let keys = op.keys();
+                let read = self.access.read(&keys, keys.is_empty(), now_ms, |ks| {
+                    op.read(ks, Ctx { now_ms })
+                });
+                read.map_err(|e| self.refuse(e))
+            }
         }
     }
 }

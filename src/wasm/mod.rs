@@ -2,15 +2,18 @@
 //! against the guest ABI at load, and calls run on a pristine instance with fuel, memory, stack
 //! and (for read-only calls) time limits.
 //!
-//! A call owns the keyspace for its duration: the state machine moves it into the call's store
-//! under its exclusive lock and gets it back afterwards (wasmtime stores cannot borrow). Writes
-//! go through keyspace [`Op`](crate::keyspace::Op)s with an undo log, so a call that fails
-//! leaves no partial writes. This layer never sees RESP, sockets or Raft.
+//! A write call owns the keyspace for its duration: the state machine moves it into the call's
+//! store under its exclusive lock and gets it back afterwards (wasmtime stores cannot borrow).
+//! Writes go through keyspace [`Op`](crate::keyspace::Op)s with an undo log, so a call that
+//! fails leaves no partial writes. A read-only call holds no lock while its guest runs: it
+//! reads through a [`SharedView`] that takes the shared lock per read and notices when a write
+//! overtook what it read (`view.rs`). This layer never sees RESP, sockets or Raft.
 //!
 //! Files: `mod.rs` (the [`Runtime`]: engine, linker, compiling), `cache.rs` (compiled code on
 //! disk), `validate.rs` (the ABI's exports and imports, checked at load), `call.rs` (running a
 //! call and classifying how it ended), `pool.rs` (pristine instances made ahead of calls, torn
-//! down off the call path), `host.rs` (the `ferrite` imports), `abi.rs` (the host's side of the
+//! down off the call path), `host.rs` (the `ferrite` imports), `view.rs` (owned and shared
+//! keyspace access), `abi.rs` (the host's side of the
 //! ABI encodings), `registry.rs` (modules by name, statistics), `error.rs`, `permissions.rs`.
 
 pub mod abi;
@@ -22,6 +25,7 @@ mod permissions;
 mod pool;
 mod registry;
 mod validate;
+mod view;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,14 +41,20 @@ use wasmtime::{
 
 pub use call::CallOutcome;
 pub use error::WasmError;
-#[cfg(test)]
-pub(crate) use host::PANIC_IN_LOG;
 pub use host::{CallMode, CallState, FUEL_COSTS, FuelCosts};
+#[cfg(test)]
+pub(crate) use host::{ON_LOG, PANIC_IN_LOG};
 pub use permissions::Permissions;
 pub use pool::InstancePool;
 pub use registry::{ModuleStats, Registry};
+pub use view::{Access, SharedView};
 
 use pool::PoolJob;
+
+/// The most fuel a write call may start with, whatever `wasm-max-fuel` says: every replica
+/// runs a write call at apply, where nothing but fuel ends it, so this bounds how long one
+/// entry can hold up the log (about a second of guest code).
+pub const MAX_WRITE_FUEL: u64 = 1_000_000_000;
 
 /// Limits of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +63,8 @@ pub struct CallLimits {
     pub max_memory_bytes: u64,
     /// Fuel a call starts with.
     pub max_fuel: u64,
-    /// Wall-clock limit for read-only calls (epoch deadline).
+    /// Wall-clock limit (epoch deadline) for calls that run on this node only; zero for write
+    /// calls at apply, which every replica runs and which end by fuel alone.
     pub max_duration: Duration,
 }
 

@@ -201,17 +201,18 @@ fn replace_swaps_atomically_while_calls_run() {
     assert_eq!(cmd(&mut c, &["WASM.CALL", "m"]).unwrap(), Value::Int(last));
 }
 
-/// A read-only call that spins holds the keyspace until its time limit cuts it off; a client
-/// that writes meanwhile waits and is then answered. The write is sent only once the call is
-/// running (its guest has logged "spinning" and its caller has no answer yet), so the test
-/// cannot pass by writing before the call starts.
+/// A read-only call that spins holds no lock while its guest runs, and runs off the async
+/// workers: other clients' writes and reads are answered while it is still running. The
+/// requests are sent only once the call is running (its guest has logged "spinning" and its
+/// caller has no answer yet), and the call is checked to be still running after the answers,
+/// so the test cannot pass by ordering alone.
 #[test]
-fn a_long_read_only_call_does_not_stall_other_clients_forever() {
+fn a_long_read_only_call_does_not_hold_up_other_clients() {
     let server = Server::start(&[]);
     let mut c = server.client();
     load(&mut c, "probe", "probe.wat", &[]).unwrap();
-    cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "100000000000"]).unwrap();
-    cmd(&mut c, &["CONFIG", "SET", "wasm-max-duration-ms", "2000"]).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "1000000000000"]).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-duration-ms", "5000"]).unwrap();
     let mut s = server.client();
     let spinner = std::thread::spawn(move || {
         cmd(&mut s, &["WASM.CALL_RO", "probe.spin"]).map_err(|e| error_line(&e))
@@ -232,5 +233,39 @@ fn a_long_read_only_call_does_not_stall_other_clients_forever() {
         cmd(&mut other, &["SET", "after", "1"]).unwrap(),
         Value::Okay
     );
+    assert_eq!(
+        cmd(&mut other, &["GET", "after"]).unwrap(),
+        Value::BulkString(b"1".to_vec())
+    );
+    assert!(
+        !spinner.is_finished(),
+        "the write and the read were answered only once the call had ended"
+    );
     assert_eq!(spinner.join().unwrap(), Err("ERR wasm: timeout".to_owned()));
+}
+
+/// A write call runs on every replica at apply, where only fuel ends it: however high
+/// `wasm-max-fuel` is set, a write call starts with at most the cluster's ceiling, so an
+/// endless loop ends (out of fuel) instead of holding up the log for good.
+#[test]
+fn an_endless_write_call_ends_by_the_fuel_ceiling() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(
+        &mut c,
+        "probe",
+        "probe.wat",
+        &["PERMISSIONS", "READ", "WRITE"],
+    )
+    .unwrap();
+    cmd(
+        &mut c,
+        &["CONFIG", "SET", "wasm-max-fuel", "1000000000000000"],
+    )
+    .unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.spin"]),
+        "ERR wasm: out of fuel"
+    );
+    assert_eq!(cmd(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
 }

@@ -1,0 +1,65 @@
+//! Long read-only calls on the leader, one per core, against the cluster's liveness: they run
+//! off the async workers and hold no lock while their guests run, so heartbeats go on, no
+//! election starts, and writes commit while they run.
+
+use std::time::Duration;
+
+use ferrite_testkit::{Cluster, cmd, error_line, wait_until};
+use redis::Value;
+
+use super::{ELECTION, load_probe, text};
+
+fn term(cluster: &Cluster, id: usize) -> String {
+    text(cmd(&mut cluster.client(id), &["INFO", "cluster"]).unwrap())
+        .lines()
+        .find_map(|l| l.strip_prefix("raft_term:").map(str::to_owned))
+        .expect("INFO cluster has raft_term")
+}
+
+#[test]
+fn a_long_read_only_call_per_core_changes_no_term_and_writes_go_on() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut l = cluster.client(leader);
+    load_probe(&mut l);
+    cmd(&mut l, &["CONFIG", "SET", "wasm-max-fuel", "1000000000000"]).unwrap();
+    cmd(&mut l, &["CONFIG", "SET", "wasm-max-duration-ms", "5000"]).unwrap();
+    let before = term(&cluster, leader);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..cores)
+        .map(|_| {
+            let mut s = cluster.client(leader);
+            std::thread::spawn(move || {
+                cmd(&mut s, &["WASM.CALL_RO", "probe.spin"]).map_err(|e| error_line(&e))
+            })
+        })
+        .collect();
+    let running = wait_until(Duration::from_secs(10), || {
+        cluster
+            .node(leader)
+            .log()
+            .iter()
+            .filter(|l| l.contains("spinning") && l.contains("module=probe"))
+            .count()
+            == cores
+    });
+    assert!(running, "the spinning calls never all started");
+    // Writes commit through the whole cluster while every spinner still runs.
+    for i in 0..20 {
+        assert_eq!(
+            cmd(&mut l, &["SET", &format!("k{i}"), "v"]).unwrap(),
+            Value::Okay,
+            "write {i}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        spinners.iter().all(|s| !s.is_finished()),
+        "the writes were answered only once the calls had ended"
+    );
+    for spinner in spinners {
+        assert_eq!(spinner.join().unwrap(), Err("ERR wasm: timeout".to_owned()));
+    }
+    assert_eq!(term(&cluster, leader), before, "an election ran meanwhile");
+    assert_eq!(cluster.wait_for_leader(ELECTION), leader);
+}
