@@ -29,6 +29,8 @@ pub mod peers;
 pub mod protocol;
 pub mod replication;
 pub mod reply;
+#[cfg(feature = "fault-injection")]
+pub mod sabotage;
 pub mod server;
 pub mod slot;
 pub mod state_machine;

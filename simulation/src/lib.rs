@@ -7,6 +7,10 @@
 //!
 //! Everything runs on turmoil's single thread, so a seed replays the same schedule.
 
+pub mod checker;
+pub mod harness;
+pub mod workload;
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io;
@@ -155,7 +159,9 @@ impl Client {
     }
 
     /// Sends `args` to `addr` (reusing the connection when it is the same node) and reads the
-    /// reply; `Err` when the node cannot be reached or does not answer within `deadline`.
+    /// reply; `Err` when the node cannot be reached or does not answer within `deadline`. An
+    /// error of kind `NotConnected` means the connection could not be made, so nothing was
+    /// sent; any other may come after the request left.
     pub async fn request(
         &mut self,
         addr: &str,
@@ -173,7 +179,10 @@ impl Client {
 
     async fn exchange(&mut self, addr: &str, args: &[&[u8]]) -> io::Result<Reply> {
         if self.conn.as_ref().is_none_or(|(a, _)| a != addr) {
-            let stream = turmoil::net::TcpStream::connect(addr.to_owned()).await?;
+            // A failed connect sent nothing: say so apart from failures after sending.
+            let stream = turmoil::net::TcpStream::connect(addr.to_owned())
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
             self.conn = Some((addr.to_owned(), ferrite_testkit::resp::Client::new(stream)));
         }
         let (_, conn) = self.conn.as_mut().expect("connected above");

@@ -6,24 +6,16 @@
 //! `FERRITE_SIM_SEEDS=1,2,3 cargo test` (or `1-1000`) runs chosen seeds; by default seeds 1
 //! to 8 run.
 
-use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrite::app::{App, Environment, Process};
-use ferrite::commands::Shared;
-use ferrite::config::Config;
-use ferrite::replication;
-use ferrite_simulation::{Client, Reply, SimDialer, SimDisk, SimListener};
+use ferrite_simulation::harness::{
+    HOSTS, Live, PROBE, Rng, add_hosts, agreed, host_addr, leader, seeds, simulation,
+};
+use ferrite_simulation::{Client, Reply};
 
-const HOSTS: [&str; 3] = ["n1", "n2", "n3"];
-const PORT: u16 = 6379;
-const CPORT: u16 = 16379;
 const OPS: usize = 400;
-const PROBE: &str = include_str!("../../tests/wasm/modules/probe.wat");
-
-type Live = Arc<Mutex<BTreeMap<u64, Arc<Shared>>>>;
 
 /// What the client saw acknowledged.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -36,71 +28,6 @@ struct Outcome {
     verified: bool,
     /// The faults injected, with the simulated time and the leader at that moment.
     events: Vec<String>,
-}
-
-/// A small deterministic generator for the fault schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low)
-    }
-}
-
-/// The cluster secret every simulated node holds.
-const SECRET: &str = "the simulated cluster's secret";
-
-fn config_for(id: u64) -> Config {
-    let mut config = Config::default();
-    config.server.bind = "0.0.0.0".to_owned();
-    config.server.port = PORT;
-    let c = &mut config.cluster;
-    c.node_id = id;
-    c.peers = "1@n1:6379@16379,2@n2:6379@16379,3@n3:6379@16379"
-        .parse()
-        .expect("a valid peer list");
-    c.heartbeat_ms = 50;
-    c.election_timeout_min_ms = 300;
-    c.election_timeout_max_ms = 600;
-    // Small, so snapshots, compaction and snapshot installs happen during the run.
-    c.snapshot_logs = 100;
-    c.snapshot_keep_logs = 20;
-    c.write_timeout_ms = 3000;
-    c.secret = SECRET.to_owned();
-    config.wasm.pool.min_instances = 0;
-    config.wasm.pool.max_instances = 4;
-    config
-}
-
-/// One node, started through the same composition root as the binary, with turmoil's
-/// network, a disk that loses unsynced writes, and simulated time (so a seed replays the same
-/// timestamps).
-async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box<dyn Error>> {
-    let peers = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?);
-    let clients = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?);
-    let env = Environment {
-        dialer: Arc::new(SimDialer),
-        disk,
-        clock: || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64),
-        compile_cache: None,
-        entropy: ferrite_simulation::entropy,
-    };
-    let app = App::start(config_for(id), PORT, Some(peers), env, Process::fixed()).await?;
-    live.lock().unwrap().insert(id, app.shared().clone());
-    app.serve(clients).await;
-    Ok(())
-}
-
-fn host_addr(id: u64) -> String {
-    format!("{}:{PORT}", HOSTS[id as usize - 1])
 }
 
 /// Sends `args` until a node accepts it, following MOVED and moving on from unreachable
@@ -152,16 +79,6 @@ async fn send(
         "no node accepted {:?} in 400 attempts",
         String::from_utf8_lossy(args[0])
     );
-}
-
-/// Fingerprints of every node, once all three are running and agree.
-fn agreed(live: &Live) -> Option<(u64, String)> {
-    let live = live.lock().unwrap();
-    if live.len() < 3 {
-        return None;
-    }
-    let prints: Vec<(u64, String)> = live.values().map(|s| s.node.state_fingerprint()).collect();
-    (prints.iter().all(|p| *p == prints[0]) && prints[0].0 > 0).then(|| prints[0].clone())
 }
 
 async fn workload(live: Live, outcome: Arc<Mutex<Outcome>>) -> Result<(), Box<dyn Error>> {
@@ -271,35 +188,11 @@ fn note(outcome: &Arc<Mutex<Outcome>>, event: String) {
     outcome.lock().unwrap().events.push(event);
 }
 
-/// The leader's id, if one node leads.
-fn leader(live: &Live) -> Option<u64> {
-    live.lock()
-        .unwrap()
-        .iter()
-        .find(|(_, s)| s.node.is_leader())
-        .map(|(id, _)| *id)
-}
-
 /// Runs the scenario for `seed`; the outcome, or why it failed.
 fn run(seed: u64) -> Result<Outcome, String> {
-    replication::seed_rng(seed);
-    ferrite_simulation::seed_entropy(seed);
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-        .simulation_duration(Duration::from_secs(120))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .tcp_capacity(1 << 16)
-        .build();
+    let mut sim = simulation(seed, Duration::from_secs(120));
     let live: Live = Arc::default();
-    let disks: Vec<Arc<SimDisk>> = (0..3).map(|_| Arc::default()).collect();
-    for (i, host) in HOSTS.iter().enumerate() {
-        let (disk, live) = (disks[i].clone(), live.clone());
-        sim.host(*host, move || {
-            run_node(i as u64 + 1, disk.clone(), live.clone())
-        });
-    }
+    add_hosts(&mut sim, &live);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     {
         let (live, outcome) = (live.clone(), outcome.clone());
@@ -382,52 +275,9 @@ fn run(seed: u64) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
-/// The seeds to run: `FERRITE_SIM_SEEDS` when set, else 1 to 8.
-fn seeds() -> Vec<u64> {
-    match std::env::var("FERRITE_SIM_SEEDS") {
-        Ok(text) => parse_seeds(&text).unwrap_or_else(|e| panic!("FERRITE_SIM_SEEDS: {e}")),
-        Err(_) => (1..=8).collect(),
-    }
-}
-
-/// Parses a seed list: comma-separated seeds and ranges (`7`, `1,5,9`, `1-1000`). A word that
-/// is not a seed, a backwards range, or a list naming no seed at all is an error: a run must
-/// never pass by running nothing.
-fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
-    let mut seeds = Vec::new();
-    for word in text.split(',').map(str::trim) {
-        let number = |w: &str| {
-            w.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("'{w}' is not a seed (a number, or a range like 1-100)"))
-        };
-        match word.split_once('-') {
-            Some((first, last)) => {
-                let (first, last) = (number(first)?, number(last)?);
-                if first > last {
-                    return Err(format!("the range '{word}' runs backwards"));
-                }
-                seeds.extend(first..=last);
-            }
-            None => seeds.push(number(word)?),
-        }
-    }
-    Ok(seeds)
-}
-
-#[test]
-fn the_seed_list_is_parsed_strictly() {
-    assert_eq!(parse_seeds("7"), Ok(vec![7]));
-    assert_eq!(parse_seeds(" 1, 5,9 "), Ok(vec![1, 5, 9]));
-    assert_eq!(parse_seeds("1-4,10"), Ok(vec![1, 2, 3, 4, 10]));
-    for bad in ["", " ", "1,x", "1,,2", "seven", "5-2", "-3", "1-"] {
-        assert!(parse_seeds(bad).is_err(), "{bad:?} was accepted");
-    }
-}
-
 #[test]
 fn acknowledged_writes_survive_partitions_and_crashes() {
-    for seed in seeds() {
+    for seed in seeds(1..=8) {
         match run(seed) {
             Ok(outcome) => {
                 assert!(outcome.verified);
@@ -450,7 +300,7 @@ fn acknowledged_writes_survive_partitions_and_crashes() {
 
 #[test]
 fn a_seed_replays_exactly() {
-    let seed = seeds()[0];
+    let seed = seeds(1..=8)[0];
     let first = run(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
     let second = run(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
     assert_eq!(first, second, "seed {seed} did not replay identically");

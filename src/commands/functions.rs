@@ -10,7 +10,7 @@ use super::{CommandError, Session, Shared};
 use crate::args::{is, parse_i64, text};
 use crate::command_table::Functions;
 use crate::config::{DefaultPermissions, WasmConfig, WasmSecurity};
-use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, ReadMode, WasmError};
+use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, WasmError};
 use crate::reply::Reply;
 
 pub(super) async fn execute(
@@ -103,9 +103,10 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
     })
 }
 
-/// Runs a call. `*_RO` calls read this node's state wherever it is (stale reads, like
-/// Redis's `FCALL_RO` on a replica); other calls follow the session's read mode, and write
-/// calls go through the log.
+/// Runs a call. A call that only reads (`*_RO`, or a module without WRITE) is a read like
+/// GET: linearizable on the leader, against local state on a follower after `READONLY`,
+/// redirected otherwise (as Redis Cluster redirects `FCALL_RO` on a replica). Write calls go
+/// through the log.
 async fn run(
     shared: &Shared,
     session: &Session,
@@ -113,11 +114,7 @@ async fn run(
     read_only: bool,
 ) -> Result<Reply, CommandError> {
     super::same_slot(&call.keys)?;
-    let reads = if read_only {
-        ReadMode::Local
-    } else {
-        super::read_mode(session)
-    };
+    let reads = super::read_mode(session);
     let limits = {
         let config = shared.config.read();
         let l = &config.wasm.limits;

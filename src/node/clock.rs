@@ -2,8 +2,6 @@
 //! fresh seed per random command. Both are read on the leader when a command is parsed and
 //! then travel in the operation; nothing applied reads them.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -56,21 +54,11 @@ impl Clock {
     }
 }
 
-/// A fresh seed for random commands, from a per-thread generator started at a random point (no
-/// shared counter to contend on). Seeds need not be unique, only carried by the operation.
+/// A fresh seed for random commands, from the per-thread generator Raft's election timeouts
+/// draw from (started at a random point in a server, seeded in a simulation; no shared counter
+/// to contend on). Seeds need not be unique, only carried by the operation.
 pub fn next_seed() -> u64 {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
-            let mut hasher = RandomState::new().build_hasher();
-            hasher.write_u64(0);
-            hasher.finish()
-        });
-    }
-    STATE.with(|state| {
-        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-        state.set(next);
-        crate::keyspace::SplitMix::new(next).next_u64()
-    })
+    crate::replication::next_random()
 }
 
 #[cfg(test)]

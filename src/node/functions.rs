@@ -111,7 +111,9 @@ impl Node {
                 .await
                 .unwrap_or_else(Reply::error);
         }
-        if let Err(e) = self.read_barrier(reads, slot).await {
+        // A call without keys still reads: it is redirected like a read of slot 0, not
+        // answered from a follower's state without READONLY.
+        if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
             return Reply::error(e);
         }
         // Guest code runs for up to the call's time limit: on a blocking thread, never on an

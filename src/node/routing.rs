@@ -123,6 +123,10 @@ impl Node {
                 return Ok(());
             }
         }
+        #[cfg(feature = "fault-injection")]
+        if crate::sabotage::on(crate::sabotage::Sabotage::SkipReadBarrier) {
+            return Ok(());
+        }
         match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(NodeError::ReadNotConfirmed(Box::new(e))),

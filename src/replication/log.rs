@@ -308,6 +308,14 @@ impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
                 .queue(op, Done::Nothing)
                 .map_err(|e| write_error(&e))?;
         }
+        #[cfg(feature = "fault-injection")]
+        if crate::sabotage::on(crate::sabotage::Sabotage::AckBeforeFsync) {
+            callback.log_io_completed(Ok(()));
+            return self
+                .writer
+                .queue(last, Done::Nothing)
+                .map_err(|e| write_error(&e));
+        }
         self.writer
             .queue(last, Done::Flushed(callback))
             .map_err(|e| write_error(&e))

@@ -41,7 +41,7 @@ pub use auth::{AuthError, BusAuth, Entropy, os_entropy};
 pub use disk::{Disk, DiskOp, Recovered, RedbDisk};
 pub use log::{DiskStats, LogStore, Writer};
 pub use network::{MAX_CONNECTIONS, Network, serve};
-pub use runtime::{FerriteRuntime, seed_rng};
+pub use runtime::{FerriteRuntime, next_random, seed_rng};
 pub use state::Applier;
 
 use crate::net::Dialer;

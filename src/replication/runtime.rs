@@ -26,6 +26,20 @@ pub fn seed_rng(seed: u64) {
     RNG_STATE.with(|s| s.set(seed));
 }
 
+/// A number from this thread's generator (the one [`seed_rng`] seeds): election timeouts and
+/// the seeds random commands carry draw from it, so a seeded simulation replays both.
+pub fn next_random() -> u64 {
+    let state = RNG_STATE.with(|s| {
+        let next = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(next);
+        next
+    });
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// tokio with a seedable generator.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct FerriteRuntime;

@@ -27,6 +27,7 @@ pub const LEAVES: &[&str] = &[
     "peers",
     "protocol",
     "reply",
+    "sabotage",
     "slot",
     "stats",
 ];

@@ -1,0 +1,189 @@
+//! A three-node cluster under turmoil, started through the same composition root as the
+//! binary: the hosts, their configuration, the live-node registry the scenarios consult, a
+//! seeded generator for fault schedules, and the seed list parser.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrite::app::{App, Environment, Process};
+use ferrite::commands::Shared;
+use ferrite::config::Config;
+
+use crate::{SimDialer, SimDisk, SimListener};
+
+/// The simulated hosts, node ids 1 to 3 in order.
+pub const HOSTS: [&str; 3] = ["n1", "n2", "n3"];
+/// Client port of every host.
+pub const PORT: u16 = 6379;
+/// Cluster port of every host.
+pub const CPORT: u16 = 16379;
+/// The cluster secret every simulated node holds.
+const SECRET: &str = "the simulated cluster's secret";
+/// The hand-written test module (`probe.incr` is a write call on `{t}a`).
+pub const PROBE: &str = include_str!("../../tests/wasm/modules/probe.wat");
+
+/// The nodes running now, by id: each registers itself once started.
+pub type Live = Arc<Mutex<BTreeMap<u64, Arc<Shared>>>>;
+
+/// A small deterministic generator (splitmix64) for schedules and workloads.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `low..high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low)
+    }
+}
+
+/// Node `id`'s configuration: short Raft timings, frequent snapshots, a small instance pool.
+pub fn config_for(id: u64) -> Config {
+    let mut config = Config::default();
+    config.server.bind = "0.0.0.0".to_owned();
+    config.server.port = PORT;
+    let c = &mut config.cluster;
+    c.node_id = id;
+    c.peers = "1@n1:6379@16379,2@n2:6379@16379,3@n3:6379@16379"
+        .parse()
+        .expect("a valid peer list");
+    c.heartbeat_ms = 50;
+    c.election_timeout_min_ms = 300;
+    c.election_timeout_max_ms = 600;
+    // Small, so snapshots, compaction and snapshot installs happen during the run.
+    c.snapshot_logs = 100;
+    c.snapshot_keep_logs = 20;
+    c.write_timeout_ms = 3000;
+    c.secret = SECRET.to_owned();
+    config.wasm.pool.min_instances = 0;
+    config.wasm.pool.max_instances = 4;
+    config
+}
+
+/// One node, started through the same composition root as the binary, with turmoil's
+/// network, a disk that loses unsynced writes, and simulated time (so a seed replays the same
+/// timestamps).
+pub async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box<dyn Error>> {
+    let peers = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?);
+    let clients = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?);
+    let env = Environment {
+        dialer: Arc::new(SimDialer),
+        disk,
+        clock: || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64),
+        compile_cache: None,
+        entropy: crate::entropy,
+    };
+    let app = App::start(config_for(id), PORT, Some(peers), env, Process::fixed()).await?;
+    live.lock().unwrap().insert(id, app.shared().clone());
+    app.serve(clients).await;
+    Ok(())
+}
+
+/// Adds the three hosts to `sim`, each on its own disk (created here, surviving crashes).
+pub fn add_hosts(sim: &mut turmoil::Sim<'_>, live: &Live) -> Vec<Arc<SimDisk>> {
+    let disks: Vec<Arc<SimDisk>> = (0..3).map(|_| Arc::default()).collect();
+    for (i, host) in HOSTS.iter().enumerate() {
+        let (disk, live) = (disks[i].clone(), live.clone());
+        sim.host(*host, move || {
+            run_node(i as u64 + 1, disk.clone(), live.clone())
+        });
+    }
+    disks
+}
+
+/// `host:port` of node `id`.
+pub fn host_addr(id: u64) -> String {
+    format!("{}:{PORT}", HOSTS[id as usize - 1])
+}
+
+/// The leader's id, if one running node leads.
+pub fn leader(live: &Live) -> Option<u64> {
+    live.lock()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| s.node.is_leader())
+        .map(|(id, _)| *id)
+}
+
+/// Fingerprints of every node, once all three are running and agree.
+pub fn agreed(live: &Live) -> Option<(u64, String)> {
+    let live = live.lock().unwrap();
+    if live.len() < 3 {
+        return None;
+    }
+    let prints: Vec<(u64, String)> = live.values().map(|s| s.node.state_fingerprint()).collect();
+    (prints.iter().all(|p| *p == prints[0]) && prints[0].0 > 0).then(|| prints[0].clone())
+}
+
+/// The seeds to run: `FERRITE_SIM_SEEDS` when set, else `default`.
+pub fn seeds(default: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    match std::env::var("FERRITE_SIM_SEEDS") {
+        Ok(text) => parse_seeds(&text).unwrap_or_else(|e| panic!("FERRITE_SIM_SEEDS: {e}")),
+        Err(_) => default.collect(),
+    }
+}
+
+/// Parses a seed list: comma-separated seeds and ranges (`7`, `1,5,9`, `1-1000`). A word that
+/// is not a seed, a backwards range, or a list naming no seed at all is an error: a run must
+/// never pass by running nothing.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+    let mut seeds = Vec::new();
+    for word in text.split(',').map(str::trim) {
+        let number = |w: &str| {
+            w.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{w}' is not a seed (a number, or a range like 1-100)"))
+        };
+        match word.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (number(first)?, number(last)?);
+                if first > last {
+                    return Err(format!("the range '{word}' runs backwards"));
+                }
+                seeds.extend(first..=last);
+            }
+            None => seeds.push(number(word)?),
+        }
+    }
+    Ok(seeds)
+}
+
+/// A simulation with the settings every scenario uses, seeded with `seed` (turmoil's network
+/// randomness, openraft's election timeouts, bus nonces).
+pub fn simulation(seed: u64, duration: Duration) -> turmoil::Sim<'static> {
+    ferrite::replication::seed_rng(seed);
+    crate::seed_entropy(seed);
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .simulation_duration(duration)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .tcp_capacity(1 << 16)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seeds;
+
+    #[test]
+    fn the_seed_list_is_parsed_strictly() {
+        assert_eq!(parse_seeds("7"), Ok(vec![7]));
+        assert_eq!(parse_seeds(" 1, 5,9 "), Ok(vec![1, 5, 9]));
+        assert_eq!(parse_seeds("1-4,10"), Ok(vec![1, 2, 3, 4, 10]));
+        for bad in ["", " ", "1,x", "1,,2", "seven", "5-2", "-3", "1-"] {
+            assert!(parse_seeds(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Five concurrent clients against three nodes while a nemesis mixes faults at random per
+//! seed: symmetric, one-way and bridge partitions, crashes of one node, of a majority and of
+//! all nodes (unsynced disk writes lost), restarts, and paused links. Every operation is
+//! recorded with its invocation and completion time (unknown outcomes as such) and the
+//! history goes through the linearizability checker (`ferrite_simulation::checker`):
+//!
+//! - registers: SET / GET;
+//! - a counter: INCR, the WASM write call `probe.incr`, GET, and the read-only call
+//!   `probe.get_via_call` on the leader;
+//! - lists: RPUSH / LRANGE 0 -1 on the leader (an Elle-style append workload);
+//! - READONLY reads of the lists on followers, checked for what they promise: each session's
+//!   reads never go back, and every read is a prefix of the final list (no element that was
+//!   never written, no other order).
+//!
+//! The same seeds run with test-only switches that break the system (a read that skips the
+//! read barrier, an acknowledgement before fsync): the checker must catch each.
+//!
+//! `FERRITE_SIM_SEEDS=1-1000 cargo test --release --test linearizable` runs any seeds; a
+//! failure prints the seed and a minimal failing sub-history.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite::sabotage::{self, Sabotage};
+use ferrite_simulation::checker::{AppendList, Counter, Register, check_all};
+use ferrite_simulation::harness::{HOSTS, Live, Rng, add_hosts, leader, seeds, simulation};
+use ferrite_simulation::workload::{
+    CLIENTS, COUNTER, Shared, WORKLOAD, check_follower_reads, client, coordinator,
+};
+
+/// The faults the nemesis can inject.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    IsolateLeader,
+    IsolateOne,
+    LeaderCannotSend,
+    Bridge,
+    CrashOne,
+    CrashMajority,
+    CrashAll,
+    Pause,
+}
+
+const FAULTS: [Fault; 8] = [
+    Fault::IsolateLeader,
+    Fault::IsolateOne,
+    Fault::LeaderCannotSend,
+    Fault::Bridge,
+    Fault::CrashOne,
+    Fault::CrashMajority,
+    Fault::CrashAll,
+    Fault::Pause,
+];
+
+/// The run's outcome: the checked counts and a digest of everything recorded.
+#[derive(Debug, Clone, PartialEq)]
+struct Outcome {
+    checked: usize,
+    completed: usize,
+    unknown: usize,
+    follower_reads: usize,
+    events: Vec<String>,
+    digest: u64,
+}
+
+/// Runs `seed`; the outcome, or the anomaly found.
+fn run(seed: u64) -> Result<Outcome, String> {
+    let mut sim = simulation(seed, Duration::from_secs(90));
+    let live: Live = Arc::default();
+    add_hosts(&mut sim, &live);
+    let history: Shared = Arc::default();
+    for id in 0..CLIENTS {
+        let history = history.clone();
+        sim.client(format!("c{id}"), client(id, seed, history));
+    }
+    {
+        let (live, history) = (live.clone(), history.clone());
+        sim.client("coordinator", coordinator(live, history));
+    }
+    let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut next_fault = Duration::from_millis(rng.between(2_000, 3_000));
+    let mut heal_at: Option<Duration> = None;
+    let mut crashed: Vec<&str> = Vec::new();
+    let note = |history: &Shared, at: Duration, what: String| {
+        history
+            .lock()
+            .unwrap()
+            .events
+            .push(format!("{:.1}s {what}", at.as_secs_f64()))
+    };
+    loop {
+        let at = sim.elapsed();
+        if let Some(h) = heal_at
+            && at >= h
+        {
+            for a in HOSTS {
+                for b in HOSTS {
+                    if a != b {
+                        sim.repair(a, b);
+                        sim.release(a, b);
+                    }
+                }
+            }
+            for host in crashed.drain(..) {
+                sim.bounce(host);
+            }
+            note(&history, at, "healed, crashed nodes restarted".into());
+            heal_at = None;
+            next_fault = at + Duration::from_millis(rng.between(500, 2_000));
+        }
+        if heal_at.is_none() && at >= next_fault && at < WORKLOAD {
+            let fault = FAULTS[rng.between(0, FAULTS.len() as u64) as usize];
+            let current = leader(&live).unwrap_or(1) as usize - 1;
+            let random = rng.between(0, 3) as usize;
+            let others = |i: usize| HOSTS.iter().enumerate().filter(move |(j, _)| *j != i);
+            match fault {
+                Fault::IsolateLeader | Fault::IsolateOne => {
+                    let i = if matches!(fault, Fault::IsolateLeader) {
+                        current
+                    } else {
+                        random
+                    };
+                    for (_, other) in others(i) {
+                        sim.partition(HOSTS[i], *other);
+                    }
+                    note(&history, at, format!("{fault:?}: n{} cut off", i + 1));
+                }
+                Fault::LeaderCannotSend => {
+                    for (_, other) in others(current) {
+                        sim.partition_oneway(HOSTS[current], *other);
+                    }
+                    note(
+                        &history,
+                        at,
+                        format!("{fault:?}: n{} can hear, not speak", current + 1),
+                    );
+                }
+                Fault::Bridge => {
+                    let (a, b) = ((random + 1) % 3, (random + 2) % 3);
+                    sim.partition(HOSTS[a], HOSTS[b]);
+                    note(
+                        &history,
+                        at,
+                        format!(
+                            "{fault:?}: n{} bridges n{} and n{}",
+                            random + 1,
+                            a + 1,
+                            b + 1
+                        ),
+                    );
+                }
+                Fault::CrashOne | Fault::CrashMajority | Fault::CrashAll => {
+                    let count = match fault {
+                        Fault::CrashOne => 1,
+                        Fault::CrashMajority => 2,
+                        _ => 3,
+                    };
+                    for k in 0..count {
+                        let index = (random + k) % 3;
+                        sim.crash(HOSTS[index]);
+                        live.lock().unwrap().remove(&(index as u64 + 1));
+                        crashed.push(HOSTS[index]);
+                    }
+                    note(&history, at, format!("{fault:?}: {crashed:?} crashed"));
+                }
+                Fault::Pause => {
+                    for (_, other) in others(random) {
+                        sim.hold(HOSTS[random], *other);
+                    }
+                    note(&history, at, format!("{fault:?}: n{} paused", random + 1));
+                }
+            }
+            heal_at = Some(at + Duration::from_millis(rng.between(800, 3_000)));
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let h = std::mem::take(&mut *history.lock().unwrap());
+    let mut checked = check_all(&Register, &h.registers)?;
+    checked += check_all(&Counter, &BTreeMap::from([(COUNTER, h.counter.clone())]))?;
+    checked += check_all(&AppendList, &h.lists)?;
+    check_follower_reads(&h)?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    format!(
+        "{:?}{:?}{:?}{:?}{:?}",
+        h.registers, h.counter, h.lists, h.follower_reads, h.events
+    )
+    .hash(&mut hasher);
+    Ok(Outcome {
+        checked,
+        completed: h.completed,
+        unknown: h.unknown,
+        follower_reads: h.follower_reads.len(),
+        events: h.events,
+        digest: hasher.finish(),
+    })
+}
+
+fn report(seed: u64, outcome: &Outcome) {
+    println!(
+        "seed {seed}: {} operations checked ({} completed, {} unknown), {} follower reads; faults: {}",
+        outcome.checked,
+        outcome.completed,
+        outcome.unknown,
+        outcome.follower_reads,
+        outcome.events.join("; ")
+    );
+}
+
+/// Everything runs in this one test, one simulation after another: simulations running side
+/// by side on several test threads of one process do not replay exactly across a crash
+/// restart (each alone does, under any CPU load); the cause is not yet found.
+#[test]
+fn histories_under_faults_are_linearizable_replay_exactly_and_catch_sabotage() {
+    let seeds = seeds(1..=50);
+    for &seed in &seeds {
+        match run(seed) {
+            Ok(outcome) => report(seed, &outcome),
+            Err(e) => panic!(
+                "seed {seed}: {e}\nreproduce with: cd simulation && FERRITE_SIM_SEEDS={seed} cargo test --release --test linearizable"
+            ),
+        }
+    }
+
+    // Each seed replays exactly: the same history, times and faults, by digest.
+    let seed = seeds[0];
+    let first = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    let second = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    assert_eq!(first, second, "seed {seed} did not replay identically");
+    println!(
+        "seed {seed} replayed with trace digest {:016x}",
+        first.digest
+    );
+
+    // The checker can fail: each switch that breaks the system is caught within these seeds.
+    for which in [Sabotage::SkipReadBarrier, Sabotage::AckBeforeFsync] {
+        let (seed, why) = caught(which, &seeds)
+            .unwrap_or_else(|| panic!("{which:?} went unnoticed in every seed"));
+        println!("{which:?} caught at seed {seed}: {why}");
+    }
+}
+
+/// Runs `seeds` with `which` switched on until one fails the check; that seed and why.
+fn caught(which: Sabotage, seeds: &[u64]) -> Option<(u64, String)> {
+    sabotage::set(which, true);
+    let found = seeds
+        .iter()
+        .find_map(|&seed| run(seed).err().map(|e| (seed, e)));
+    sabotage::set(which, false);
+    found
+}

@@ -1,0 +1,48 @@
+//! Switches that break the system on purpose, so that the fault simulation can show its
+//! checker catches each break. Compiled only with the `fault-injection` feature, which only
+//! `simulation/` (a workspace of its own) turns on: no server build contains them.
+//!
+//! Switches are per thread: turmoil runs every simulated host on the test's own thread, so a
+//! sabotaged run never leaks into another test running beside it.
+
+use std::cell::Cell;
+
+/// A way to break the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sabotage {
+    /// The leader answers reads without confirming it still leads (no read index).
+    SkipReadBarrier,
+    /// The log store tells Raft entries are durable before the disk write completed.
+    AckBeforeFsync,
+}
+
+impl Sabotage {
+    fn bit(self) -> u8 {
+        match self {
+            Sabotage::SkipReadBarrier => 1,
+            Sabotage::AckBeforeFsync => 2,
+        }
+    }
+}
+
+thread_local! {
+    static ON: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Turns `which` on or off for this thread.
+pub fn set(which: Sabotage, on: bool) {
+    ON.with(|s| {
+        let bits = if on {
+            s.get() | which.bit()
+        } else {
+            s.get() & !which.bit()
+        };
+        s.set(bits);
+    });
+}
+
+/// Whether `which` is on for this thread.
+pub fn on(which: Sabotage) -> bool {
+    ON.with(|s| s.get() & which.bit() != 0)
+}
