@@ -315,7 +315,6 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: fn() -> u6
 fn engine_settings(config: &Config) -> EngineSettings {
     let w = &config.wasm;
     EngineSettings {
-        max_memory_bytes: w.limits.max_memory_bytes,
         max_stack_bytes: w.limits.max_stack_bytes as usize,
         max_instances: w.pool.max_instances,
         max_module_size: w.max_module_size as usize,

@@ -29,7 +29,7 @@ impl Node {
         }
         let runtime = self.state.functions().clone();
         let (check_name, check_bytes) = (name.clone(), bytes.clone());
-        let check = move || runtime.compile(&check_name, check_bytes, permissions, 0);
+        let check = move || runtime.check(&check_name, check_bytes, permissions);
         // Compiling takes milliseconds: off the async workers, except on a current-thread
         // runtime (the simulation), where a blocking thread would make timing nondeterministic.
         let checked = match tokio::runtime::Handle::current().runtime_flavor() {

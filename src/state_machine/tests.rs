@@ -141,3 +141,97 @@ fn a_read_only_call_overtaken_every_time_finally_runs_holding_the_keyspace() {
     let last = values[READ_ATTEMPTS - 1].len() as i64;
     assert_eq!(read_call(&machine), Reply::Int(last * 100 + last));
 }
+
+/// Grows its memory by `40` pages (2.5 MiB) and stores what `memory.grow` answered, then
+/// increments a counter through `call`.
+const GROWER: &str = r#"(module
+  (import "ferrite" "set_key" (func $set (param i32 i32 i32 i32) (result i32)))
+  (import "ferrite" "call" (func $call (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "g")
+  (data (i32.const 32) "\03\00\00\00\06\00\00\00INCRBY\01\00\00\00g\01\00\00\001")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "grow") (param i32 i32) (result i64)
+    (i64.extend_i32_s (memory.grow (i32.const 40))))
+  (func (export "incr") (param i32 i32) (result i64)
+    (drop (call $call (i32.const 32) (i32.const 24)))
+    (i64.const 0)))"#;
+
+#[test]
+fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
+    let roomy = crate::wasm::EngineSettings::default();
+    let tight = crate::wasm::EngineSettings {
+        max_module_size: 64,
+        max_instances: 2,
+        min_instances: 0,
+        max_stack_bytes: 64 * 1024,
+        ..roomy
+    };
+    let a = StateMachine::new(roomy, None).unwrap();
+    let b = StateMachine::new(tight, None).unwrap();
+    let load = vec![LogCommand::Load {
+        name: "m".into(),
+        bytes: Bytes::from_static(GROWER.as_bytes()),
+        permissions: Permissions::READ | Permissions::WRITE,
+        replace: false,
+        now_ms: 10,
+    }];
+    let sha256 = crate::wasm::hex_sha256(GROWER.as_bytes());
+    let call = |entry: &str, index: u64| {
+        replication::encode(&vec![LogCommand::Call {
+            module: "m".into(),
+            sha256: sha256.clone(),
+            entry: entry.into(),
+            keys: vec![Bytes::from_static(b"g")],
+            args: vec![],
+            now_ms: 10 + index,
+            seed: index,
+            max_fuel: 1_000_000,
+            max_memory_bytes: 4 << 20,
+        }])
+    };
+    let mut replies = (Vec::new(), Vec::new());
+    replies.0.push(a.apply(1, &replication::encode(&load)));
+    replies.1.push(b.apply(1, &replication::encode(&load)));
+    // A read-only call on `a` only warms its pool; the replicas then apply the same entries.
+    let module = a.modules().get("m").unwrap();
+    let _ = read_call_of(&a, &module, "incr");
+    for (i, entry) in ["grow", "incr", "grow", "incr"].into_iter().enumerate() {
+        let payload = call(entry, i as u64 + 2);
+        replies.0.push(a.apply(i as u64 + 2, &payload));
+        replies.1.push(b.apply(i as u64 + 2, &payload));
+    }
+    assert_eq!(replies.0, replies.1);
+    assert_eq!(replies.0[0], vec![Reply::ok()], "both loaded the module");
+    assert_eq!(
+        replies.0[1],
+        vec![Reply::Int(1)],
+        "the memory grew from one page"
+    );
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_eq!(a.snapshot(), b.snapshot(), "snapshot bytes");
+}
+
+fn read_call_of(machine: &StateMachine, module: &crate::wasm::ModuleRef, entry: &str) -> Reply {
+    machine.call_read(
+        module,
+        entry,
+        &[Bytes::from_static(b"g")],
+        &[],
+        ParseCtx {
+            now_ms: 11,
+            seed: 0,
+        },
+        CallMode { read_only: true },
+        CallLimits {
+            max_memory_bytes: 1 << 20,
+            max_fuel: 1_000_000,
+            max_duration: std::time::Duration::from_secs(5),
+        },
+    )
+}

@@ -56,6 +56,9 @@ use pool::PoolJob;
 /// entry can hold up the log (about a second of guest code).
 pub const MAX_WRITE_FUEL: u64 = 1_000_000_000;
 
+/// The largest memory a wasm32 module can address: 4 GiB.
+pub const WASM32_MAX_MEMORY: usize = 1 << 32;
+
 /// Limits of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLimits {
@@ -71,8 +74,6 @@ pub struct CallLimits {
 /// Engine-wide settings, fixed at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineSettings {
-    /// Largest memory any instance may have; the pooling allocator reserves slots this size.
-    pub max_memory_bytes: u64,
     /// WebAssembly stack limit per call.
     pub max_stack_bytes: usize,
     /// Instances the pooling allocator can hold at once.
@@ -90,7 +91,6 @@ impl Default for EngineSettings {
     fn default() -> Self {
         use crate::config;
         EngineSettings {
-            max_memory_bytes: config::DEFAULT_MAX_MEMORY_BYTES,
             max_stack_bytes: config::DEFAULT_MAX_STACK_BYTES as usize,
             max_instances: config::DEFAULT_MAX_INSTANCES,
             max_module_size: config::DEFAULT_MAX_MODULE_SIZE as usize,
@@ -181,7 +181,10 @@ impl Runtime {
         pool.total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
             .total_core_instances(settings.max_instances)
-            .max_memory_size(settings.max_memory_bytes as usize)
+            // Every node's slots fit the largest wasm32 memory, whatever its configuration: the
+            // memory a call may use is the limit it carries (its entry's, for a write call),
+            // enforced by the call's limiter, so no node refuses a growth another allows.
+            .max_memory_size(WASM32_MAX_MEMORY)
             // Reset the first pages of a used slot with memset instead of madvise: a call's
             // instance is small and short-lived, and madvise per call costs page faults and
             // TLB-shootdown interrupts on every core.
@@ -227,13 +230,13 @@ impl Runtime {
         self.settings
     }
 
-    /// Compiles and validates `bytes` (a binary module or WAT text) against the ABI.
-    pub fn compile(
+    /// Checks `bytes` against this node's own limits (its `max_module_size`), then compiles
+    /// them: what a leader does before a load enters the log.
+    pub fn check(
         &self,
         name: &str,
         bytes: Bytes,
         permissions: Permissions,
-        now_ms: u64,
     ) -> Result<LoadedModule, WasmError> {
         if bytes.len() > self.settings.max_module_size {
             return Err(WasmError::ModuleTooLarge {
@@ -241,6 +244,20 @@ impl Runtime {
                 limit: self.settings.max_module_size,
             });
         }
+        self.compile(name, bytes, permissions, 0)
+    }
+
+    /// Compiles and validates `bytes` (a binary module or WAT text) against the ABI. Nothing
+    /// here depends on this node's configuration, so every replica applying a load gets the
+    /// same outcome: the local size limit was checked before the load entered the log
+    /// ([`Runtime::check`]).
+    pub fn compile(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        permissions: Permissions,
+        now_ms: u64,
+    ) -> Result<LoadedModule, WasmError> {
         let started = Instant::now();
         let sha256 = hex_sha256(&bytes);
         let module = self.compile_cached(&bytes, &sha256)?;
