@@ -105,15 +105,29 @@ pub enum Verdict {
 }
 
 /// Checks one key's history against `model`.
+///
+/// A depth-first search over (operations placed so far, model state), memoized by a 128-bit
+/// digest of the pair. At each step the candidates are the unplaced operations invoked before
+/// the earliest unplaced completion; they are tried completed ones first, earliest completion
+/// first, and operations of unknown outcome last, so that a linearizable history (the common
+/// case) is found without backtracking.
 pub fn check<M: Model>(model: &M, history: &[Entry<M::Op>]) -> Verdict {
     let mut entries: Vec<&Entry<M::Op>> = history.iter().collect();
     entries.sort_by_key(|e| e.invoke);
     let n = entries.len();
     // Operations that must be placed: those that completed. Unknown ones are optional.
     let required = entries.iter().filter(|e| e.complete.is_some()).count();
-    let mut seen: HashSet<(Vec<u64>, M::State)> = HashSet::new();
+    // The order candidates are tried in: completed before unknown, then by completion.
+    let mut preference: Vec<usize> = (0..n).collect();
+    preference.sort_by_key(|&i| {
+        (
+            entries[i].complete.is_none(),
+            entries[i].complete,
+            entries[i].invoke,
+        )
+    });
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut visits = 0usize;
-    // Depth-first search over (set of placed operations, state), with memoization.
     let mut stack: Vec<(Vec<u64>, M::State, usize)> =
         vec![(vec![0; n.div_ceil(64)], model.init(), 0)];
     while let Some((placed, state, placed_required)) = stack.pop() {
@@ -132,7 +146,8 @@ pub fn check<M: Model>(model: &M, history: &[Entry<M::Op>]) -> Verdict {
             .filter_map(|i| entries[i].complete)
             .min()
             .unwrap_or(u64::MAX);
-        for i in 0..n {
+        // Pushed in reverse preference, so the preferred candidate is popped first.
+        for &i in preference.iter().rev() {
             if is_placed(i) || entries[i].invoke > horizon {
                 continue;
             }
@@ -142,13 +157,26 @@ pub fn check<M: Model>(model: &M, history: &[Entry<M::Op>]) -> Verdict {
             };
             let mut now = placed.clone();
             now[i / 64] |= 1 << (i % 64);
-            if seen.insert((now.clone(), next.clone())) {
+            if seen.insert(digest(&now, &next)) {
                 let r = placed_required + usize::from(e.complete.is_some());
                 stack.push((now, next, r));
             }
         }
     }
     Verdict::Violation
+}
+
+/// A 128-bit digest of a search state: two independent 64-bit hashes.
+fn digest<S: Hash>(placed: &[u64], state: &S) -> (u64, u64) {
+    use std::hash::Hasher;
+    let mut a = std::hash::DefaultHasher::new();
+    let mut b = std::hash::DefaultHasher::new();
+    b.write_u64(0x9E37_79B9_7F4A_7C15);
+    placed.hash(&mut a);
+    state.hash(&mut a);
+    placed.hash(&mut b);
+    state.hash(&mut b);
+    (a.finish(), b.finish())
 }
 
 /// Checks every key's history; the first violation found, shrunk, or why the check could not

@@ -237,11 +237,15 @@ fn histories_under_faults_are_linearizable_replay_exactly_and_catch_sabotage() {
         first.digest
     );
 
-    // The checker can fail: each switch that breaks the system is caught within these seeds.
+    // The checker can fail: each switch that breaks the system is caught within the CI seeds.
+    // (A chosen seed list may be too short to catch them: then this only reports.)
+    let ci_seeds = std::env::var("FERRITE_SIM_SEEDS").is_err();
     for which in [Sabotage::SkipReadBarrier, Sabotage::AckBeforeFsync] {
-        let (seed, why) = caught(which, &seeds)
-            .unwrap_or_else(|| panic!("{which:?} went unnoticed in every seed"));
-        println!("{which:?} caught at seed {seed}: {why}");
+        match caught(which, &seeds) {
+            Some((seed, why)) => println!("{which:?} caught at seed {seed}: {why}"),
+            None if ci_seeds => panic!("{which:?} went unnoticed in every seed"),
+            None => println!("{which:?} not caught by these seeds"),
+        }
     }
 }
 

@@ -72,6 +72,12 @@ async fn batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, write_
                 Err(_) => break,
             }
         }
+        // A write whose caller stopped waiting (answered UNCERTAIN after the write timeout, or
+        // gone) before it was proposed is dropped, not committed long after that answer.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let (commands, waiters): (Vec<LogCommand>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let payload = Payload(Bytes::from(replication::encode(&commands)));

@@ -29,6 +29,16 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 
 /// A one-member node on a temporary data directory, leading.
 async fn single_node(dir: &std::path::Path) -> Node {
+    let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
+    single_node_on(dir, disk, Duration::from_secs(5)).await
+}
+
+/// A one-member node on `disk`, with `write_timeout`, leading.
+async fn single_node_on<K: replication::Disk>(
+    dir: &std::path::Path,
+    disk: Arc<K>,
+    write_timeout: Duration,
+) -> Node {
     let me = Member {
         host: "127.0.0.1".into(),
         port: 1,
@@ -44,7 +54,7 @@ async fn single_node(dir: &std::path::Path) -> Node {
             snapshot_logs: 100,
             keep_logs: 10,
         },
-        write_timeout: Duration::from_secs(5),
+        write_timeout,
         wall_clock: system_time_ms,
     };
     let state = Arc::new(
@@ -54,7 +64,6 @@ async fn single_node(dir: &std::path::Path) -> Node {
         )
         .unwrap(),
     );
-    let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
     let node = Node::start(
         options,
         state,
@@ -166,5 +175,77 @@ async fn pipelined_writes_are_answered_in_order_from_shared_entries() {
         entries_after - entries_before < 200,
         "200 queued writes took {} entries",
         entries_after - entries_before
+    );
+}
+
+/// A disk whose writes wait while its gate is shut: entries cannot become durable, so they
+/// cannot commit.
+struct GatedDisk {
+    inner: Arc<RedbDisk>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl replication::Disk for GatedDisk {
+    fn recover(&self) -> std::io::Result<replication::Recovered> {
+        self.inner.recover()
+    }
+
+    fn write(
+        self: &Arc<Self>,
+        ops: Vec<replication::DiskOp>,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        let (inner, mut open) = (self.inner.clone(), self.open.clone());
+        async move {
+            while !*open.borrow_and_update() {
+                let _ = open.changed().await;
+            }
+            inner.write(ops).await
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let disk = Arc::new(GatedDisk {
+        inner: Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap()),
+        open,
+    });
+    let timeout = Duration::from_millis(400);
+    let node = single_node_on(dir.path(), disk, timeout).await;
+    gate.send_replace(false);
+    let submit = |key: &str| {
+        let ctx = node.parse_ctx();
+        let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx)
+            .unwrap()
+            .unwrap();
+        node.submit(op, &ctx).unwrap()
+    };
+    // `first` is proposed at once and sticks on the shut disk; `gone` queues behind it, and
+    // its caller goes away (its connection closed) before `first`'s proposal times out;
+    // `kept` queues behind it with a caller that waits.
+    let first = submit("first");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(submit("gone"));
+    let kept = submit("kept");
+    for ticket in [first, kept] {
+        let reply = within("an answer", ticket.wait()).await;
+        assert!(
+            matches!(&reply, Reply::Error(e) if e.starts_with("UNCERTAIN")),
+            "{reply:?}"
+        );
+    }
+    gate.send_replace(true);
+    within("the proposed writes to commit", async {
+        while run(&node, "get", &["kept"]).await != Reply::Bulk(Bytes::from_static(b"v")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        run(&node, "get", &["gone"]).await,
+        Reply::Nil,
+        "a write nobody waited for any more was proposed and committed"
     );
 }
