@@ -122,6 +122,7 @@ async fn run(
             max_memory_bytes: l.max_memory_bytes,
             max_fuel: l.max_fuel,
             max_duration: Duration::from_millis(l.max_duration_ms),
+            time_slice: false,
         }
     };
     Ok(shared

@@ -11,6 +11,9 @@ use crate::slot::key_slot;
 use crate::state_machine::LogCommand;
 use crate::wasm::{CallLimits, CallMode, MAX_WRITE_FUEL, Permissions, WasmError};
 
+/// How long a read-only call may run on an async worker before it is run again off it.
+const TIME_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Node {
     /// Compiles and validates a module here first (so a bad module never reaches the log),
     /// then replicates the load.
@@ -116,18 +119,32 @@ impl Node {
         if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
             return Reply::error(e);
         }
-        // Guest code runs for up to the call's time limit: on a blocking thread, never on an
-        // async worker, which must keep serving clients and Raft heartbeats. On a
-        // current-thread runtime (the simulation) it runs inline, as blocking threads would
-        // make the schedule nondeterministic.
-        let state = self.state.clone();
-        let (entry, keys, args) = (entry.to_owned(), keys.to_vec(), args.to_vec());
-        let run = move || state.call_read(&module, &entry, &keys, &args, ctx, mode, limits);
-        match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => run(),
-            _ => tokio::task::spawn_blocking(run)
-                .await
-                .unwrap_or_else(|e| Reply::error(WasmError::HostPanic(e.to_string()))),
+        let run = |limits| {
+            self.state
+                .call_read(&module, entry, keys, args, ctx, mode, limits)
+        };
+        // On a current-thread runtime (the simulation) the call simply runs inline.
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return run(limits);
         }
+        // Most calls take microseconds: the first attempt runs right here on the async worker,
+        // in a time slice of a few milliseconds. A call that needs longer is run again (it only
+        // reads, so running it twice is harmless) after the worker hands its other tasks
+        // (clients, Raft heartbeats) to another thread (`block_in_place`), with its full limit:
+        // a long call never holds up a worker for more than one slice.
+        if limits.max_duration > TIME_SLICE {
+            let sliced = CallLimits {
+                max_duration: TIME_SLICE,
+                time_slice: true,
+                ..limits
+            };
+            let reply = run(sliced);
+            if reply != Reply::error(WasmError::SliceEnded) {
+                return reply;
+            }
+        }
+        tokio::task::block_in_place(|| run(limits))
     }
 }

@@ -158,6 +158,7 @@ impl StateMachine {
                     max_memory_bytes,
                     max_fuel,
                     max_duration: Duration::ZERO,
+                    time_slice: false,
                 };
                 self.call(
                     &found,
@@ -231,6 +232,9 @@ impl StateMachine {
             );
             if matches!(outcome, Err(WasmError::Overtaken)) {
                 continue;
+            }
+            if matches!(outcome, Err(WasmError::SliceEnded)) {
+                return Reply::error(WasmError::SliceEnded);
             }
             self.modules.record(&outcome);
             return match outcome {

@@ -85,6 +85,7 @@ fn read_call(machine: &StateMachine) -> Reply {
             max_memory_bytes: 1 << 20,
             max_fuel: 1_000_000,
             max_duration: std::time::Duration::from_secs(5),
+            time_slice: false,
         },
     )
 }
@@ -232,6 +233,7 @@ fn read_call_of(machine: &StateMachine, module: &crate::wasm::ModuleRef, entry: 
             max_memory_bytes: 1 << 20,
             max_fuel: 1_000_000,
             max_duration: std::time::Duration::from_secs(5),
+            time_slice: false,
         },
     )
 }

@@ -101,6 +101,8 @@ impl Runtime {
             &module.name,
             limits.max_memory_bytes as usize,
         );
+        let mut state = state;
+        state.time_slice = limits.time_slice;
         let ready = match module.pool.take() {
             Some(ready) => Ok(ready),
             None => instantiate(&self.engine, module),
@@ -154,8 +156,8 @@ impl Runtime {
                 Err(classify(e, &mut state))
             }
         };
-        // An overtaken read runs again; only the run that counts is recorded.
-        if !matches!(outcome, Err(WasmError::Overtaken)) {
+        // An overtaken read or an ended slice runs again; only the run that counts is recorded.
+        if !matches!(outcome, Err(WasmError::Overtaken | WasmError::SliceEnded)) {
             module.stats.record(&outcome, started.elapsed());
         }
         (state.access, outcome)
@@ -211,6 +213,7 @@ fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => WasmError::OutOfFuel,
         Some(Trap::StackOverflow) => WasmError::StackOverflow,
+        Some(Trap::Interrupt) if state.time_slice => WasmError::SliceEnded,
         Some(Trap::Interrupt) => WasmError::Timeout,
         Some(trap) => {
             let text = trap.to_string();

@@ -88,6 +88,10 @@ pub enum WasmError {
     /// the keyspace is what it was before the call.
     #[error("wasm: internal error, the call was undone: {0}")]
     HostPanic(String),
+    /// A first attempt reached the end of its time slice; the node runs it again off the
+    /// async workers.
+    #[error("wasm: the call's time slice ended")]
+    SliceEnded,
     /// A read-only call's reads were overtaken by a write; the state machine runs it again.
     #[error("wasm: a write changed what the read-only call had read")]
     Overtaken,

@@ -81,6 +81,8 @@ pub struct CallState {
     pub panic_message: Option<String>,
     /// The message of a panic in our own host code during the call.
     pub host_panic: Option<String>,
+    /// The call runs in a time slice (see [`CallLimits::time_slice`](super::CallLimits)).
+    pub time_slice: bool,
 }
 
 impl std::fmt::Debug for CallState {
@@ -119,6 +121,7 @@ impl CallState {
             refusal: None,
             panic_message: None,
             host_panic: None,
+            time_slice: false,
         }
     }
 

@@ -69,6 +69,10 @@ pub struct CallLimits {
     /// Wall-clock limit (epoch deadline) for calls that run on this node only; zero for write
     /// calls at apply, which every replica runs and which end by fuel alone.
     pub max_duration: Duration,
+    /// A first attempt cut to a short time slice so that it may run on an async worker:
+    /// reaching the limit then ends it with [`WasmError::SliceEnded`] (run it again, off the
+    /// worker, with the full limit), not with a timeout.
+    pub time_slice: bool,
 }
 
 /// Engine-wide settings, fixed at start.

@@ -41,7 +41,8 @@ fn a_long_read_only_call_per_core_changes_no_term_and_writes_go_on() {
             .iter()
             .filter(|l| l.contains("spinning") && l.contains("module=probe"))
             .count()
-            == cores
+            // Each call logs once per run: in its first time slice, then again off the worker.
+            >= 2 * cores
     });
     assert!(running, "the spinning calls never all started");
     // Writes commit through the whole cluster while every spinner still runs.
