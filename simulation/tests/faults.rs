@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrite_simulation::harness::{
-    HOSTS, Live, PROBE, Rng, add_hosts, agreed, host_addr, leader, seeds, simulation,
+    HOSTS, Live, PROBE, Rng, add_hosts, agreed, leader, seeds, simulation,
 };
+use ferrite_simulation::workload::{self, Ended};
 use ferrite_simulation::{Client, Reply};
 
 const OPS: usize = 400;
@@ -39,44 +40,17 @@ async fn send(
     args: &[&[u8]],
     retry_unknown: bool,
 ) -> Result<Reply, ()> {
-    for _ in 0..400 {
-        let reply = client
-            .request(&host_addr(*target), args, Duration::from_secs(4))
-            .await;
-        match reply {
-            Ok(Reply::Error(e)) if e.starts_with("MOVED ") => {
-                let addr = e.rsplit(' ').next().unwrap_or_default();
-                let host = addr.split(':').next().unwrap_or_default();
-                if let Some(i) = HOSTS.iter().position(|h| *h == host) {
-                    *target = i as u64 + 1;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(Reply::Error(e)) if e.starts_with("CLUSTERDOWN") || e.starts_with("TRYAGAIN") => {
-                *target = *target % 3 + 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Ok(Reply::Error(e)) if e.starts_with("UNCERTAIN") && !retry_unknown => {
-                *target = *target % 3 + 1;
-                return Err(());
-            }
-            Ok(Reply::Error(e)) if e.starts_with("UNCERTAIN") => {
-                *target = *target % 3 + 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Ok(other) => return Ok(other),
-            Err(_) if !retry_unknown => {
-                *target = *target % 3 + 1;
-                return Err(());
-            }
-            Err(_) => {
-                *target = *target % 3 + 1;
+    for _ in 0..20 {
+        match workload::send(client, target, args).await {
+            Ended::Reply(reply) => return Ok(reply),
+            Ended::Unknown if !retry_unknown => return Err(()),
+            Ended::Unknown | Ended::Refused => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
     panic!(
-        "no node accepted {:?} in 400 attempts",
+        "no node accepted {:?} in 20 rounds",
         String::from_utf8_lossy(args[0])
     );
 }

@@ -71,23 +71,7 @@ fn machine() -> Arc<StateMachine> {
 
 fn read_call(machine: &StateMachine) -> Reply {
     let module = machine.modules().get("m").unwrap();
-    machine.call_read(
-        &module,
-        "run",
-        &[Bytes::from_static(b"a")],
-        &[],
-        ParseCtx {
-            now_ms: 11,
-            seed: 0,
-        },
-        CallMode { read_only: true },
-        CallLimits {
-            max_memory_bytes: 1 << 20,
-            max_fuel: 1_000_000,
-            max_duration: std::time::Duration::from_secs(5),
-            time_slice: false,
-        },
-    )
+    read_call_of(machine, &module, "run", b"a")
 }
 
 /// Arms the hook at the guest's `log` to write `a` (from another thread, as a client would),
@@ -201,7 +185,7 @@ fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
     replies.1.push(b.apply(1, &replication::encode(&load)));
     // A read-only call on `a` only warms its pool; the replicas then apply the same entries.
     let module = a.modules().get("m").unwrap();
-    let _ = read_call_of(&a, &module, "incr");
+    let _ = read_call_of(&a, &module, "incr", b"g");
     for (i, entry) in ["grow", "incr", "grow", "incr"].into_iter().enumerate() {
         let payload = call(entry, i as u64 + 2);
         replies.0.push(a.apply(i as u64 + 2, &payload));
@@ -218,11 +202,16 @@ fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
     assert_eq!(a.snapshot(), b.snapshot(), "snapshot bytes");
 }
 
-fn read_call_of(machine: &StateMachine, module: &crate::wasm::ModuleRef, entry: &str) -> Reply {
+fn read_call_of(
+    machine: &StateMachine,
+    module: &crate::wasm::ModuleRef,
+    entry: &str,
+    key: &'static [u8],
+) -> Reply {
     machine.call_read(
         module,
         entry,
-        &[Bytes::from_static(b"g")],
+        &[Bytes::from_static(key)],
         &[],
         ParseCtx {
             now_ms: 11,
