@@ -123,11 +123,14 @@ impl Node {
             self.state
                 .call_read(&module, entry, keys, args, ctx, mode, limits)
         };
+        // Only a sliced attempt can end with its slice; a full one always answers.
+        let answered =
+            |reply: Option<Reply>| reply.unwrap_or_else(|| Reply::error(WasmError::SliceEnded));
         // On a current-thread runtime (the simulation) the call simply runs inline.
         if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::CurrentThread
         {
-            return run(limits);
+            return answered(run(limits));
         }
         // Most calls take microseconds: the first attempt runs right here on the async worker,
         // in a time slice of a few milliseconds. A call that needs longer is run again (it only
@@ -140,11 +143,10 @@ impl Node {
                 time_slice: true,
                 ..limits
             };
-            let reply = run(sliced);
-            if reply != Reply::error(WasmError::SliceEnded) {
+            if let Some(reply) = run(sliced) {
                 return reply;
             }
         }
-        tokio::task::block_in_place(|| run(limits))
+        answered(tokio::task::block_in_place(|| run(limits)))
     }
 }

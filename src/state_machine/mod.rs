@@ -27,7 +27,9 @@ use bytes::Bytes;
 
 use crate::keyspace::{Ctx, Keyspace, ParseCtx};
 use crate::reply::Reply;
-use crate::wasm::{CallLimits, CallMode, EngineSettings, ModuleRef, Registry, Runtime, WasmError};
+use crate::wasm::{
+    CallLimits, CallMode, CallOutcome, EngineSettings, ModuleRef, Registry, Runtime, WasmError,
+};
 
 /// The replicated state.
 pub struct StateMachine {
@@ -176,7 +178,7 @@ impl StateMachine {
     /// Runs a WebAssembly call against the keyspace: the keyspace is moved into the call's
     /// store under the exclusive lock and moved back afterwards, so a call is atomic. A write
     /// call reaches here only through [`StateMachine::apply_command`]; a read-only call (or a
-    /// call of a module without WRITE) is run by the node directly.
+    /// call of a module without WRITE) is run by the node through [`StateMachine::call_read`].
     #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
@@ -188,15 +190,32 @@ impl StateMachine {
         mode: CallMode,
         limits: CallLimits,
     ) -> Reply {
-        let outcome = {
-            let mut guard = self.keyspace_mut();
-            let keyspace = std::mem::take(&mut *guard);
-            let (keyspace, outcome) = self
-                .functions
-                .call(module, entry, keys, args, keyspace, ctx, mode, limits);
-            *guard = keyspace;
-            outcome
-        };
+        let outcome = self.call_exclusive(module, entry, keys, args, ctx, mode, limits);
+        self.reply(outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_exclusive(
+        &self,
+        module: &ModuleRef,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        ctx: ParseCtx,
+        mode: CallMode,
+        limits: CallLimits,
+    ) -> Result<CallOutcome, WasmError> {
+        let mut guard = self.keyspace_mut();
+        let keyspace = std::mem::take(&mut *guard);
+        let (keyspace, outcome) = self
+            .functions
+            .call(module, entry, keys, args, keyspace, ctx, mode, limits);
+        *guard = keyspace;
+        outcome
+    }
+
+    /// Counts a call that ran to its end and turns its outcome into the client's reply.
+    fn reply(&self, outcome: Result<CallOutcome, WasmError>) -> Reply {
         self.modules.record(&outcome);
         match outcome {
             Ok(o) => o.reply,
@@ -207,7 +226,8 @@ impl StateMachine {
     /// Runs a call that cannot write (read-only mode, or a module without WRITE) on this node
     /// only. Guest code runs with no lock held, so writes and other reads go on meanwhile;
     /// a call whose reads a write overtook runs again, and after [`READ_ATTEMPTS`] such runs
-    /// it runs once more holding the keyspace exclusively, so it always completes.
+    /// it runs once more holding the keyspace exclusively, so it always completes. `None` when
+    /// it reached the end of its time slice ([`CallLimits::time_slice`]): run it again.
     #[allow(clippy::too_many_arguments)]
     pub fn call_read(
         &self,
@@ -218,31 +238,22 @@ impl StateMachine {
         ctx: ParseCtx,
         mode: CallMode,
         limits: CallLimits,
-    ) -> Reply {
+    ) -> Option<Reply> {
         for _ in 0..READ_ATTEMPTS {
-            let outcome = self.functions.call_shared(
-                module,
-                entry,
-                keys,
-                args,
-                self.keyspace.clone(),
-                ctx,
-                mode,
-                limits,
-            );
-            if matches!(outcome, Err(WasmError::Overtaken)) {
-                continue;
+            let lock = self.keyspace.clone();
+            match self
+                .functions
+                .call_shared(module, entry, keys, args, lock, ctx, mode, limits)
+            {
+                Err(WasmError::Overtaken) => continue,
+                Err(WasmError::SliceEnded) => return None,
+                outcome => return Some(self.reply(outcome)),
             }
-            if matches!(outcome, Err(WasmError::SliceEnded)) {
-                return Reply::error(WasmError::SliceEnded);
-            }
-            self.modules.record(&outcome);
-            return match outcome {
-                Ok(o) => o.reply,
-                Err(e) => Reply::error(e),
-            };
         }
-        self.call(module, entry, keys, args, ctx, mode, limits)
+        match self.call_exclusive(module, entry, keys, args, ctx, mode, limits) {
+            Err(WasmError::SliceEnded) => None,
+            outcome => Some(self.reply(outcome)),
+        }
     }
 }
 
