@@ -17,6 +17,7 @@
 pub mod app;
 pub mod args;
 pub mod clients;
+pub mod clock;
 pub mod command_table;
 pub mod commands;
 pub mod config;

@@ -15,6 +15,8 @@ pub enum Sabotage {
     SkipReadBarrier,
     /// The log store tells Raft entries are durable before the disk write completed.
     AckBeforeFsync,
+    /// Entries are applied at the applying node's own clock rather than the time they carry.
+    ApplyLocalTime,
 }
 
 impl Sabotage {
@@ -22,6 +24,7 @@ impl Sabotage {
         match self {
             Sabotage::SkipReadBarrier => 1,
             Sabotage::AckBeforeFsync => 2,
+            Sabotage::ApplyLocalTime => 4,
         }
     }
 }

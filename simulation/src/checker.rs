@@ -290,6 +290,44 @@ impl Model for Register {
     }
 }
 
+/// A register whose writes carry a TTL (SET with PX): the value may vanish at any moment after
+/// a write (the checker does not know the exact time a TTL runs out), but once a read saw it
+/// gone it stays gone until the next write. Catches a key that comes back after a read found
+/// it expired: a read evaluated at an earlier time than one before it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExpiringRegister;
+
+impl Model for ExpiringRegister {
+    type State = Option<String>;
+    type Op = RegisterOp;
+
+    fn init(&self) -> Self::State {
+        None
+    }
+
+    fn step(&self, state: &Self::State, op: &Self::Op, known: bool) -> Option<Self::State> {
+        match op {
+            RegisterOp::Write(v) => Some(Some(v.clone())),
+            _ if !known => Some(state.clone()),
+            // Expired: from now on the key is gone.
+            RegisterOp::Read(None) => Some(None),
+            RegisterOp::Read(seen) => (seen == state).then(|| state.clone()),
+        }
+    }
+
+    fn is_read(&self, op: &Self::Op) -> bool {
+        matches!(op, RegisterOp::Read(_))
+    }
+
+    fn writes_independent(&self) -> bool {
+        true
+    }
+
+    fn observed(&self, write: &Self::Op, read: &Self::Op) -> bool {
+        Register.observed(write, read)
+    }
+}
+
 /// A counter: INCR (by one) returns the new value, GET reads it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counter;
@@ -381,6 +419,39 @@ mod tests {
 
     fn r(v: Option<&str>) -> RegisterOp {
         RegisterOp::Read(v.map(str::to_owned))
+    }
+
+    #[test]
+    fn an_expired_key_may_not_come_back_without_a_write() {
+        let expired_then_back = vec![
+            e(0, 0, Some(10), w("a")),
+            e(1, 20, Some(30), r(None)),
+            e(2, 40, Some(50), r(Some("a"))),
+        ];
+        assert_eq!(
+            check(&ExpiringRegister, &expired_then_back),
+            Verdict::Violation
+        );
+        // The same reads overlapping: the value was read before it expired.
+        let overlapping = vec![
+            e(0, 0, Some(10), w("a")),
+            e(1, 20, Some(50), r(None)),
+            e(2, 30, Some(40), r(Some("a"))),
+        ];
+        assert_eq!(
+            check(&ExpiringRegister, &overlapping),
+            Verdict::Linearizable
+        );
+        // A plain register refuses the expiry itself.
+        assert_eq!(check(&Register, &overlapping), Verdict::Violation);
+        // Gone, then written again and read: fine.
+        let rewritten = vec![
+            e(0, 0, Some(10), w("a")),
+            e(1, 20, Some(30), r(None)),
+            e(0, 40, Some(50), w("b")),
+            e(2, 60, Some(70), r(Some("b"))),
+        ];
+        assert_eq!(check(&ExpiringRegister, &rewritten), Verdict::Linearizable);
     }
 
     #[test]

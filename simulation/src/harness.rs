@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub const PROBE: &str = include_str!("../../tests/wasm/modules/probe.wat");
 
 /// The nodes running now, by id: each registers itself once started.
 pub type Live = Arc<Mutex<BTreeMap<u64, Arc<Shared>>>>;
+
+/// Each host's wall-clock offset from simulated time, in ms (node ids 1 to 3 in order): the
+/// nemesis sets and jumps them while the nodes run.
+pub type Offsets = Arc<[AtomicI64; 3]>;
 
 /// A small deterministic generator (splitmix64) for schedules and workloads.
 #[derive(Debug, Clone)]
@@ -73,13 +78,22 @@ pub fn config_for(id: u64) -> Config {
 /// One node, started through the same composition root as the binary, with turmoil's
 /// network, a disk that loses unsynced writes, and simulated time (so a seed replays the same
 /// timestamps).
-pub async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box<dyn Error>> {
+pub async fn run_node(
+    id: u64,
+    disk: Arc<SimDisk>,
+    live: Live,
+    offsets: Offsets,
+) -> Result<(), Box<dyn Error>> {
     let peers = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?);
     let clients = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?);
     let env = Environment {
         dialer: Arc::new(SimDialer),
         disk,
-        clock: || turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64),
+        clock: Arc::new(move || {
+            let simulated = turmoil::since_epoch().map_or(0, |d| d.as_millis() as i64);
+            let offset = offsets[id as usize - 1].load(Ordering::Relaxed);
+            simulated.saturating_add(offset).max(0) as u64
+        }),
         compile_cache: None,
         entropy: crate::entropy,
     };
@@ -89,13 +103,14 @@ pub async fn run_node(id: u64, disk: Arc<SimDisk>, live: Live) -> Result<(), Box
     Ok(())
 }
 
-/// Adds the three hosts to `sim`, each on its own disk (created here, surviving crashes).
-pub fn add_hosts(sim: &mut turmoil::Sim<'_>, live: &Live) -> Vec<Arc<SimDisk>> {
+/// Adds the three hosts to `sim`, each on its own disk (created here, surviving crashes), with
+/// its clock `offsets` from simulated time.
+pub fn add_hosts(sim: &mut turmoil::Sim<'_>, live: &Live, offsets: &Offsets) -> Vec<Arc<SimDisk>> {
     let disks: Vec<Arc<SimDisk>> = (0..3).map(|_| Arc::default()).collect();
     for (i, host) in HOSTS.iter().enumerate() {
-        let (disk, live) = (disks[i].clone(), live.clone());
+        let (disk, live, offsets) = (disks[i].clone(), live.clone(), offsets.clone());
         sim.host(*host, move || {
-            run_node(i as u64 + 1, disk.clone(), live.clone())
+            run_node(i as u64 + 1, disk.clone(), live.clone(), offsets.clone())
         });
     }
     disks
@@ -158,9 +173,34 @@ pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
     Ok(seeds)
 }
 
+/// How many shards a tokio runtime's task list may have here: a power of two at least as
+/// large as a current-thread runtime's (4).
+const TASK_SHARDS: u64 = 64;
+
+/// Moves tokio's process-wide task id counter to a multiple of [`TASK_SHARDS`].
+///
+/// A runtime keeps its tasks in lists sharded by task id, and shutting it down (a simulated
+/// host crashing) drops them shard by shard: the order in which a crashed host's sockets close
+/// depends on the ids its tasks got, which come from one counter for the whole process. Without
+/// this, a seed replayed exactly only as the first simulation of a process; aligned, every run
+/// of a seed spawns its tasks at the same ids modulo the shard count, wherever it runs.
+fn align_task_ids() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime to spawn on");
+    loop {
+        let id = runtime.spawn(async {}).id().to_string();
+        let id: u64 = id.parse().expect("a task id is a number");
+        if id % TASK_SHARDS == TASK_SHARDS - 1 {
+            break;
+        }
+    }
+}
+
 /// A simulation with the settings every scenario uses, seeded with `seed` (turmoil's network
 /// randomness, openraft's election timeouts, bus nonces).
 pub fn simulation(seed: u64, duration: Duration) -> turmoil::Sim<'static> {
+    align_task_ids();
     ferrite::replication::seed_rng(seed);
     crate::seed_entropy(seed);
     turmoil::Builder::new()

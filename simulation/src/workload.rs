@@ -1,4 +1,4 @@
-//! The workload of `tests/linearizable.rs`: five clients issuing random operations against
+//! The workload of `tests/linearizable.rs`: six clients issuing random operations against
 //! the cluster and recording each with its invocation and completion time, and a coordinator
 //! that loads the WASM module first and reads every key once the faults are over.
 
@@ -10,11 +10,16 @@ use crate::checker::{CounterOp, Entry, ListOp, RegisterOp};
 use crate::harness::{HOSTS, Live, PROBE, Rng, agreed, host_addr};
 use crate::{Client, Reply};
 
-/// Concurrent clients.
-pub const CLIENTS: usize = 5;
+/// Concurrent clients: five that read and write, and one (the last) that only reads on the
+/// leader. The reader never writes, so nothing makes it leave a node that still believes it
+/// leads: a deposed leader answering reads without confirming its leadership is seen.
+pub const CLIENTS: usize = 6;
 /// How long the clients run (simulated).
 pub const WORKLOAD: Duration = Duration::from_secs(20);
 pub const REGISTERS: [&str; 2] = ["r0", "r1"];
+/// Registers written with short TTLs (`SET e0 v PX ms`), rarely: most of the time they have
+/// expired, and reads find out when.
+pub const EXPIRING: [&str; 2] = ["e0", "e1"];
 pub const LISTS: [&str; 2] = ["l0", "l1"];
 pub const COUNTER: &str = "{t}a";
 
@@ -22,6 +27,8 @@ pub const COUNTER: &str = "{t}a";
 #[derive(Debug, Default)]
 pub struct History {
     pub registers: BTreeMap<String, Vec<Entry<RegisterOp>>>,
+    /// The registers written with TTLs.
+    pub expiring: BTreeMap<String, Vec<Entry<RegisterOp>>>,
     pub counter: Vec<Entry<CounterOp>>,
     pub lists: BTreeMap<String, Vec<Entry<ListOp>>>,
     /// READONLY reads on followers: (client, follower, list, what was read), in order.
@@ -136,7 +143,12 @@ pub async fn client(
     while turmoil::sim_elapsed().unwrap_or_default() < WORKLOAD {
         n += 1;
         tokio::time::sleep(Duration::from_millis(rng.between(2, 25))).await;
-        let roll = rng.between(0, 100);
+        let mut roll = rng.between(0, 100);
+        if id == CLIENTS - 1 {
+            // The reader: GET of a register, of the TTL register and of the counter, the
+            // read-only call, LRANGE.
+            roll = [24, 38, 61, 66, 88][roll as usize % 5];
+        }
         let invoke = now();
         if roll < 10 {
             // A READONLY read on a follower.
@@ -168,14 +180,33 @@ pub async fn client(
             continue;
         }
         let (args, kind): (Vec<Vec<u8>>, u8) = match roll {
-            10..30 => {
+            10..24 => {
                 let key = REGISTERS[rng.between(0, 2) as usize];
                 let value = format!("c{id}-{n}");
                 (vec![b"SET".to_vec(), key.into(), value.into()], 0)
             }
-            30..45 => {
+            24..33 => {
                 let key = REGISTERS[rng.between(0, 2) as usize];
                 (vec![b"GET".to_vec(), key.into()], 1)
+            }
+            33..36 => {
+                let key = EXPIRING[rng.between(0, 2) as usize];
+                let value = format!("c{id}-{n}");
+                let ttl = rng.between(50, 600).to_string();
+                (
+                    vec![
+                        b"SET".to_vec(),
+                        key.into(),
+                        value.into(),
+                        b"PX".to_vec(),
+                        ttl.into(),
+                    ],
+                    6,
+                )
+            }
+            36..45 => {
+                let key = EXPIRING[rng.between(0, 2) as usize];
+                (vec![b"GET".to_vec(), key.into()], 7)
             }
             45..53 => (vec![b"INCR".to_vec(), COUNTER.into()], 2),
             53..61 => (
@@ -278,6 +309,18 @@ pub async fn client(
                     push(&mut h.counter, id, invoke, done, CounterOp::Read(seen));
                 }
             }
+            6 => {
+                let value = String::from_utf8_lossy(&args[2]).into_owned();
+                let into = h.expiring.entry(key).or_default();
+                push(into, id, invoke, done, RegisterOp::Write(value));
+            }
+            7 => {
+                if done.is_some() {
+                    let seen = reply.as_ref().and_then(text);
+                    let into = h.expiring.entry(key).or_default();
+                    push(into, id, invoke, done, RegisterOp::Read(seen));
+                }
+            }
             4 => {
                 let value = String::from_utf8_lossy(&args[2]).into_owned();
                 let len = match &reply {
@@ -347,7 +390,7 @@ pub async fn coordinator(live: Live, history: Shared) -> Result<(), Box<dyn std:
     // Final reads, linearizable on the leader: they fix what every acknowledged write must
     // have left behind.
     let mut reads: Vec<Vec<Vec<u8>>> = Vec::new();
-    for key in REGISTERS.iter().chain([COUNTER].iter()) {
+    for key in REGISTERS.iter().chain(&EXPIRING).chain([COUNTER].iter()) {
         reads.push(vec![b"GET".to_vec(), key.as_bytes().to_vec()]);
     }
     for key in LISTS {
@@ -373,6 +416,15 @@ pub async fn coordinator(live: Live, history: Shared) -> Result<(), Box<dyn std:
         if key == COUNTER {
             let seen = text(&reply).map(|t| t.parse::<i64>()).transpose()?;
             push(&mut h.counter, CLIENTS, invoke, done, CounterOp::Read(seen));
+        } else if EXPIRING.contains(&key.as_str()) {
+            let read = RegisterOp::Read(text(&reply));
+            push(
+                h.expiring.entry(key).or_default(),
+                CLIENTS,
+                invoke,
+                done,
+                read,
+            );
         } else if args[0] == b"GET" {
             let into = h.registers.entry(key).or_default();
             push(into, CLIENTS, invoke, done, RegisterOp::Read(text(&reply)));

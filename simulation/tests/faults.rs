@@ -166,7 +166,7 @@ fn note(outcome: &Arc<Mutex<Outcome>>, event: String) {
 fn run(seed: u64) -> Result<Outcome, String> {
     let mut sim = simulation(seed, Duration::from_secs(120));
     let live: Live = Arc::default();
-    add_hosts(&mut sim, &live);
+    add_hosts(&mut sim, &live, &Arc::default());
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     {
         let (live, outcome) = (live.clone(), outcome.clone());

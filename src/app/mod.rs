@@ -21,12 +21,15 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::info;
 
+use crate::clock::{Clock, WallClock, system_clock};
 use crate::commands::Shared;
 use crate::config::Config;
 use crate::net::{Dialer, Listener, TcpDialer};
-use crate::node::{Node, NodeOptions, StartError, system_time_ms};
+use crate::node::{Node, NodeOptions, StartError};
 use crate::peers::{Member, NodeId};
-use crate::replication::{self, BusAuth, DEFAULT_GROUP, Disk, Entropy, RedbDisk, os_entropy};
+use crate::replication::{
+    self, Bus, BusAuth, DEFAULT_GROUP, Disk, Entropy, PeerClocks, RedbDisk, os_entropy,
+};
 use crate::state_machine::StateMachine;
 use crate::wasm::EngineSettings;
 
@@ -83,18 +86,25 @@ pub async fn bind(
 }
 
 /// How a node touches the world outside its process.
-#[derive(Debug)]
 pub struct Environment<D, K> {
     /// How it reaches its peers.
     pub dialer: Arc<D>,
     /// Where its Raft log, vote and snapshots are kept.
     pub disk: Arc<K>,
     /// The wall clock operations are stamped with (ms since the epoch).
-    pub clock: fn() -> u64,
+    pub clock: WallClock,
     /// Where compiled modules are cached, if anywhere.
     pub compile_cache: Option<PathBuf>,
     /// The nonces of cluster bus handshakes.
     pub entropy: Entropy,
+}
+
+impl<D, K> std::fmt::Debug for Environment<D, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("compile_cache", &self.compile_cache)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Environment<TcpDialer, RedbDisk> {
@@ -108,7 +118,7 @@ impl Environment<TcpDialer, RedbDisk> {
         Ok(Environment {
             dialer: Arc::new(TcpDialer),
             disk: Arc::new(disk),
-            clock: system_time_ms,
+            clock: system_clock(),
             compile_cache: Some(data_dir.join("wasm-cache")),
             entropy: os_entropy,
         })
@@ -177,7 +187,13 @@ impl App {
             None => None,
         };
         let cluster_port = cluster_addr.map_or(0, |a| a.port());
-        let options = node_options(&config, client_port, cluster_port, env.clock);
+        let clock = Arc::new(Clock::new(env.clock));
+        let options = node_options(&config, client_port, cluster_port, clock.clone());
+        let clocks = Arc::new(PeerClocks::new(
+            clock,
+            config.cluster.max_clock_offset_ms,
+            Duration::from_millis(config.cluster.election_timeout_max_ms),
+        ));
         let auth = match config.cluster.has_bus() {
             true => BusAuth::new(
                 config.cluster.secret.as_bytes(),
@@ -186,11 +202,14 @@ impl App {
             ),
             false => BusAuth::none(config.cluster.node_id),
         };
+        let bus = Bus { auth, clocks };
         let state = Arc::new(
             StateMachine::new(engine_settings(&config), env.compile_cache)
                 .map_err(StartError::from)?,
         );
-        let node = Node::start(options, state, env.disk, env.dialer, auth.clone()).await?;
+        #[cfg(feature = "fault-injection")]
+        state.sabotage_clock(options.clock.clone());
+        let node = Node::start(options, state, env.disk, env.dialer, bus.clone()).await?;
         let single = config.cluster.peers.is_empty() && !config.cluster.join;
         if let Some(members) = initial_members(&config, node.me()) {
             node.bootstrap(members).await?;
@@ -208,7 +227,7 @@ impl App {
                 Some(tokio::spawn(replication::serve(
                     peers,
                     shared.node.raft().clone(),
-                    auth,
+                    bus,
                     DEFAULT_GROUP,
                     shared.shutdown.subscribe(),
                 )))
@@ -281,7 +300,7 @@ fn initial_members(config: &Config, me: &Member) -> Option<BTreeMap<NodeId, Memb
 /// for Raft peers on `cluster_port`. The address it announces for itself is `announce_ip`,
 /// else its own entry in `peers`, else the bind address (127.0.0.1 when binding every
 /// interface).
-fn node_options(config: &Config, port: u16, cluster_port: u16, clock: fn() -> u64) -> NodeOptions {
+fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>) -> NodeOptions {
     let c = &config.cluster;
     let host = if !c.announce_ip.is_empty() {
         c.announce_ip.clone()
@@ -307,7 +326,7 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: fn() -> u6
             keep_logs: c.snapshot_keep_logs,
         },
         write_timeout: Duration::from_millis(c.write_timeout_ms),
-        wall_clock: clock,
+        clock,
     }
 }
 
@@ -357,18 +376,18 @@ mod tests {
         let mut config = Config::default();
         config.server.bind = "0.0.0.0".into();
         assert_eq!(
-            node_options(&config, 7, 8, system_time_ms).me.host,
+            node_options(&config, 7, 8, Arc::default()).me.host,
             "127.0.0.1"
         );
         config.cluster.peers = "1@10.0.0.5:7001".parse().unwrap();
-        let options = node_options(&config, 7, 8, system_time_ms);
+        let options = node_options(&config, 7, 8, Arc::default());
         assert_eq!(
             (options.me.host.as_str(), options.me.port, options.me.cport),
             ("10.0.0.5", 7, 8)
         );
         config.cluster.announce_ip = "example".into();
         assert_eq!(
-            node_options(&config, 7, 8, system_time_ms).me.host,
+            node_options(&config, 7, 8, Arc::default()).me.host,
             "example"
         );
     }

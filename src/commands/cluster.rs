@@ -249,6 +249,8 @@ mod tests {
             term: 3,
             members: vec![view(1, 7001), view(2, 7002), view(3, 7003)],
             applied: 9,
+            clock_bound_ms: 250,
+            clock_refusals: 0,
         };
         let text = nodes(&topology);
         let lines: Vec<&str> = text.split_terminator('\n').collect();
@@ -279,6 +281,8 @@ mod tests {
             term: 1,
             members: vec![view(1, 7001), view(2, 7002)],
             applied: 0,
+            clock_bound_ms: 250,
+            clock_refusals: 0,
         };
         let Reply::Array(ranges) = slots(&topology) else {
             panic!()

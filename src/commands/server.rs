@@ -254,6 +254,8 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("raft_term", &topology.term);
             line("raft_applied_index", &topology.applied);
             line("raft_members", &topology.members.len());
+            line("cluster_clock_bound_ms", &topology.clock_bound_ms);
+            line("cluster_clock_refusals", &topology.clock_refusals);
         }
         "wasm" => {
             let registry = shared.node.modules();

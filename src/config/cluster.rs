@@ -20,6 +20,8 @@ pub const DEFAULT_SNAPSHOT_LOGS: u64 = 10_000;
 pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
 /// Default time a write waits to commit before answering UNCERTAIN.
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 5_000;
+/// Default largest difference allowed between two members' clocks.
+pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 250;
 
 /// The `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,6 +54,11 @@ pub struct ClusterConfig {
     pub snapshot_keep_logs: u64,
     /// How long a write waits to commit before answering UNCERTAIN.
     pub write_timeout_ms: u64,
+    /// The largest difference between two members' clocks: a peer whose messages prove its
+    /// clock further off is refused. Twice this must stay below `election_timeout_max_ms`
+    /// (the leader lease), so that a new leader's clock has passed every time the old
+    /// leader used.
+    pub max_clock_offset_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +76,7 @@ impl Default for ClusterConfig {
             snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
             snapshot_keep_logs: DEFAULT_SNAPSHOT_KEEP_LOGS,
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+            max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
         }
     }
 }
@@ -121,6 +129,17 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster.write_timeout_ms",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.max_clock_offset_ms == 0
+            || self.max_clock_offset_ms.saturating_mul(2) >= self.election_timeout_max_ms
+        {
+            return Err(invalid(
+                "cluster.max_clock_offset_ms",
+                format!(
+                    "must be at least 1 and less than half of election_timeout_max_ms ({})",
+                    self.election_timeout_max_ms
+                ),
             ));
         }
         Ok(())

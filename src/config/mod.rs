@@ -423,6 +423,19 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_bound_stays_below_half_the_leader_lease() {
+        let mut c = Config::default();
+        c.validate().unwrap();
+        c.cluster.max_clock_offset_ms = 500;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.max_clock_offset_ms"), "{err}");
+        c.cluster.election_timeout_max_ms = 1001;
+        c.validate().unwrap();
+        c.cluster.max_clock_offset_ms = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn the_cluster_port_defaults_to_ten_thousand_above_the_client_port() {
         let mut c = Config::default();
         assert_eq!(c.cluster_port(), 16379);

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::{Node, ReadMode};
+use crate::keyspace::ParseCtx;
 use crate::reply::Reply;
 use crate::slot::key_slot;
 use crate::state_machine::LogCommand;
@@ -119,6 +120,10 @@ impl Node {
         if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
             return Reply::error(e);
         }
+        let ctx = ParseCtx {
+            now_ms: self.read_time(ctx.now_ms),
+            ..ctx
+        };
         let run = |limits| {
             self.state
                 .call_read(&module, entry, keys, args, ctx, mode, limits)

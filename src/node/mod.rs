@@ -10,7 +10,7 @@
 //!   log (write calls) or run here (read-only calls);
 //! - `membership.rs`: bootstrap, leadership, adding and removing members;
 //! - `expiry.rs`: the active expiry cycle, a replicated write like any other;
-//! - `clock.rs`: the time and seeds operations carry.
+//! - `clock.rs`: the seeds operations carry (their time comes from [`crate::clock`]).
 //!
 //! The node never sees RESP. The command layer reaches everything below through this module:
 //! the types it needs from the layers underneath are re-exported here.
@@ -26,7 +26,7 @@ mod routing;
 #[cfg(test)]
 mod tests;
 
-pub use clock::{Clock, system_time_ms};
+pub use crate::clock::{Clock, WallClock, system_clock, system_time_ms};
 pub use error::{MembershipError, NodeError, StartError, Uncertain};
 pub use proposals::Ticket;
 pub use routing::ReadMode;
@@ -67,8 +67,9 @@ pub struct NodeOptions {
     pub raft: replication::Settings,
     /// How long a write waits for its entry to commit before answering "uncertain".
     pub write_timeout: Duration,
-    /// The wall clock operations are stamped with (ms since the epoch).
-    pub wall_clock: fn() -> u64,
+    /// The clock operations are stamped with, shared with the cluster bus (which compares it
+    /// with the peers' clocks).
+    pub clock: Arc<Clock>,
 }
 
 /// A member of the cluster as INFO and CLUSTER commands show it.
@@ -95,6 +96,10 @@ pub struct Topology {
     pub members: Vec<MemberView>,
     /// Last log index applied here.
     pub applied: u64,
+    /// The largest clock difference allowed between members, in ms.
+    pub clock_bound_ms: u64,
+    /// Messages refused because a peer's clock was too far off, since start.
+    pub clock_refusals: u64,
 }
 
 /// Keyspace figures for INFO.
@@ -115,7 +120,9 @@ pub struct Node {
     metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, Member>>,
     id: NodeId,
     me: Member,
-    clock: Clock,
+    clock: Arc<Clock>,
+    /// What the cluster bus knows of the peers' clocks.
+    clocks: Arc<replication::PeerClocks>,
     expire_cursor: Mutex<u64>,
     disk: Arc<DiskStats>,
     /// The storage writer task, awaited on shutdown so the data directory is released.
@@ -135,20 +142,21 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Starts the node on `state` and `disk`: recovers the log and the latest snapshot, joins
-    /// the Raft group (reaching peers through `dialer`, proving itself with `auth`), and starts
+    /// the Raft group (reaching peers through `dialer` on `bus`), and starts
     /// the proposal batcher and the role watcher. Membership is set up separately ([`Node::bootstrap`]).
     pub async fn start<K: replication::Disk, D: Dialer>(
         options: NodeOptions,
         state: Arc<StateMachine>,
         disk: Arc<K>,
         dialer: Arc<D>,
-        auth: replication::BusAuth,
+        bus: replication::Bus,
     ) -> Result<Node, StartError> {
+        let clocks = bus.clocks.clone();
         let started =
-            replication::start(options.id, options.raft, disk, state.clone(), dialer, auth).await?;
+            replication::start(options.id, options.raft, disk, state.clone(), dialer, bus).await?;
         let raft = started.raft;
         let metrics = raft.metrics();
-        let clock = Clock::new(options.wall_clock);
+        let clock = options.clock;
         clock.advance_to(state.applied_ms());
         let proposals = proposals::start(raft.clone(), options.write_timeout);
         tokio::spawn(membership::log_role_changes(options.id, metrics.clone()));
@@ -159,6 +167,7 @@ impl Node {
             id: options.id,
             me: options.me,
             clock,
+            clocks,
             expire_cursor: Mutex::new(0),
             disk: started.stats,
             writer: Mutex::new(Some(started.writer)),
@@ -213,6 +222,8 @@ impl Node {
                 })
                 .collect(),
             applied: m.last_applied.map_or(0, |l| l.index),
+            clock_bound_ms: self.clocks.bound(),
+            clock_refusals: self.clocks.refusals(),
         }
     }
 

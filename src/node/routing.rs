@@ -51,11 +51,28 @@ impl Node {
             .await
         } else {
             match self.read_barrier(mode, slot).await {
-                Ok(()) => Ok(op.read(&self.state.keyspace(), Ctx { now_ms: ctx.now_ms })),
+                Ok(()) => {
+                    let now_ms = self.read_time(ctx.now_ms);
+                    Ok(op.read(&self.state.keyspace(), Ctx { now_ms }))
+                }
                 Err(e) => Err(e),
             }
         };
         result.unwrap_or_else(Reply::error)
+    }
+
+    /// The time a read that passed its barrier judges expiry at: its own stamp `stamped_ms`
+    /// (taken before the barrier), but never earlier than a write this node has applied (that
+    /// write may have found keys expired, and a read after it must not show them again), and
+    /// every later stamp of this node is at least as late.
+    ///
+    /// Across leaders, the bus keeps clocks within `cluster.max_clock_offset_ms` and a new
+    /// leader is elected only after the old one's lease (longer than twice that bound) ran
+    /// out, so a new leader's reads come after every time an old leader read at.
+    pub(super) fn read_time(&self, stamped_ms: u64) -> u64 {
+        let applied = self.state.applied_ms();
+        self.clock.advance_to(applied);
+        stamped_ms.max(applied)
     }
 
     /// Records the version of `key` for WATCH.

@@ -30,14 +30,15 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 /// A one-member node on a temporary data directory, leading.
 async fn single_node(dir: &std::path::Path) -> Node {
     let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
-    single_node_on(dir, disk, Duration::from_secs(5)).await
+    single_node_on(dir, disk, Duration::from_secs(5), Arc::default()).await
 }
 
-/// A one-member node on `disk`, with `write_timeout`, leading.
+/// A one-member node on `disk`, with `write_timeout` and `clock`, leading.
 async fn single_node_on<K: replication::Disk>(
     dir: &std::path::Path,
     disk: Arc<K>,
     write_timeout: Duration,
+    clock: Arc<Clock>,
 ) -> Node {
     let me = Member {
         host: "127.0.0.1".into(),
@@ -55,7 +56,7 @@ async fn single_node_on<K: replication::Disk>(
             keep_logs: 10,
         },
         write_timeout,
-        wall_clock: system_time_ms,
+        clock,
     };
     let state = Arc::new(
         StateMachine::new(
@@ -69,7 +70,14 @@ async fn single_node_on<K: replication::Disk>(
         state,
         disk,
         Arc::new(crate::net::TcpDialer),
-        crate::replication::BusAuth::none(1),
+        crate::replication::Bus {
+            auth: crate::replication::BusAuth::none(1),
+            clocks: Arc::new(crate::replication::PeerClocks::new(
+                Arc::default(),
+                250,
+                Duration::from_secs(1),
+            )),
+        },
     )
     .await
     .unwrap();
@@ -117,6 +125,40 @@ async fn expiry_cycle_purges_expired_keys_through_the_write_path() {
     assert_eq!(removed, 500);
     let stats = node.keyspace_stats();
     assert_eq!((stats.keys, stats.expires, stats.expired), (1, 0, 500));
+}
+
+/// A read judges expiry no earlier than the writes already applied: a node whose clock lags
+/// the time of an entry (stamped by a leader whose clock ran ahead) does not show a key that
+/// the entry's time had already expired, and stamps its own later writes no earlier either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_judges_expiry_before_an_applied_write() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+    let wall = Arc::new(AtomicU64::new(1_000_000));
+    let source = wall.clone();
+    let clock = Arc::new(Clock::new(Arc::new(move || source.load(Ordering::Relaxed))));
+    let node = single_node_on(dir.path(), disk, Duration::from_secs(5), clock).await;
+    assert_eq!(
+        run(&node, "set", &["k", "v", "PX", "100"]).await,
+        Reply::ok()
+    );
+    // An entry stamped 500 ms later by another leader's clock.
+    let ahead = ParseCtx {
+        now_ms: 1_000_500,
+        seed: 0,
+    };
+    let op = crate::keyspace::parse("set", &args(&["other", "x"]), &ahead)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        node.execute(op, &ahead, ReadMode::Linearizable).await,
+        Reply::ok()
+    );
+    // This node's wall clock still says 1,000,000: k would look alive.
+    assert_eq!(run(&node, "get", &["k"]).await, Reply::Nil);
+    assert_eq!(run(&node, "exists", &["k"]).await, Reply::Int(0));
+    assert!(node.now_ms() >= 1_000_500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +255,7 @@ async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
         open,
     });
     let timeout = Duration::from_millis(400);
-    let node = single_node_on(dir.path(), disk, timeout).await;
+    let node = single_node_on(dir.path(), disk, timeout, Arc::default()).await;
     gate.send_replace(false);
     let submit = |key: &str| {
         let ctx = node.parse_ctx();

@@ -13,10 +13,13 @@
 //! writer), `disk.rs` (the [`Disk`] trait and its redb implementation), `state.rs`
 //! ([`Applier`], the state machine adapter: applied position, membership, snapshots),
 //! `network.rs` (Raft RPCs over framed TCP, client and server), `auth.rs` (the cluster bus
-//! handshake and frame tags under the cluster secret), `runtime.rs` (openraft's async
+//! handshake and frame tags under the cluster secret), `clocks.rs` (peers whose clocks differ
+//! from ours by more than the cluster's bound are refused; no vote for one lease after start),
+//! `runtime.rs` (openraft's async
 //! runtime with a seedable RNG).
 
 mod auth;
+mod clocks;
 mod disk;
 mod log;
 mod network;
@@ -38,9 +41,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use auth::{AuthError, BusAuth, Entropy, os_entropy};
+pub use clocks::{PeerClocks, Skew};
 pub use disk::{Disk, DiskOp, Recovered, RedbDisk};
 pub use log::{DiskStats, LogStore, Writer};
-pub use network::{MAX_CONNECTIONS, Network, serve};
+pub use network::{Bus, MAX_CONNECTIONS, Network, serve};
 pub use runtime::{FerriteRuntime, next_random, seed_rng};
 pub use state::Applier;
 
@@ -210,7 +214,7 @@ pub struct Started<R: Response> {
 }
 
 /// Starts the Raft node `id` over `disk`, applying to `machine`, reaching peers through
-/// `dialer` and proving itself to them with `auth`. Recovers the vote, log and latest snapshot from the disk first; committed entries
+/// `dialer` on `bus`. Recovers the vote, log and latest snapshot from the disk first; committed entries
 /// after the snapshot are re-applied by openraft.
 pub async fn start<M: Machine, D: Disk, N: Dialer>(
     id: NodeId,
@@ -218,14 +222,14 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
     disk: Arc<D>,
     machine: Arc<M>,
     dialer: Arc<N>,
-    auth: BusAuth,
+    bus: Bus,
 ) -> Result<Started<M::Response>, ReplicationError> {
     let config = Arc::new(settings.raft_config()?);
     let recovered = disk.recover().map_err(ReplicationError::Disk)?;
     let (writer, stats, writer_task) = Writer::start(disk);
     let log = LogStore::recover(&recovered, writer.clone())?;
     let sm = Applier::recover(&recovered, machine, writer)?;
-    let network = Network::new(dialer, auth, DEFAULT_GROUP);
+    let network = Network::new(dialer, bus, DEFAULT_GROUP);
     let raft = Raft::new(id, config, network, log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(Box::new(e)))?;

@@ -3,6 +3,10 @@
 //! connection is authenticated both ways before its first RPC, and every frame after that
 //! carries a tag (`auth.rs`); a peer that fails either is dropped.
 //!
+//! Every request and response also carries the sender's clock, checked by `clocks.rs`: a
+//! request from a clock too far ahead is refused unprocessed, and a peer whose round trip
+//! proves its clock too far off is sent nothing but pings until it is back within bounds.
+//!
 //! openraft drives each peer connection sequentially (one replication stream per follower, one
 //! client per election round), so a connection carries one request at a time and needs no
 //! request ids. Any error drops the connection; the next call dials again.
@@ -24,6 +28,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
 use super::auth::{AuthError, BusAuth, Session, TAG};
+use super::clocks::{Before, PeerClocks};
 use super::{Raft, Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::{Dialer, Listener};
 use crate::peers::{Member, NodeId};
@@ -46,7 +51,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[serde(bound = "")]
 struct Request<R: MachineResponse> {
     group: u64,
+    /// The sender's clock when it sent this.
+    sent_ms: u64,
     rpc: Rpc<R>,
+}
+
+/// A response with the responder's clock when it answered.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    sent_ms: u64,
+    response: Response,
+}
+
+/// What a node brings to the cluster bus: the proof that it belongs, and its clock.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    /// Authentication of every connection and frame.
+    pub auth: BusAuth,
+    /// This node's clock and what it knows of its peers' clocks.
+    pub clocks: Arc<PeerClocks>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,6 +78,8 @@ enum Rpc<R: MachineResponse> {
     Append(AppendEntriesRequest<TypeConfig<R>>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig<R>>),
+    /// Only measures the clocks (of a peer refused for its clock).
+    Ping,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,6 +89,12 @@ enum Response {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     /// The receiver runs no such group.
     UnknownGroup(u64),
+    Pong,
+    /// Refused unprocessed: the sender's clock is ahead of the receiver's by more than the
+    /// bound.
+    ClockAhead,
+    /// The receiver started less than a lease ago and grants no vote yet.
+    NoVoteYet,
 }
 
 fn codec() -> LengthDelimitedCodec {
@@ -75,17 +106,17 @@ fn codec() -> LengthDelimitedCodec {
 /// The connection factory openraft asks for a client per peer.
 pub struct Network<D: Dialer, R> {
     dialer: Arc<D>,
-    auth: BusAuth,
+    bus: Bus,
     group: u64,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<D: Dialer, R> Network<D, R> {
-    /// RPCs for `group`, dialled through `dialer`, authenticated with `auth`.
-    pub fn new(dialer: Arc<D>, auth: BusAuth, group: u64) -> Network<D, R> {
+    /// RPCs for `group`, dialled through `dialer`, on `bus`.
+    pub fn new(dialer: Arc<D>, bus: Bus, group: u64) -> Network<D, R> {
         Network {
             dialer,
-            auth,
+            bus,
             group,
             response: std::marker::PhantomData,
         }
@@ -100,7 +131,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Networ
             target,
             addr: node.cluster_addr(),
             dialer: self.dialer.clone(),
-            auth: self.auth.clone(),
+            bus: self.bus.clone(),
             group: self.group,
             conn: None,
             response: std::marker::PhantomData,
@@ -113,7 +144,7 @@ pub struct Peer<D: Dialer, R> {
     target: NodeId,
     addr: String,
     dialer: Arc<D>,
-    auth: BusAuth,
+    bus: Bus,
     group: u64,
     conn: Option<(Framed<D::Stream, LengthDelimitedCodec>, Session)>,
     response: std::marker::PhantomData<fn() -> R>,
@@ -140,9 +171,15 @@ fn unexpected() -> CallError {
     CallError::Network(std::io::Error::other("unexpected response type"))
 }
 
+/// A peer this node will not talk to (its clock is off): reported as unreachable, so that
+/// openraft backs off rather than retrying at once.
+fn refused(e: impl std::fmt::Display) -> CallError {
+    CallError::Unreachable(std::io::Error::other(e.to_string()))
+}
+
 impl<D: Dialer, R: MachineResponse> Peer<D, R> {
     async fn call(&mut self, rpc: Rpc<R>, timeout: Duration) -> Result<Response, CallError> {
-        let result = tokio::time::timeout(timeout, self.exchange(rpc)).await;
+        let result = tokio::time::timeout(timeout, self.checked(rpc)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(CallError::Network(std::io::Error::new(
@@ -157,6 +194,27 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         result
     }
 
+    /// Sends `rpc` unless the peer's clock is known to be off, pinging first a refused peer
+    /// that is due for a new measurement.
+    async fn checked(&mut self, rpc: Rpc<R>) -> Result<Response, CallError> {
+        match self.bus.clocks.before_send(self.target) {
+            Before::Send => {}
+            Before::Refuse(skew) => return Err(refused(skew)),
+            Before::Probe => match self.exchange(Rpc::Ping).await? {
+                Response::Pong => {}
+                _ => return Err(unexpected()),
+            },
+        }
+        match self.exchange(rpc).await? {
+            Response::NoVoteYet => Err(CallError::Network(std::io::Error::other(format!(
+                "node {} started less than a lease ago and grants no vote yet",
+                self.target
+            )))),
+            other => Ok(other),
+        }
+    }
+
+    /// One request and its response, with both clocks checked.
     async fn exchange(&mut self, rpc: Rpc<R>) -> Result<Response, CallError> {
         if self.conn.is_none() {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.dialer.connect(&self.addr))
@@ -170,6 +228,7 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
                 .map_err(CallError::Unreachable)?;
             let mut conn = Framed::new(stream, codec());
             let session = self
+                .bus
                 .auth
                 .dial(&mut conn, self.target, self.group)
                 .await
@@ -183,8 +242,11 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
             self.conn = Some((conn, session));
         }
         let (conn, session) = self.conn.as_mut().expect("connected above");
+        let clocks = &self.bus.clocks;
+        let sent_ms = clocks.now_ms();
         let request = encode(&Request {
             group: self.group,
+            sent_ms,
             rpc,
         });
         conn.send(session.seal(request))
@@ -203,9 +265,21 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         let frame = session
             .open(frame)
             .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
-        match decode::<Response>(&frame)
-            .map_err(|e| CallError::Network(std::io::Error::other(e)))?
-        {
+        let answer =
+            decode::<Answer>(&frame).map_err(|e| CallError::Network(std::io::Error::other(e)))?;
+        let received_ms = clocks.now_ms();
+        if let Response::ClockAhead = answer.response {
+            clocks.refused_by(self.target, answer.sent_ms, sent_ms);
+            return Err(refused(format!(
+                "node {} refused our request: our clock is ahead of its own by more than {} ms",
+                self.target,
+                clocks.bound()
+            )));
+        }
+        clocks
+            .check_round_trip(self.target, sent_ms, answer.sent_ms, received_ms)
+            .map_err(refused)?;
+        match answer.response {
             Response::UnknownGroup(g) => Err(CallError::Network(std::io::Error::other(format!(
                 "node {} runs no raft group {g}",
                 self.target
@@ -266,12 +340,12 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
 }
 
 /// Serves Raft RPCs for `group` from `listener` until `shutdown` fires. A connection must pass
-/// the handshake under `auth` within [`HANDSHAKE_TIMEOUT`] before its first RPC; beyond
+/// the handshake under `bus.auth` within [`HANDSHAKE_TIMEOUT`] before its first RPC; beyond
 /// [`MAX_CONNECTIONS`] new connections are closed at once.
 pub async fn serve<L: Listener, R: MachineResponse>(
     mut listener: L,
     raft: Raft<R>,
-    auth: BusAuth,
+    bus: Bus,
     group: u64,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -285,11 +359,12 @@ pub async fn serve<L: Listener, R: MachineResponse>(
                         continue;
                     }
                     let raft = raft.clone();
-                    let auth = auth.clone();
+                    let bus = bus.clone();
                     connections.spawn(async move {
                         let mut conn = Framed::new(stream, codec());
+                        let handshake = bus.auth.accept(&mut conn, group);
                         let proved =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.accept(&mut conn, group))
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
                                 .await
                                 .unwrap_or_else(|_| {
                                     Err(AuthError::Io(std::io::Error::new(
@@ -301,7 +376,8 @@ pub async fn serve<L: Listener, R: MachineResponse>(
                             Ok((node, session)) => {
                                 conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
                                 debug!(%peer, node, "raft peer connected");
-                                serve_connection(conn, session, raft, group).await;
+                                let clocks = &bus.clocks;
+                                serve_connection(conn, session, raft, clocks, node, group).await;
                                 debug!(%peer, node, "raft peer disconnected");
                             }
                             Err(e) => warn!(%peer, cause = %e, "cluster bus: connection refused"),
@@ -324,6 +400,8 @@ async fn serve_connection<S, R: MachineResponse>(
     mut conn: Framed<S, LengthDelimitedCodec>,
     mut session: Session,
     raft: Raft<R>,
+    clocks: &PeerClocks,
+    peer: NodeId,
     group: u64,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -345,14 +423,22 @@ async fn serve_connection<S, R: MachineResponse>(
         };
         let response = if request.group != group {
             Response::UnknownGroup(request.group)
+        } else if clocks.check_request(peer, request.sent_ms).is_err() {
+            Response::ClockAhead
         } else {
             match request.rpc {
                 Rpc::Append(r) => Response::Append(raft.append_entries(r).await),
+                Rpc::Vote(_) if !clocks.grants_votes() => Response::NoVoteYet,
                 Rpc::Vote(r) => Response::Vote(raft.vote(r).await),
                 Rpc::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
+                Rpc::Ping => Response::Pong,
             }
         };
-        if conn.send(session.seal(encode(&response))).await.is_err() {
+        let answer = Answer {
+            sent_ms: clocks.now_ms(),
+            response,
+        };
+        if conn.send(session.seal(encode(&answer))).await.is_err() {
             return;
         }
     }

@@ -41,6 +41,9 @@ pub struct StateMachine {
     /// The latest time applied: entries never execute earlier than an entry before them, even
     /// when a new leader's clock lags the old one's.
     applied_ms: AtomicU64,
+    /// The node's own clock, read only by the `ApplyLocalTime` sabotage switch.
+    #[cfg(feature = "fault-injection")]
+    local_clock: std::sync::OnceLock<Arc<crate::clock::Clock>>,
 }
 
 /// A write panicked while it held the keyspace (a bug outside WebAssembly calls, which undo
@@ -68,6 +71,8 @@ impl StateMachine {
             functions: Arc::new(Runtime::new(settings, cache_dir)?),
             modules: Registry::default(),
             applied_ms: AtomicU64::new(0),
+            #[cfg(feature = "fault-injection")]
+            local_clock: std::sync::OnceLock::new(),
         })
     }
 
@@ -95,8 +100,21 @@ impl StateMachine {
         self.applied_ms.load(Ordering::Relaxed)
     }
 
+    /// Gives the `ApplyLocalTime` sabotage switch the node's own clock to apply by.
+    #[cfg(feature = "fault-injection")]
+    pub fn sabotage_clock(&self, clock: Arc<crate::clock::Clock>) {
+        let _ = self.local_clock.set(clock);
+    }
+
     /// The time an entry stamped `now_ms` executes at: never before an earlier entry's.
     fn apply_time(&self, now_ms: u64) -> u64 {
+        #[cfg(feature = "fault-injection")]
+        let now_ms = match self.local_clock.get() {
+            Some(clock) if crate::sabotage::on(crate::sabotage::Sabotage::ApplyLocalTime) => {
+                clock.now_ms()
+            }
+            _ => now_ms,
+        };
         self.applied_ms
             .fetch_max(now_ms, Ordering::Relaxed)
             .max(now_ms)

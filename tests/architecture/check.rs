@@ -20,6 +20,7 @@ pub const MAX_LINES: usize = 600;
 pub const LEAVES: &[&str] = &[
     "args",
     "clients",
+    "clock",
     "command_table",
     "config",
     "glob",

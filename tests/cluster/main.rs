@@ -8,6 +8,7 @@ use ferrite_testkit::{Cluster, Server, cmd, err, wait_until};
 use redis::Value;
 
 mod bus;
+mod clocks;
 mod reads;
 
 const ELECTION: Duration = Duration::from_secs(15);

@@ -28,11 +28,22 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     peers: String,
     extra: Vec<String>,
+    /// Environment variables per member id, added when it (re)starts.
+    env: std::collections::BTreeMap<usize, Vec<(String, String)>>,
 }
 
 impl Cluster {
     /// Starts `n` members that know each other through `--peers`; `extra` flags go to each.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(n, extra, |_| Vec::new())
+    }
+
+    /// Like [`Cluster::start`], with `env(id)` added to member `id`'s environment.
+    pub fn start_with_env(
+        n: usize,
+        extra: &[&str],
+        env: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> Cluster {
         let mut last = None;
         for _ in 0..ATTEMPTS {
             let ports = crate::unused_ports(2 * n);
@@ -49,6 +60,7 @@ impl Cluster {
                 dir: tempfile::tempdir().unwrap(),
                 peers,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                env: (1..=n).map(|id| (id, env(id))).collect(),
             };
             match (1..=n).try_for_each(|id| cluster.try_start_node(id)) {
                 Ok(()) => return cluster,
@@ -89,7 +101,13 @@ impl Cluster {
 
     fn try_start_node(&mut self, id: usize) -> Result<(), SpawnError> {
         let args = self.args(id);
-        self.nodes[id - 1] = Some(Server::spawn(&args, None, self.data_dir(id))?);
+        let env = self.env.get(&id).cloned().unwrap_or_default();
+        self.nodes[id - 1] = Some(Server::spawn_with_env(
+            &args,
+            None,
+            self.data_dir(id),
+            &env,
+        )?);
         Ok(())
     }
 

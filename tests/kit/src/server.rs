@@ -115,8 +115,19 @@ impl Server {
         dir: Option<tempfile::TempDir>,
         data_dir: PathBuf,
     ) -> Result<Server, SpawnError> {
+        Server::spawn_with_env(args, dir, data_dir, &[])
+    }
+
+    /// Like [`Server::spawn`], with `env` added to the process's environment.
+    pub fn spawn_with_env(
+        args: &[String],
+        dir: Option<tempfile::TempDir>,
+        data_dir: PathBuf,
+        env: &[(String, String)],
+    ) -> Result<Server, SpawnError> {
         let mut child = Command::new(ferrite_binary())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // A secret in the caller's environment would open a cluster port the test did not ask for.
             .env_remove("FERRITE_CLUSTER_SECRET")
             .stdout(Stdio::piped())
