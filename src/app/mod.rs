@@ -202,11 +202,15 @@ impl App {
             ),
             false => BusAuth::none(config.cluster.node_id),
         };
-        let bus = Bus { auth, clocks };
         let state = Arc::new(
             StateMachine::new(engine_settings(&config), env.compile_cache)
                 .map_err(StartError::from)?,
         );
+        let bus = Bus {
+            auth,
+            clocks,
+            cluster: state.cluster_id_handle(),
+        };
         #[cfg(feature = "fault-injection")]
         state.sabotage_clock(options.clock.clone());
         let node = Node::start(options, state, env.disk, env.dialer, bus.clone()).await?;
@@ -240,6 +244,10 @@ impl App {
                 None
             }
         };
+        {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.node.name_the_cluster().await });
+        }
         if single {
             // A one-member cluster elects itself at once; wait so the first command finds a
             // leader and the preload below can run.

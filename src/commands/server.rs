@@ -247,6 +247,7 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             let topology = shared.node.topology();
             line("cluster_enabled", &1);
             line("raft_node_id", &topology.me);
+            line("cluster_id", &format!("{:016x}", shared.node.cluster_id()));
             line(
                 "raft_leader_id",
                 &topology.leader.map_or("-".to_owned(), |l| l.to_string()),

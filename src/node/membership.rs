@@ -8,8 +8,9 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use tracing::{info, warn};
 
-use super::{MembershipError, Node, NodeError, StartError};
+use super::{MembershipError, Node, NodeError, StartError, clock};
 use crate::peers::{Member, NodeId};
+use crate::state_machine::LogCommand;
 
 impl Node {
     /// Initializes the group with `members` if this node has never been part of one. A node
@@ -23,6 +24,30 @@ impl Node {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(StartError::Bootstrap(Box::new(e))),
         }
+    }
+
+    /// Names the cluster: whenever this node leads a state that has no cluster id yet, it
+    /// proposes a random one; returns once an id is applied. Members that hold the id grant no
+    /// vote to a node whose disk holds none (it may have voted before losing its disk), and
+    /// refuse the messages of a cluster with another id (one re-initialized on wiped disks).
+    pub async fn name_the_cluster(&self) {
+        while self.state.cluster_id() == 0 {
+            if self.is_leader() {
+                let id = clock::next_seed() | 1;
+                match self.propose(LogCommand::ClusterId(id), 0).await {
+                    Ok(_) if self.state.cluster_id() != 0 => {
+                        info!(cluster_id = %format!("{:016x}", self.state.cluster_id()), "cluster named");
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// This cluster's id (0: none applied yet).
+    pub fn cluster_id(&self) -> u64 {
+        self.state.cluster_id()
     }
 
     /// Waits up to `within` for a leader to be known; true if one is.

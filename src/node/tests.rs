@@ -77,6 +77,7 @@ async fn single_node_on<K: replication::Disk>(
                 250,
                 Duration::from_secs(1),
             )),
+            cluster: Arc::default(),
         },
     )
     .await

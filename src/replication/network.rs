@@ -12,6 +12,7 @@
 //! request ids. Any error drops the connection; the next call dials again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -51,6 +52,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[serde(bound = "")]
 struct Request<R: MachineResponse> {
     group: u64,
+    /// The sender's cluster id (0: it has applied none yet).
+    cluster: u64,
     /// The sender's clock when it sent this.
     sent_ms: u64,
     rpc: Rpc<R>,
@@ -70,6 +73,9 @@ pub struct Bus {
     pub auth: BusAuth,
     /// This node's clock and what it knows of its peers' clocks.
     pub clocks: Arc<PeerClocks>,
+    /// The id of the cluster this node belongs to, as its state machine has applied it (0:
+    /// none yet).
+    pub cluster: Arc<AtomicU64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,6 +101,12 @@ enum Response {
     ClockAhead,
     /// The receiver started less than a lease ago and grants no vote yet.
     NoVoteYet,
+    /// The receiver's log holds nothing beyond a cluster's beginning (an empty disk) and it
+    /// grants no vote to a candidate with history: it may have voted in this term before it
+    /// lost its disk.
+    NoStateNoVote,
+    /// The receiver belongs to another cluster (this id).
+    OtherCluster(u64),
 }
 
 fn codec() -> LengthDelimitedCodec {
@@ -210,6 +222,21 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
                 "node {} started less than a lease ago and grants no vote yet",
                 self.target
             )))),
+            Response::NoStateNoVote => Err(CallError::Network(std::io::Error::other(format!(
+                "node {} has an empty log (a wiped disk?) and grants no vote until a leader has caught it up",
+                self.target
+            )))),
+            Response::OtherCluster(theirs) => {
+                let ours = self.bus.cluster.load(Ordering::Relaxed);
+                warn!(
+                    peer = self.target,
+                    ours, theirs, "cluster bus: the peer belongs to another cluster"
+                );
+                Err(refused(format!(
+                    "node {} belongs to cluster {theirs:x}, this node to {ours:x}",
+                    self.target
+                )))
+            }
             other => Ok(other),
         }
     }
@@ -246,6 +273,7 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         let sent_ms = clocks.now_ms();
         let request = encode(&Request {
             group: self.group,
+            cluster: self.bus.cluster.load(Ordering::Relaxed),
             sent_ms,
             rpc,
         });
@@ -376,8 +404,7 @@ pub async fn serve<L: Listener, R: MachineResponse>(
                             Ok((node, session)) => {
                                 conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
                                 debug!(%peer, node, "raft peer connected");
-                                let clocks = &bus.clocks;
-                                serve_connection(conn, session, raft, clocks, node, group).await;
+                                serve_connection(conn, session, raft, &bus, node, group).await;
                                 debug!(%peer, node, "raft peer disconnected");
                             }
                             Err(e) => warn!(%peer, cause = %e, "cluster bus: connection refused"),
@@ -396,11 +423,25 @@ pub async fn serve<L: Listener, R: MachineResponse>(
     connections.abort_all();
 }
 
+/// Whether a log ending at `last` holds more than a cluster's beginning: the initial
+/// membership (index 0) and a first leader's empty entry (index 1).
+fn history(last: Option<&openraft::LogId<NodeId>>) -> bool {
+    last.is_some_and(|l| l.index > 1)
+}
+
+/// Whether this node's own log holds more than a cluster's beginning.
+fn own_history<R: MachineResponse>(raft: &Raft<R>) -> bool {
+    raft.metrics()
+        .borrow()
+        .last_log_index
+        .is_some_and(|index| index > 1)
+}
+
 async fn serve_connection<S, R: MachineResponse>(
     mut conn: Framed<S, LengthDelimitedCodec>,
     mut session: Session,
     raft: Raft<R>,
-    clocks: &PeerClocks,
+    bus: &Bus,
     peer: NodeId,
     group: u64,
 ) where
@@ -421,14 +462,30 @@ async fn serve_connection<S, R: MachineResponse>(
                 return;
             }
         };
+        let clocks = &bus.clocks;
+        let cluster = bus.cluster.load(Ordering::Relaxed);
         let response = if request.group != group {
             Response::UnknownGroup(request.group)
+        } else if cluster != 0 && request.cluster != 0 && request.cluster != cluster {
+            debug!(
+                peer,
+                ours = cluster,
+                theirs = request.cluster,
+                "cluster bus: refusing a node of another cluster"
+            );
+            Response::OtherCluster(cluster)
         } else if clocks.check_request(peer, request.sent_ms).is_err() {
             Response::ClockAhead
         } else {
             match request.rpc {
                 Rpc::Append(r) => Response::Append(raft.append_entries(r).await),
                 Rpc::Vote(_) if !clocks.grants_votes() => Response::NoVoteYet,
+                // A node whose log holds nothing beyond a cluster's beginning (an empty disk:
+                // it may have voted before it lost it) votes only for a candidate whose log
+                // holds nothing more either: in a new cluster's first elections.
+                Rpc::Vote(ref r) if history(r.last_log_id.as_ref()) && !own_history(&raft) => {
+                    Response::NoStateNoVote
+                }
                 Rpc::Vote(r) => Response::Vote(raft.vote(r).await),
                 Rpc::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
                 Rpc::Ping => Response::Pong,

@@ -61,4 +61,7 @@ pub enum LogCommand {
         /// Memory cap.
         max_memory_bytes: u64,
     },
+    /// Names the cluster: proposed by the first leader that finds the state unnamed; the first
+    /// one applied wins and later ones change nothing.
+    ClusterId(u64),
 }

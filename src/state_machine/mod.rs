@@ -41,6 +41,8 @@ pub struct StateMachine {
     /// The latest time applied: entries never execute earlier than an entry before them, even
     /// when a new leader's clock lags the old one's.
     applied_ms: AtomicU64,
+    /// The cluster's id, 0 until a `ClusterId` entry is applied; shared with the cluster bus.
+    cluster_id: Arc<AtomicU64>,
     /// The node's own clock, read only by the `ApplyLocalTime` sabotage switch.
     #[cfg(feature = "fault-injection")]
     local_clock: std::sync::OnceLock<Arc<crate::clock::Clock>>,
@@ -71,6 +73,7 @@ impl StateMachine {
             functions: Arc::new(Runtime::new(settings, cache_dir)?),
             modules: Registry::default(),
             applied_ms: AtomicU64::new(0),
+            cluster_id: Arc::default(),
             #[cfg(feature = "fault-injection")]
             local_clock: std::sync::OnceLock::new(),
         })
@@ -93,6 +96,16 @@ impl StateMachine {
     /// The WebAssembly engine (compiling a module to check it before it enters the log).
     pub fn functions(&self) -> &Arc<Runtime> {
         &self.functions
+    }
+
+    /// The cluster's id (0: none applied yet).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Relaxed)
+    }
+
+    /// The cluster id as the bus reads it (updated as entries apply).
+    pub fn cluster_id_handle(&self) -> Arc<AtomicU64> {
+        self.cluster_id.clone()
     }
 
     /// The latest time an applied entry carried.
@@ -126,6 +139,12 @@ impl StateMachine {
             LogCommand::Op { now_ms, op } => {
                 let now_ms = self.apply_time(now_ms);
                 op.apply(&mut self.keyspace_mut(), Ctx { now_ms })
+            }
+            LogCommand::ClusterId(id) => {
+                let _ =
+                    self.cluster_id
+                        .compare_exchange(0, id, Ordering::Relaxed, Ordering::Relaxed);
+                Reply::ok()
             }
             LogCommand::Load {
                 name,

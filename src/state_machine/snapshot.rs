@@ -33,6 +33,7 @@ struct SnapshotOut<'a> {
     keyspace: &'a Keyspace,
     modules: Vec<ModuleRecord>,
     applied_ms: u64,
+    cluster_id: u64,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +41,7 @@ struct SnapshotIn {
     keyspace: Keyspace,
     modules: Vec<ModuleRecord>,
     applied_ms: u64,
+    cluster_id: u64,
 }
 
 /// Why a snapshot could not be restored. Nothing changes when it fails.
@@ -103,6 +105,7 @@ impl Machine for StateMachine {
             keyspace: &keyspace,
             modules,
             applied_ms: self.applied_ms.load(Ordering::Relaxed),
+            cluster_id: self.cluster_id(),
         })
     }
 
@@ -133,6 +136,7 @@ impl Machine for StateMachine {
                 .map_err(|source| RestoreError::Module { name, source })?;
         }
         self.applied_ms.store(state.applied_ms, Ordering::Relaxed);
+        self.cluster_id.store(state.cluster_id, Ordering::Relaxed);
         Ok(())
     }
 }

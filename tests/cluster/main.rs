@@ -9,6 +9,7 @@ use redis::Value;
 
 mod bus;
 mod clocks;
+mod identity;
 mod reads;
 
 const ELECTION: Duration = Duration::from_secs(15);
