@@ -78,6 +78,17 @@ pub enum Kind {
 }
 
 impl Value {
+    /// How many elements copying this value copies: 1 for a string (its bytes are shared), the
+    /// number of fields, elements or members otherwise.
+    pub fn elements(&self) -> u64 {
+        match self {
+            Value::String(_) => 1,
+            Value::Hash(h) => h.len() as u64,
+            Value::List(l) => l.len() as u64,
+            Value::Set(s) => s.len() as u64,
+        }
+    }
+
     /// The value's type.
     pub fn kind(&self) -> Kind {
         match self {

@@ -32,6 +32,9 @@ pub struct FuelCosts {
     pub command: u64,
     /// Cost per byte moved between guest and host (keys, values, replies).
     pub per_byte_divisor: u64,
+    /// Cost per element of a value saved for undo before a call's first write to its key (a
+    /// hash, list or set is copied element by element; deleting a large one costs as much).
+    pub per_element_saved: u64,
 }
 
 /// The costs every node uses.
@@ -39,6 +42,7 @@ pub const FUEL_COSTS: FuelCosts = FuelCosts {
     base: 100,
     command: 400,
     per_byte_divisor: 8,
+    per_element_saved: 16,
 };
 
 impl FuelCosts {
@@ -71,6 +75,8 @@ pub struct CallState {
     /// Previous entries of the keys this call wrote, in first-write order.
     undo: Vec<(Bytes, Option<Entry>)>,
     undone: HashSet<Bytes>,
+    /// Fuel owed for undo copies made by the last write, charged by the import that made it.
+    owed: u64,
     module: String,
     memory_limit: usize,
     /// Set when a memory growth was refused for exceeding the limit.
@@ -115,6 +121,7 @@ impl CallState {
             reply: None,
             undo: Vec::new(),
             undone: HashSet::new(),
+            owed: 0,
             module: module.to_owned(),
             memory_limit,
             memory_exceeded: false,
@@ -194,6 +201,8 @@ impl CallState {
         for key in op.keys() {
             if self.undone.insert(key.clone()) {
                 let previous = ks.entry_snapshot(key);
+                let copied = previous.as_ref().map_or(0, |e| e.value.elements());
+                self.owed += copied * FUEL_COSTS.per_element_saved;
                 self.undo.push((key.clone(), previous));
             }
         }
@@ -229,6 +238,12 @@ impl ResourceLimiter for CallState {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
+}
+
+/// Charges the fuel the last write owes for its undo copies.
+fn settle(caller: &mut Caller<'_, CallState>) -> wasmtime::Result<()> {
+    let owed = std::mem::take(&mut caller.data_mut().owed);
+    charge(caller, owed)
 }
 
 /// Charges `amount` fuel, trapping with out-of-fuel if there is not enough.
@@ -339,6 +354,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             match op {
                 Some(Ok(op)) => {
                     state.apply_write(op);
+                    settle(&mut caller)?;
                     Ok(0)
                 }
                 _ => Err(wasmtime::format_err!("SET could not be built")),
@@ -354,9 +370,11 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let state = caller.data_mut();
             state.check_write()?;
             state.check_slot(&key)?;
-            match state.apply_write(Op::Del {
+            let deleted = state.apply_write(Op::Del {
                 keys: vec![Bytes::from(key)],
-            }) {
+            });
+            settle(&mut caller)?;
+            match deleted {
                 Reply::Int(n) => Ok(n as i32),
                 _ => Ok(0),
             }
@@ -378,6 +396,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 Err(e) => return Err(state.refuse(WasmError::BadCall(e))),
             };
             let reply = state.run_command(argv)?;
+            settle(&mut caller)?;
             let mut encoded = Vec::new();
             abi::encode_reply(&reply, &mut encoded);
             charge(&mut caller, FUEL_COSTS.of(0, encoded.len()))?;

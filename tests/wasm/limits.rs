@@ -269,3 +269,41 @@ fn an_endless_write_call_ends_by_the_fuel_ceiling() {
     );
     assert_eq!(cmd(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
 }
+
+/// A write call saves what it overwrites so that it can be undone; the copy of a large value
+/// costs fuel by its size, so deleting a huge hash is not the price of deleting a string.
+#[test]
+fn saving_a_large_value_for_undo_costs_fuel_by_its_size() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(
+        &mut c,
+        "probe",
+        "probe.wat",
+        &["PERMISSIONS", "READ", "WRITE"],
+    )
+    .unwrap();
+    // 100,000 fields: 1.6 million fuel to save, more than the 1,000,000 a call gets.
+    let mut pipe = redis::pipe();
+    for chunk in 0..100 {
+        let mut hset = redis::cmd("HSET");
+        hset.arg("{t}a");
+        for i in 0..1000 {
+            hset.arg(format!("f{chunk}-{i}")).arg("v");
+        }
+        pipe.add_command(hset).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "probe.del"]),
+        "ERR wasm: out of fuel"
+    );
+    assert_eq!(cmd(&mut c, &["HLEN", "{t}a"]).unwrap(), Value::Int(100_000));
+    // A string of the same key is cheap to delete.
+    cmd(&mut c, &["DEL", "{t}a"]).unwrap();
+    cmd(&mut c, &["SET", "{t}a", "v"]).unwrap();
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "probe.del"]).unwrap(),
+        Value::Int(1)
+    );
+}

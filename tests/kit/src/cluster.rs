@@ -211,14 +211,38 @@ impl Cluster {
             .and_then(|v| v.trim().parse().ok())
     }
 
-    /// Waits until every running member names the same running leader; that leader.
+    /// The cluster id member `id` reports in INFO (`cluster_id`; all zeros until the first
+    /// leader has named the cluster).
+    pub fn cluster_id_seen_by(&self, id: usize) -> Option<String> {
+        let mut c = SyncClient::connect(self.node(id).port, Duration::from_secs(5)).ok()?;
+        let Value::Bulk(Some(info)) = c.request(&[b"INFO", b"cluster"]).ok()? else {
+            return None;
+        };
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_id:"))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| v.bytes().any(|b| b != b'0'))
+    }
+
+    /// Waits until every running member names the same running leader and holds the same
+    /// cluster id (the first leader names the cluster through the log, so a cluster that has
+    /// settled has applied that entry everywhere); that leader.
     pub fn wait_for_leader(&self, timeout: Duration) -> usize {
         crate::eventually("an agreed leader", timeout, || {
             let running = self.running();
             let seen: Vec<Option<usize>> =
                 running.iter().map(|id| self.leader_seen_by(*id)).collect();
             let leader = seen[0]?;
-            (running.contains(&leader) && seen.iter().all(|s| *s == Some(leader))).then_some(leader)
+            let named: Vec<Option<String>> = running
+                .iter()
+                .map(|id| self.cluster_id_seen_by(*id))
+                .collect();
+            (running.contains(&leader)
+                && seen.iter().all(|s| *s == Some(leader))
+                && named[0].is_some()
+                && named.iter().all(|n| *n == named[0]))
+            .then_some(leader)
         })
     }
 }
