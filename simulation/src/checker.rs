@@ -250,8 +250,23 @@ fn shrink<M: Model>(model: &M, mut history: Vec<Entry<M::Op>>) -> Vec<Entry<M::O
 }
 
 /// A register: SET writes a value, GET reads the latest (or nothing).
+///
+/// An expiring register's writes carry a TTL (SET with PX): the value may vanish at any
+/// moment after a write (the checker does not know the exact time a TTL runs out), but once a
+/// read saw it gone it stays gone until the next write. That catches a key that comes back
+/// after a read found it expired: a read evaluated at an earlier time than one before it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Register;
+pub struct Register {
+    /// Whether writes carry a TTL.
+    pub expires: bool,
+}
+
+impl Register {
+    /// Values stay until overwritten.
+    pub const PLAIN: Register = Register { expires: false };
+    /// Values may expire after any write.
+    pub const EXPIRING: Register = Register { expires: true };
+}
 
 /// A register operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,44 +288,9 @@ impl Model for Register {
     fn step(&self, state: &Self::State, op: &Self::Op, known: bool) -> Option<Self::State> {
         match op {
             RegisterOp::Write(v) => Some(Some(v.clone())),
-            RegisterOp::Read(seen) => (!known || seen == state).then(|| state.clone()),
-        }
-    }
-
-    fn is_read(&self, op: &Self::Op) -> bool {
-        matches!(op, RegisterOp::Read(_))
-    }
-
-    fn writes_independent(&self) -> bool {
-        true
-    }
-
-    fn observed(&self, write: &Self::Op, read: &Self::Op) -> bool {
-        matches!((write, read), (RegisterOp::Write(w), RegisterOp::Read(Some(r))) if w == r)
-    }
-}
-
-/// A register whose writes carry a TTL (SET with PX): the value may vanish at any moment after
-/// a write (the checker does not know the exact time a TTL runs out), but once a read saw it
-/// gone it stays gone until the next write. Catches a key that comes back after a read found
-/// it expired: a read evaluated at an earlier time than one before it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ExpiringRegister;
-
-impl Model for ExpiringRegister {
-    type State = Option<String>;
-    type Op = RegisterOp;
-
-    fn init(&self) -> Self::State {
-        None
-    }
-
-    fn step(&self, state: &Self::State, op: &Self::Op, known: bool) -> Option<Self::State> {
-        match op {
-            RegisterOp::Write(v) => Some(Some(v.clone())),
             _ if !known => Some(state.clone()),
             // Expired: from now on the key is gone.
-            RegisterOp::Read(None) => Some(None),
+            RegisterOp::Read(None) if self.expires => Some(None),
             RegisterOp::Read(seen) => (seen == state).then(|| state.clone()),
         }
     }
@@ -324,7 +304,7 @@ impl Model for ExpiringRegister {
     }
 
     fn observed(&self, write: &Self::Op, read: &Self::Op) -> bool {
-        Register.observed(write, read)
+        matches!((write, read), (RegisterOp::Write(w), RegisterOp::Read(Some(r))) if w == r)
     }
 }
 
@@ -429,7 +409,7 @@ mod tests {
             e(2, 40, Some(50), r(Some("a"))),
         ];
         assert_eq!(
-            check(&ExpiringRegister, &expired_then_back),
+            check(&Register::EXPIRING, &expired_then_back),
             Verdict::Violation
         );
         // The same reads overlapping: the value was read before it expired.
@@ -439,11 +419,11 @@ mod tests {
             e(2, 30, Some(40), r(Some("a"))),
         ];
         assert_eq!(
-            check(&ExpiringRegister, &overlapping),
+            check(&Register::EXPIRING, &overlapping),
             Verdict::Linearizable
         );
         // A plain register refuses the expiry itself.
-        assert_eq!(check(&Register, &overlapping), Verdict::Violation);
+        assert_eq!(check(&Register::PLAIN, &overlapping), Verdict::Violation);
         // Gone, then written again and read: fine.
         let rewritten = vec![
             e(0, 0, Some(10), w("a")),
@@ -451,7 +431,10 @@ mod tests {
             e(0, 40, Some(50), w("b")),
             e(2, 60, Some(70), r(Some("b"))),
         ];
-        assert_eq!(check(&ExpiringRegister, &rewritten), Verdict::Linearizable);
+        assert_eq!(
+            check(&Register::EXPIRING, &rewritten),
+            Verdict::Linearizable
+        );
     }
 
     #[test]
@@ -463,7 +446,7 @@ mod tests {
             e(3, 3, Some(13), r(Some("b"))),
         ];
         // Everything overlaps: w(a), r(a), w(b), r(b) explains it.
-        assert_eq!(check(&Register, &h), Verdict::Linearizable);
+        assert_eq!(check(&Register::PLAIN, &h), Verdict::Linearizable);
     }
 
     #[test]
@@ -473,8 +456,8 @@ mod tests {
             e(1, 20, Some(30), w("b")),
             e(2, 40, Some(50), r(Some("a"))),
         ];
-        assert_eq!(check(&Register, &h), Verdict::Violation);
-        let err = check_all(&Register, &BTreeMap::from([("k", h)])).unwrap_err();
+        assert_eq!(check(&Register::PLAIN, &h), Verdict::Violation);
+        let err = check_all(&Register::PLAIN, &BTreeMap::from([("k", h)])).unwrap_err();
         assert!(err.contains("these 3 operations (of 3)"), "{err}");
     }
 
@@ -485,16 +468,16 @@ mod tests {
             e(1, 20, Some(30), r(Some("a"))),
             e(1, 40, Some(50), r(Some("a"))),
         ];
-        assert_eq!(check(&Register, &happened), Verdict::Linearizable);
+        assert_eq!(check(&Register::PLAIN, &happened), Verdict::Linearizable);
         let never = vec![e(0, 0, None, w("a")), e(1, 20, Some(30), r(None))];
-        assert_eq!(check(&Register, &never), Verdict::Linearizable);
+        assert_eq!(check(&Register::PLAIN, &never), Verdict::Linearizable);
         // But not both: seen, then gone.
         let flicker = vec![
             e(0, 0, None, w("a")),
             e(1, 20, Some(30), r(Some("a"))),
             e(1, 40, Some(50), r(None)),
         ];
-        assert_eq!(check(&Register, &flicker), Verdict::Violation);
+        assert_eq!(check(&Register::PLAIN, &flicker), Verdict::Violation);
     }
 
     #[test]

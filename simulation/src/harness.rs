@@ -70,6 +70,8 @@ pub fn config_for(id: u64) -> Config {
     c.snapshot_keep_logs = 20;
     c.write_timeout_ms = 3000;
     c.secret = SECRET.to_owned();
+    // Often, so a replica that diverges is caught by its digest during the run.
+    c.state_check_interval_ms = 1000;
     config.wasm.pool.min_instances = 0;
     config.wasm.pool.max_instances = 4;
     config
@@ -128,6 +130,16 @@ pub fn leader(live: &Live) -> Option<u64> {
         .iter()
         .find(|(_, s)| s.node.is_leader())
         .map(|(id, _)| *id)
+}
+
+/// A running node that stopped serving because a state check found its state different.
+pub fn diverged(live: &Live) -> Option<String> {
+    live.lock().unwrap().iter().find_map(|(id, s)| {
+        s.node
+            .topology()
+            .diverged
+            .map(|why| format!("n{id} stopped after a state check: {why}"))
+    })
 }
 
 /// Fingerprints of every node, once all three are running and agree.

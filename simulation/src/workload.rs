@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::checker::{CounterOp, Entry, ListOp, RegisterOp};
-use crate::harness::{HOSTS, Live, PROBE, Rng, agreed, host_addr};
+use crate::harness::{HOSTS, Live, PROBE, Rng, agreed, diverged, host_addr};
 use crate::{Client, Reply};
 
 /// Concurrent clients: five that read and write, and one (the last) that only reads on the
@@ -374,10 +374,17 @@ pub async fn coordinator(live: Live, history: Shared) -> Result<(), Box<dyn std:
     }
     history.lock().unwrap().loaded = true;
     while turmoil::sim_elapsed().unwrap_or_default() < WORKLOAD + Duration::from_secs(8) {
+        // A replica stopped by a state check is an anomaly, even if a crash restarts it.
+        if let Some(why) = diverged(&live) {
+            return Err(why.into());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut converged = false;
     for _ in 0..600 {
+        if let Some(why) = diverged(&live) {
+            return Err(why.into());
+        }
         if agreed(&live).is_some() {
             converged = true;
             break;

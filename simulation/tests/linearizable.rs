@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferrite::sabotage::{self, Sabotage};
-use ferrite_simulation::checker::{AppendList, Counter, ExpiringRegister, Register, check_all};
+use ferrite_simulation::checker::{AppendList, Counter, Register, check_all};
 use ferrite_simulation::harness::{
     HOSTS, Live, Offsets, Rng, add_hosts, leader, seeds, simulation,
 };
@@ -244,8 +244,8 @@ fn run(seed: u64) -> Result<Outcome, String> {
         }
     }
     let h = std::mem::take(&mut *history.lock().unwrap());
-    let mut checked = check_all(&Register, &h.registers)?;
-    checked += check_all(&ExpiringRegister, &h.expiring)?;
+    let mut checked = check_all(&Register::PLAIN, &h.registers)?;
+    checked += check_all(&Register::EXPIRING, &h.expiring)?;
     checked += check_all(&Counter, &BTreeMap::from([(COUNTER, h.counter.clone())]))?;
     checked += check_all(&AppendList, &h.lists)?;
     check_follower_reads(&h)?;

@@ -215,6 +215,7 @@ impl App {
         state.sabotage_clock(options.clock.clone());
         let node = Node::start(options, state, env.disk, env.dialer, bus.clone()).await?;
         let single = config.cluster.peers.is_empty() && !config.cluster.join;
+        let check_every = config.cluster.state_check_interval_ms;
         if let Some(members) = initial_members(&config, node.me()) {
             node.bootstrap(members).await?;
         }
@@ -247,6 +248,15 @@ impl App {
         {
             let shared = shared.clone();
             tokio::spawn(async move { shared.node.name_the_cluster().await });
+        }
+        if check_every > 0 {
+            let (shared, shutdown) = (shared.clone(), shared.shutdown.subscribe());
+            tokio::spawn(async move {
+                shared
+                    .node
+                    .run_state_checks(Duration::from_millis(check_every), shutdown)
+                    .await
+            });
         }
         if single {
             // A one-member cluster elects itself at once; wait so the first command finds a
@@ -335,6 +345,7 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>
         },
         write_timeout: Duration::from_millis(c.write_timeout_ms),
         clock,
+        max_entry_bytes: c.max_entry_bytes as usize,
     }
 }
 

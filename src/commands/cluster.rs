@@ -250,6 +250,8 @@ mod tests {
             members: vec![view(1, 7001), view(2, 7002), view(3, 7003)],
             applied: 9,
             clock_bound_ms: 250,
+            state_check_index: 0,
+            diverged: None,
             clock_refusals: 0,
         };
         let text = nodes(&topology);
@@ -282,6 +284,8 @@ mod tests {
             members: vec![view(1, 7001), view(2, 7002)],
             applied: 0,
             clock_bound_ms: 250,
+            state_check_index: 0,
+            diverged: None,
             clock_refusals: 0,
         };
         let Reply::Array(ranges) = slots(&topology) else {

@@ -22,6 +22,10 @@ pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 5_000;
 /// Default largest difference allowed between two members' clocks.
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 250;
+/// Default largest write one log entry may hold: 16 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 << 20;
+/// Default time between state checks (the leader proposes one; every member compares).
+pub const DEFAULT_STATE_CHECK_INTERVAL_MS: u64 = 60_000;
 
 /// The `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -59,6 +63,15 @@ pub struct ClusterConfig {
     /// (the leader lease), so that a new leader's clock has passed every time the old
     /// leader used.
     pub max_clock_offset_ms: u64,
+    /// How often the leader proposes a state check: every member digests its whole state at
+    /// that log position and compares with the leader's digest from the previous check; a
+    /// member that differs stops serving. Each check is one pass over the state on every
+    /// member, blocking writes meanwhile. 0 turns checks off.
+    pub state_check_interval_ms: u64,
+    /// The largest single write (a command as the log encodes it: a SET's key and value, a
+    /// WASM.LOAD's module) one log entry may hold; larger writes are refused. An entry must
+    /// reach a follower's disk within one heartbeat.
+    pub max_entry_bytes: u64,
 }
 
 impl Default for ClusterConfig {
@@ -77,6 +90,8 @@ impl Default for ClusterConfig {
             snapshot_keep_logs: DEFAULT_SNAPSHOT_KEEP_LOGS,
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
+            state_check_interval_ms: DEFAULT_STATE_CHECK_INTERVAL_MS,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
         }
     }
 }
@@ -129,6 +144,12 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster.write_timeout_ms",
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.max_entry_bytes) {
+            return Err(invalid(
+                "cluster.max_entry_bytes",
+                "must be between 1024 and 1073741824".into(),
             ));
         }
         if self.max_clock_offset_ms == 0

@@ -159,10 +159,11 @@ impl WasmConfig {
                 "must be at most half of wasm.pool.max_instances".into(),
             ));
         }
-        if !(1..=10_000).contains(&self.pool.max_instances) {
+        // One slot is kept for applies, so local calls need a second.
+        if !(2..=10_000).contains(&self.pool.max_instances) {
             return Err(invalid(
                 "wasm.pool.max_instances",
-                "must be between 1 and 10000".into(),
+                "must be between 2 and 10000".into(),
             ));
         }
         Ok(())

@@ -48,6 +48,20 @@ pub enum NodeError {
     /// A membership change was refused.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A write too large for one log entry.
+    #[error(
+        "the write is {size} bytes, more than one log entry may hold (cluster.max_entry_bytes = {limit})"
+    )]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A state check found this replica's state different from the leader's: it serves
+    /// nothing more (restart it to rebuild its state from the log, or replace it).
+    #[error("this replica stopped serving: {0}")]
+    Diverged(String),
 }
 
 /// Why a proposed write's outcome is unknown.
@@ -111,10 +125,11 @@ impl RedisError for NodeError {
             NodeError::NotMember
             | NodeError::LeaderUnknown
             | NodeError::NoLeader
-            | NodeError::ShuttingDown => "CLUSTERDOWN",
+            | NodeError::ShuttingDown
+            | NodeError::Diverged(_) => "CLUSTERDOWN",
             NodeError::ReadNotConfirmed(_) | NodeError::ReadTimedOut => "TRYAGAIN",
             NodeError::Uncertain(_) => "UNCERTAIN",
-            NodeError::Membership(_) => "ERR",
+            NodeError::Membership(_) | NodeError::TooLarge { .. } => "ERR",
         }
     }
 }

@@ -10,11 +10,13 @@
 //!   log (write calls) or run here (read-only calls);
 //! - `membership.rs`: bootstrap, leadership, adding and removing members;
 //! - `expiry.rs`: the active expiry cycle, a replicated write like any other;
+//! - `checks.rs`: periodic state checks through the log, and stopping a replica that differs;
 //! - `clock.rs`: the seeds operations carry (their time comes from [`crate::clock`]).
 //!
 //! The node never sees RESP. The command layer reaches everything below through this module:
 //! the types it needs from the layers underneath are re-exported here.
 
+mod checks;
 mod clock;
 mod error;
 mod expiry;
@@ -70,6 +72,8 @@ pub struct NodeOptions {
     /// The clock operations are stamped with, shared with the cluster bus (which compares it
     /// with the peers' clocks).
     pub clock: Arc<Clock>,
+    /// The largest write (one encoded command) a log entry may hold.
+    pub max_entry_bytes: usize,
 }
 
 /// A member of the cluster as INFO and CLUSTER commands show it.
@@ -100,6 +104,10 @@ pub struct Topology {
     pub clock_bound_ms: u64,
     /// Messages refused because a peer's clock was too far off, since start.
     pub clock_refusals: u64,
+    /// The log index of the latest state check applied here (0: none yet).
+    pub state_check_index: u64,
+    /// Why this replica stopped serving, when a state check found it different.
+    pub diverged: Option<String>,
 }
 
 /// Keyspace figures for INFO.
@@ -130,6 +138,7 @@ pub struct Node {
     /// Writes waiting to be proposed (see `proposals.rs`).
     proposals: proposals::Queue,
     write_timeout: Duration,
+    max_entry_bytes: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -160,6 +169,10 @@ impl Node {
         clock.advance_to(state.applied_ms());
         let proposals = proposals::start(raft.clone(), options.write_timeout);
         tokio::spawn(membership::log_role_changes(options.id, metrics.clone()));
+        tokio::spawn(checks::stop_on_divergence(
+            raft.clone(),
+            state.watch_divergence(),
+        ));
         Ok(Node {
             state,
             raft,
@@ -173,6 +186,7 @@ impl Node {
             writer: Mutex::new(Some(started.writer)),
             proposals,
             write_timeout: options.write_timeout,
+            max_entry_bytes: options.max_entry_bytes,
         })
     }
 
@@ -224,6 +238,8 @@ impl Node {
             applied: m.last_applied.map_or(0, |l| l.index),
             clock_bound_ms: self.clocks.bound(),
             clock_refusals: self.clocks.refusals(),
+            state_check_index: self.state.checkpoint().map_or(0, |(index, _)| index),
+            diverged: self.state.divergence().map(|d| d.to_string()),
         }
     }
 

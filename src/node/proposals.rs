@@ -23,9 +23,15 @@ use crate::state_machine::LogCommand;
 /// Most commands carried by one log entry.
 const MAX_BATCH: usize = 1024;
 
-/// A write waiting for its log entry.
+/// An entry takes no more commands once it holds this many bytes (a single larger command,
+/// up to `cluster.max_entry_bytes`, travels alone): small entries replicate and apply without
+/// holding up the ones behind them.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A write waiting for its log entry, already encoded (on the caller's task) so the batcher
+/// only counts and concatenates bytes.
 pub(super) struct Pending {
-    command: LogCommand,
+    encoded: Vec<u8>,
     reply: oneshot::Sender<Result<Reply, NodeError>>,
 }
 
@@ -64,11 +70,27 @@ impl Ticket {
 async fn batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, write_timeout: Duration) {
     // One entry in flight at a time: measured, two in flight split the batches and lowered
     // throughput (openraft flushes a leader's appends one after another anyway).
-    while let Some(first) = queue.recv().await {
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.encoded.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
             match queue.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if bytes + p.encoded.len() > BATCH_BYTES => {
+                    carried = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.encoded.len();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
@@ -78,9 +100,8 @@ async fn batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, write_
         if batch.is_empty() {
             continue;
         }
-        let (commands, waiters): (Vec<LogCommand>, Vec<_>) =
-            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let payload = Payload(Bytes::from(replication::encode(&commands)));
+        let payload = Payload(Bytes::from(entry_payload(&batch)));
+        let waiters: Vec<_> = batch.into_iter().map(|p| p.reply).collect();
         let written = tokio::time::timeout(write_timeout, raft.client_write(payload)).await;
         let failure = match written {
             Ok(Ok(response)) if response.data.len() == waiters.len() => {
@@ -106,6 +127,17 @@ async fn batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, write_
     }
 }
 
+/// The entry's payload: the encoding of the batch's commands as one `Vec<LogCommand>` (its
+/// length, then each command's own encoding), made from the commands encoded one by one.
+fn entry_payload(batch: &[Pending]) -> Vec<u8> {
+    let mut payload = replication::encode(&(batch.len() as u64));
+    payload.reserve(batch.iter().map(|p| p.encoded.len()).sum());
+    for p in batch {
+        payload.extend_from_slice(&p.encoded);
+    }
+    payload
+}
+
 impl Node {
     /// Appends `command` to the log and waits for its reply from the local apply. Commands
     /// proposed while an entry is in flight travel together in the next one.
@@ -116,8 +148,15 @@ impl Node {
     /// Queues `command` for the log (after the leadership check) without waiting.
     fn enqueue(&self, command: LogCommand, slot: u16) -> Result<Ticket, NodeError> {
         self.must_lead(slot)?;
+        let encoded = replication::encode(&command);
+        if encoded.len() > self.max_entry_bytes {
+            return Err(NodeError::TooLarge {
+                size: encoded.len(),
+                limit: self.max_entry_bytes,
+            });
+        }
         let (reply, answer) = oneshot::channel();
-        if self.proposals.send(Pending { command, reply }).is_err() {
+        if self.proposals.send(Pending { encoded, reply }).is_err() {
             return Err(NodeError::ShuttingDown);
         }
         Ok(Ticket {
@@ -138,5 +177,29 @@ impl Node {
             },
             slot,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_made_of_commands_encoded_one_by_one_decodes_as_the_batch() {
+        let commands: Vec<LogCommand> = (0..300u64)
+            .map(|i| LogCommand::ClusterId(i * 1_000_003))
+            .chain([LogCommand::Unload {
+                name: "m".repeat(200),
+            }])
+            .collect();
+        let batch: Vec<Pending> = commands
+            .iter()
+            .map(|c| Pending {
+                encoded: replication::encode(c),
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        let payload = entry_payload(&batch);
+        assert_eq!(payload, replication::encode(&commands));
     }
 }

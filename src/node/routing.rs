@@ -95,8 +95,18 @@ impl Node {
         self.state.keyspace().keys_in_slot(slot, count)
     }
 
-    /// Refuses unless this node leads: `MOVED` to the leader, or `CLUSTERDOWN` without one.
+    /// Refuses everything once a state check found this replica's state different.
+    pub(super) fn must_serve(&self) -> Result<(), NodeError> {
+        match self.state.divergence() {
+            Some(found) => Err(NodeError::Diverged(found.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses unless this node leads: `MOVED` to the leader, or `CLUSTERDOWN` without one
+    /// (or with a state found different).
     pub(super) fn must_lead(&self, slot: u16) -> Result<(), NodeError> {
+        self.must_serve()?;
         let m = self.metrics.borrow();
         let membership = m.membership_config.membership();
         if membership.get_node(&self.id).is_none() && m.membership_config.log_id().is_some() {
@@ -121,6 +131,7 @@ impl Node {
         mode: ReadMode,
         slot: Option<u16>,
     ) -> Result<(), NodeError> {
+        self.must_serve()?;
         if mode == ReadMode::Local {
             return Ok(());
         }

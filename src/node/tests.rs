@@ -57,6 +57,7 @@ async fn single_node_on<K: replication::Disk>(
         },
         write_timeout,
         clock,
+        max_entry_bytes: crate::config::DEFAULT_MAX_ENTRY_BYTES as usize,
     };
     let state = Arc::new(
         StateMachine::new(

@@ -252,6 +252,13 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("bincode encodes every serde value of ours")
 }
 
+/// Encodes a value into `sink` as [`encode`] would, without holding the bytes (a digest of a
+/// large state, for example).
+pub fn encode_into<T: Serialize, W: std::io::Write>(value: &T, sink: &mut W) {
+    bincode::serde::encode_into_std_write(value, sink, bincode::config::standard())
+        .expect("bincode encodes every serde value of ours into an infallible sink");
+}
+
 /// Decodes what [`encode`] produced.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?.0)

@@ -17,13 +17,15 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{Entry, EntryPayload};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
@@ -37,6 +39,12 @@ use crate::peers::{Member, NodeId};
 /// Largest frame either side accepts from an authenticated peer: room for a batch of large
 /// entries or a snapshot chunk.
 const MAX_FRAME: usize = 1 << 30;
+
+/// Most bytes of entry payloads one AppendEntries carries (unless a single entry is larger:
+/// it travels alone). openraft gives an AppendEntries one heartbeat interval to be sent,
+/// written and fsynced on the follower, so a follower catching up on hundreds of large
+/// entries would otherwise time out on every try and never catch up.
+pub const MAX_APPEND_BYTES: usize = 2 << 20;
 
 /// Most cluster connections a node holds at once; more are closed on arrival. A cluster of
 /// `n` nodes needs about two per peer (replication and elections).
@@ -317,12 +325,43 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
     }
 }
 
+/// How many of `entries`, from the first, fit in [`MAX_APPEND_BYTES`] (at least one); `None`
+/// when they all do.
+fn entries_that_fit<R: MachineResponse>(entries: &[Entry<TypeConfig<R>>]) -> Option<u64> {
+    let mut bytes = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        bytes += match &entry.payload {
+            EntryPayload::Normal(payload) => payload.0.len(),
+            // A membership or blank entry: small.
+            _ => 64,
+        };
+        if bytes > MAX_APPEND_BYTES {
+            return Some(i.max(1) as u64);
+        }
+    }
+    None
+}
+
 impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig<R>>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // Too many bytes for one request: openraft retries at once with this many entries.
+        if let Some(fit) = entries_that_fit(&rpc.entries)
+            && (fit as usize) < rpc.entries.len()
+        {
+            debug!(
+                peer = self.target,
+                entries = rpc.entries.len(),
+                fit,
+                "append entries split by size"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
         match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
             Ok(Response::Append(Ok(r))) => Ok(r),
             Ok(Response::Append(Err(e))) => {
@@ -498,5 +537,43 @@ async fn serve_connection<S, R: MachineResponse>(
         if conn.send(session.seal(encode(&answer))).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::replication::Payload;
+
+    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig<Vec<u8>>> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Payload(Bytes::from(vec![0; bytes]))),
+        }
+    }
+
+    #[test]
+    fn append_entries_are_split_by_bytes_and_a_large_entry_travels_alone() {
+        let mib = 1 << 20;
+        let fit = |sizes: &[usize]| {
+            let entries: Vec<_> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| entry(i as u64 + 1, *s))
+                .collect();
+            entries_that_fit(&entries)
+        };
+        assert_eq!(fit(&[mib, mib]), None, "exactly the cap");
+        assert_eq!(fit(&[mib; 6]), Some(2));
+        assert_eq!(
+            fit(&[10 * mib, 10]),
+            Some(1),
+            "a large entry goes first, alone"
+        );
+        assert_eq!(fit(&[10, 10 * mib]), Some(1));
+        assert_eq!(fit(&[10; 300]), None);
     }
 }

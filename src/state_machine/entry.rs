@@ -64,4 +64,11 @@ pub enum LogCommand {
     /// Names the cluster: proposed by the first leader that finds the state unnamed; the first
     /// one applied wins and later ones change nothing.
     ClusterId(u64),
+    /// A state check: every member records a digest of its state where this command applies,
+    /// and compares the digest the proposing leader recorded at an earlier check (its log
+    /// index and digest) with its own record there. A member that differs stops serving.
+    Check {
+        /// The proposer's record at its latest check, if it has one.
+        previous: Option<(u64, [u8; 32])>,
+    },
 }

@@ -43,9 +43,36 @@ pub struct StateMachine {
     applied_ms: AtomicU64,
     /// The cluster's id, 0 until a `ClusterId` entry is applied; shared with the cluster bus.
     cluster_id: Arc<AtomicU64>,
+    /// This member's record at the latest `Check` entry it applied: that entry's log index and
+    /// the digest of the state there.
+    checkpoint: parking_lot::Mutex<Option<(u64, [u8; 32])>>,
+    /// Set once, when a `Check` entry showed that this member's state differs from the
+    /// proposing leader's: the member stops serving (the node watches this).
+    divergence: tokio::sync::watch::Sender<Option<Divergence>>,
     /// The node's own clock, read only by the `ApplyLocalTime` sabotage switch.
     #[cfg(feature = "fault-injection")]
     local_clock: std::sync::OnceLock<Arc<crate::clock::Clock>>,
+}
+
+/// Where this member's state was found to differ from the leader's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The log index of the check both digests were taken at.
+    pub index: u64,
+    /// This member's digest there (hex).
+    pub ours: String,
+    /// The proposing leader's digest there (hex).
+    pub theirs: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this replica's state at log index {} has digest {}, the leader's has {}",
+            self.index, self.ours, self.theirs
+        )
+    }
 }
 
 /// A write panicked while it held the keyspace (a bug outside WebAssembly calls, which undo
@@ -74,6 +101,8 @@ impl StateMachine {
             modules: Registry::default(),
             applied_ms: AtomicU64::new(0),
             cluster_id: Arc::default(),
+            checkpoint: parking_lot::Mutex::new(None),
+            divergence: tokio::sync::watch::Sender::new(None),
             #[cfg(feature = "fault-injection")]
             local_clock: std::sync::OnceLock::new(),
         })
@@ -133,9 +162,62 @@ impl StateMachine {
             .max(now_ms)
     }
 
-    /// Applies one replicated command and returns its reply.
-    pub fn apply_command(&self, command: LogCommand) -> Reply {
+    /// This member's record at the latest state check it applied: (log index, digest).
+    pub fn checkpoint(&self) -> Option<(u64, [u8; 32])> {
+        *self.checkpoint.lock()
+    }
+
+    /// Where this member's state was found to differ from the leader's, if it was.
+    pub fn divergence(&self) -> Option<Divergence> {
+        self.divergence.borrow().clone()
+    }
+
+    /// Notified when this member's state is found to differ.
+    pub fn watch_divergence(&self) -> tokio::sync::watch::Receiver<Option<Divergence>> {
+        self.divergence.subscribe()
+    }
+
+    /// Applies a `Check` entry found at log `index`: compares the proposer's earlier record
+    /// with this member's own record at the same index (a member that restored a snapshot
+    /// beyond it, or restarted since, has none and compares nothing), then records a digest
+    /// of the state here.
+    fn check(&self, index: u64, previous: Option<(u64, [u8; 32])>) {
+        let mut checkpoint = self.checkpoint.lock();
+        if let (Some((at, theirs)), Some((ours_at, ours))) = (previous, *checkpoint)
+            && at == ours_at
+            && theirs != ours
+        {
+            let found = Divergence {
+                index: at,
+                ours: snapshot::hex(&ours),
+                theirs: snapshot::hex(&theirs),
+            };
+            self.divergence.send_if_modified(|d| {
+                let first = d.is_none();
+                if first {
+                    tracing::error!(%found, "state check failed; this replica stops serving");
+                    *d = Some(found);
+                }
+                first
+            });
+        }
+        let started = std::time::Instant::now();
+        *checkpoint = Some((index, self.digest()));
+        tracing::debug!(
+            index,
+            took_us = started.elapsed().as_micros() as u64,
+            "state check"
+        );
+    }
+
+    /// Applies one replicated command, found in the entry at log `index`, and returns its
+    /// reply.
+    pub fn apply_command(&self, index: u64, command: LogCommand) -> Reply {
         match command {
+            LogCommand::Check { previous } => {
+                self.check(index, previous);
+                Reply::ok()
+            }
             LogCommand::Op { now_ms, op } => {
                 let now_ms = self.apply_time(now_ms);
                 op.apply(&mut self.keyspace_mut(), Ctx { now_ms })

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tracing::warn;
 
@@ -65,30 +66,19 @@ impl StateMachine {
     /// A SHA-256 of the whole replicated state (keyspace, modules, applied clock): members that
     /// applied the same entries report the same value.
     pub fn fingerprint(&self) -> String {
-        crate::wasm::hex_sha256(&Machine::snapshot(self))
-    }
-}
-
-impl Machine for StateMachine {
-    /// The replies of the entry's commands, in order; empty when the entry cannot be decoded
-    /// (only a node running an incompatible version could have written it).
-    type Response = Vec<Reply>;
-    type RestoreError = RestoreError;
-
-    fn apply(&self, index: u64, payload: &[u8]) -> Vec<Reply> {
-        match replication::decode::<Vec<LogCommand>>(payload) {
-            Ok(commands) => commands
-                .into_iter()
-                .map(|c| self.apply_command(c))
-                .collect(),
-            Err(e) => {
-                warn!(index, cause = %e, "undecodable log entry");
-                Vec::new()
-            }
-        }
+        hex(&self.digest())
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    /// The SHA-256 of what a snapshot of the state now would hold, computed as it is
+    /// serialized (the bytes are never held).
+    pub(super) fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        self.write_state(&mut hasher);
+        hasher.finalize().into()
+    }
+
+    /// Serializes the whole state into `sink`.
+    fn write_state<W: std::io::Write>(&self, sink: &mut W) {
         let modules = self
             .modules
             .list()
@@ -101,12 +91,46 @@ impl Machine for StateMachine {
             })
             .collect();
         let keyspace = self.keyspace();
-        replication::encode(&SnapshotOut {
-            keyspace: &keyspace,
-            modules,
-            applied_ms: self.applied_ms.load(Ordering::Relaxed),
-            cluster_id: self.cluster_id(),
-        })
+        replication::encode_into(
+            &SnapshotOut {
+                keyspace: &keyspace,
+                modules,
+                applied_ms: self.applied_ms.load(Ordering::Relaxed),
+                cluster_id: self.cluster_id(),
+            },
+            sink,
+        );
+    }
+}
+
+/// Lowercase hex of a digest.
+pub(super) fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Machine for StateMachine {
+    /// The replies of the entry's commands, in order; empty when the entry cannot be decoded
+    /// (only a node running an incompatible version could have written it).
+    type Response = Vec<Reply>;
+    type RestoreError = RestoreError;
+
+    fn apply(&self, index: u64, payload: &[u8]) -> Vec<Reply> {
+        match replication::decode::<Vec<LogCommand>>(payload) {
+            Ok(commands) => commands
+                .into_iter()
+                .map(|c| self.apply_command(index, c))
+                .collect(),
+            Err(e) => {
+                warn!(index, cause = %e, "undecodable log entry");
+                Vec::new()
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write_state(&mut bytes);
+        bytes
     }
 
     fn restore(&self, bytes: &[u8]) -> Result<(), RestoreError> {

@@ -51,18 +51,23 @@ fn op(words: &[&str]) -> LogCommand {
     }
 }
 
+/// A load of `source` as module `name`, as the log carries it.
+fn load(name: &str, source: &'static str, permissions: Permissions) -> LogCommand {
+    LogCommand::Load {
+        name: name.into(),
+        bytes: Bytes::from_static(source.as_bytes()),
+        permissions,
+        replace: false,
+        now_ms: 10,
+    }
+}
+
 fn machine() -> Arc<StateMachine> {
     let machine =
         Arc::new(StateMachine::new(crate::wasm::EngineSettings::default(), None).unwrap());
     let setup = vec![
         op(&["set", "a", "1"]),
-        LogCommand::Load {
-            name: "m".into(),
-            bytes: Bytes::from_static(TWO_READS.as_bytes()),
-            permissions: Permissions::READ,
-            replace: false,
-            now_ms: 10,
-        },
+        load("m", TWO_READS, Permissions::READ),
     ];
     let replies = machine.apply(1, &replication::encode(&setup));
     assert_eq!(replies, vec![Reply::ok(), Reply::ok()]);
@@ -159,35 +164,19 @@ fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
     };
     let a = StateMachine::new(roomy, None).unwrap();
     let b = StateMachine::new(tight, None).unwrap();
-    let load = vec![LogCommand::Load {
-        name: "m".into(),
-        bytes: Bytes::from_static(GROWER.as_bytes()),
-        permissions: Permissions::READ | Permissions::WRITE,
-        replace: false,
-        now_ms: 10,
-    }];
-    let sha256 = crate::wasm::hex_sha256(GROWER.as_bytes());
-    let call = |entry: &str, index: u64| {
-        replication::encode(&vec![LogCommand::Call {
-            module: "m".into(),
-            sha256: sha256.clone(),
-            entry: entry.into(),
-            keys: vec![Bytes::from_static(b"g")],
-            args: vec![],
-            now_ms: 10 + index,
-            seed: index,
-            max_fuel: 1_000_000,
-            max_memory_bytes: 4 << 20,
-        }])
-    };
+    let loads = replication::encode(&vec![load(
+        "m",
+        GROWER,
+        Permissions::READ | Permissions::WRITE,
+    )]);
     let mut replies = (Vec::new(), Vec::new());
-    replies.0.push(a.apply(1, &replication::encode(&load)));
-    replies.1.push(b.apply(1, &replication::encode(&load)));
+    replies.0.push(a.apply(1, &loads));
+    replies.1.push(b.apply(1, &loads));
     // A read-only call on `a` only warms its pool; the replicas then apply the same entries.
     let module = a.modules().get("m").unwrap();
     let _ = read_call_of(&a, &module, "incr", b"g");
     for (i, entry) in ["grow", "incr", "grow", "incr"].into_iter().enumerate() {
-        let payload = call(entry, i as u64 + 2);
+        let payload = write_call("m", GROWER, entry, i as u64 + 2);
         replies.0.push(a.apply(i as u64 + 2, &payload));
         replies.1.push(b.apply(i as u64 + 2, &payload));
     }
@@ -227,4 +216,182 @@ fn read_call_of(
             },
         )
         .expect("a call without a time slice always answers")
+}
+
+/// A write call of `entry` in `module` (loaded from `source`) on key `g`, as entry `index`.
+fn write_call(module: &str, source: &str, entry: &str, index: u64) -> Vec<u8> {
+    replication::encode(&vec![LogCommand::Call {
+        module: module.into(),
+        sha256: crate::wasm::hex_sha256(source.as_bytes()),
+        entry: entry.into(),
+        keys: vec![Bytes::from_static(b"g")],
+        args: vec![],
+        now_ms: 10 + index,
+        seed: index,
+        max_fuel: 1_000_000,
+        max_memory_bytes: 4 << 20,
+    }])
+}
+
+#[test]
+fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
+    // Two slots and no warm pools: two read-only calls in flight would hold both.
+    let settings = crate::wasm::EngineSettings {
+        max_instances: 2,
+        min_instances: 0,
+        ..crate::wasm::EngineSettings::default()
+    };
+    let machine = Arc::new(StateMachine::new(settings, None).unwrap());
+    let loads = vec![
+        load("m", TWO_READS, Permissions::READ),
+        load("w", GROWER, Permissions::READ | Permissions::WRITE),
+    ];
+    assert_eq!(
+        machine.apply(1, &replication::encode(&loads)),
+        vec![Reply::ok(), Reply::ok()]
+    );
+    let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // While the first read-only call runs (one slot), a second one is started from another
+    // thread; the write call is applied while both would be running.
+    let (outer_machine, outer_applied) = (machine.clone(), applied.clone());
+    crate::wasm::ON_LOG.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || {
+            let (second_machine, second_applied) = (outer_machine.clone(), outer_applied.clone());
+            let second = std::thread::spawn(move || {
+                let (inner_machine, inner_applied) = (second_machine.clone(), second_applied);
+                crate::wasm::ON_LOG.with(|h| {
+                    *h.borrow_mut() = Some(Box::new(move || {
+                        let reply = inner_machine.apply(2, &write_call("w", GROWER, "incr", 2));
+                        inner_applied.lock().unwrap().push(reply);
+                    }));
+                });
+                read_call(&second_machine)
+            })
+            .join()
+            .unwrap();
+            // The second call found no slot, so its hook never ran: apply now, with the
+            // first call still holding its slot.
+            if outer_applied.lock().unwrap().is_empty() {
+                let reply = outer_machine.apply(2, &write_call("w", GROWER, "incr", 2));
+                outer_applied.lock().unwrap().push(reply);
+            }
+            let Reply::Error(line) = second else {
+                panic!("the second read-only call took the slot kept for applies: {second:?}");
+            };
+            assert!(line.contains("instance slots are in use"), "{line}");
+        }));
+    });
+    assert_eq!(read_call(&machine), Reply::Int(-101), "the first call ran");
+    assert_eq!(
+        *applied.lock().unwrap(),
+        vec![vec![Reply::Int(0)]],
+        "the apply ran in the slot kept for it"
+    );
+    // Its instance was torn down at once (the first call's may still wait for the pool
+    // thread): the next apply finds the slot free again.
+    assert!(machine.functions().slots_in_use() <= 1);
+    assert_eq!(
+        machine.apply(3, &write_call("w", GROWER, "incr", 3)),
+        vec![Reply::Int(0)]
+    );
+    assert_eq!(
+        machine
+            .keyspace()
+            .get_string(b"g", 20)
+            .unwrap()
+            .map(|v| v.to_vec()),
+        Some(b"2".to_vec())
+    );
+}
+
+/// A module whose start function logs, then calls a function (an epoch check).
+const STARTS: &str = r#"(module
+  (import "ferrite" "log" (func $log (param i32 i32 i32)))
+  (import "ferrite" "set_key" (func $set (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "g")
+  (func $then)
+  (func $start
+    (call $log (i32.const 1) (i32.const 0) (i32.const 1))
+    (call $then))
+  (start $start)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "incr") (param i32 i32) (result i64)
+    (drop (call $set (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1)))
+    (i64.const 0)))"#;
+
+#[test]
+fn a_start_function_at_apply_is_bounded_by_fuel_not_by_the_clock() {
+    let settings = crate::wasm::EngineSettings {
+        min_instances: 0,
+        ..crate::wasm::EngineSettings::default()
+    };
+    let machine = Arc::new(StateMachine::new(settings, None).unwrap());
+    let loads = vec![load("s", STARTS, Permissions::READ | Permissions::WRITE)];
+    assert_eq!(
+        machine.apply(1, &replication::encode(&loads)),
+        vec![Reply::ok()]
+    );
+    // This host stalls for two seconds of epoch ticks while the start function runs (a
+    // descheduled process, a paused container): another replica would not have.
+    let runtime = machine.functions().clone();
+    crate::wasm::ON_LOG.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || {
+            for _ in 0..200 {
+                runtime.engine().increment_epoch();
+            }
+        }));
+    });
+    assert_eq!(
+        machine.apply(2, &write_call("s", STARTS, "incr", 2)),
+        vec![Reply::Int(0)]
+    );
+    assert_eq!(machine.keyspace().len(), 1);
+}
+
+#[test]
+fn a_replica_whose_state_differs_at_a_check_stops_serving() {
+    let settings = crate::wasm::EngineSettings::default();
+    let (leader, same, other) = (
+        StateMachine::new(settings, None).unwrap(),
+        StateMachine::new(settings, None).unwrap(),
+        StateMachine::new(settings, None).unwrap(),
+    );
+    let replicas = [&leader, &same, &other];
+    let apply_all = |index: u64, commands: Vec<LogCommand>| {
+        let payload = replication::encode(&commands);
+        for replica in replicas {
+            replica.apply(index, &payload);
+        }
+    };
+    let check = |leader: &StateMachine| LogCommand::Check {
+        previous: leader.checkpoint(),
+    };
+    apply_all(1, vec![op(&["set", "a", "1"])]);
+    apply_all(2, vec![check(&leader)]);
+    // All agree at index 2; then `other` applies a write the log does not hold (what a
+    // nondeterministic apply would do).
+    other.apply(3, &replication::encode(&vec![op(&["set", "b", "x"])]));
+    apply_all(4, vec![check(&leader)]);
+    let (at, leaders_digest) = leader.checkpoint().unwrap();
+    assert_eq!(at, 4);
+    assert!(
+        replicas.iter().all(|r| r.divergence().is_none()),
+        "the states agreed at the check compared (index 2)"
+    );
+    apply_all(5, vec![op(&["set", "a", "2"]), check(&leader)]);
+    assert_eq!(leader.divergence(), None);
+    assert_eq!(same.divergence(), None);
+    let found = other
+        .divergence()
+        .expect("the replica that differs found out");
+    assert_eq!(found.index, 4);
+    assert_eq!(found.theirs, super::snapshot::hex(&leaders_digest));
+    assert_ne!(found.ours, found.theirs);
+    // A member with no record at the compared index (restarted, or restored from a snapshot
+    // past it) compares nothing.
+    let fresh = StateMachine::new(settings, None).unwrap();
+    fresh.restore(&leader.snapshot()).unwrap();
+    fresh.apply(6, &replication::encode(&vec![check(&leader)]));
+    assert_eq!(fresh.divergence(), None);
 }

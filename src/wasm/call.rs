@@ -12,8 +12,8 @@ use wasmtime::{Instance, Store, Trap};
 use super::pool::{PoolJob, Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
-    CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, ModuleRef, Runtime, WasmError, abi,
-    first_line,
+    CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, ModuleRef, NO_DEADLINE, Runtime,
+    WasmError, abi, first_line,
 };
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
@@ -103,17 +103,19 @@ impl Runtime {
         );
         let mut state = state;
         state.time_slice = limits.time_slice;
+        let at_apply = limits.at_apply();
         let ready = match module.pool.take() {
             Some(ready) => Ok(ready),
-            None => instantiate(&self.engine, module),
+            None => instantiate(&self.engine, module, &self.slots, at_apply),
         };
         if module.pool.ready() < self.settings.min_instances as usize {
             let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
         }
-        let (mut store, result) = match ready {
+        let (mut store, slot, result) = match ready {
             Ok(Ready {
                 mut store,
                 instance,
+                slot,
             }) => {
                 *store.data_mut() = state;
                 // A panic in our own host code must not take the keyspace with it: the store,
@@ -127,7 +129,7 @@ impl Runtime {
                     store.data_mut().host_panic = Some(message);
                     Err(wasmtime::format_err!("host panic"))
                 });
-                (store, result)
+                (store, slot, result)
             }
             Err(e) => {
                 // No instance: the call never ran; hand the keyspace straight back.
@@ -139,12 +141,17 @@ impl Runtime {
         let fuel_left = store.get_fuel().unwrap_or(0);
         let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
         // Tear down on the pool thread unless it is falling behind (each waiting instance holds
-        // an allocator slot); then do it here.
-        if self.retiring.load(Ordering::Relaxed) < self.settings.max_instances as usize / 4 {
+        // an allocator slot), or unless an apply's instance would keep the reserved slot from
+        // the next apply; then do it here.
+        let keeps_reserve = !at_apply || self.slots.reserve_is_free();
+        if keeps_reserve
+            && self.retiring.load(Ordering::Relaxed) < self.settings.max_instances as usize / 4
+        {
             self.retiring.fetch_add(1, Ordering::Relaxed);
-            let _ = self.pool_jobs.send(PoolJob::Retire(store));
+            let _ = self.pool_jobs.send(PoolJob::Retire(store, slot));
         } else {
             drop(store);
+            drop(slot);
         }
         let outcome = match result {
             Ok(value) => Ok(CallOutcome {
@@ -177,10 +184,10 @@ fn run(
     // Calls that run on this node only are cut off by wall-clock time; write calls, which
     // every replica re-executes, come with no time limit and are bounded by fuel alone so the
     // outcome is deterministic.
-    let ticks = if !limits.max_duration.is_zero() {
-        (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
+    let ticks = if limits.at_apply() {
+        NO_DEADLINE
     } else {
-        u64::MAX / 2
+        (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
     };
     store.set_epoch_deadline(ticks);
     let alloc = instance.get_typed_func::<i32, i32>(&mut *store, ferrite_abi::export::ALLOC)?;

@@ -49,7 +49,7 @@ pub use pool::InstancePool;
 pub use registry::{ModuleStats, Registry};
 pub use view::{Access, SharedView};
 
-use pool::PoolJob;
+use pool::{PoolJob, Slots};
 
 /// The most fuel a write call may start with, whatever `wasm-max-fuel` says: every replica
 /// runs a write call at apply, where nothing but fuel ends it, so this bounds how long one
@@ -73,6 +73,14 @@ pub struct CallLimits {
     /// reaching the limit then ends it with [`WasmError::SliceEnded`] (run it again, off the
     /// worker, with the full limit), not with a timeout.
     pub time_slice: bool,
+}
+
+impl CallLimits {
+    /// A write call at apply: no clock limit (fuel alone ends it), and the instance slot kept
+    /// for applies may be used.
+    pub fn at_apply(&self) -> bool {
+        self.max_duration.is_zero()
+    }
 }
 
 /// Engine-wide settings, fixed at start.
@@ -145,6 +153,10 @@ const RESIDENT_BYTES: usize = 262144;
 /// rate, and read-only calls get `max_duration × rate` ticks.
 const EPOCH_TICKS_PER_SECOND: u64 = 100;
 
+/// An epoch deadline never reached: what runs identically on every replica (write calls at
+/// apply, start functions) is bounded by fuel alone.
+const NO_DEADLINE: u64 = u64::MAX / 2;
+
 /// The engine, the linker with the host functions, and the limits.
 pub struct Runtime {
     engine: Engine,
@@ -155,6 +167,8 @@ pub struct Runtime {
     pool_jobs: Sender<PoolJob>,
     /// Used instances sent to the pool thread and not yet torn down.
     retiring: Arc<AtomicUsize>,
+    /// The allocator's instance slots, one kept for applies.
+    slots: Arc<Slots>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
 }
@@ -213,9 +227,11 @@ impl Runtime {
         let weak = engine.weak();
         let retiring = Arc::new(AtomicUsize::new(0));
         let counter = retiring.clone();
+        let slots = Slots::new(settings.max_instances);
+        let pool_slots = slots.clone();
         std::thread::Builder::new()
             .name("wasm-pool".to_owned())
-            .spawn(move || pool::pool_thread(weak, jobs, settings, counter))
+            .spawn(move || pool::pool_thread(weak, jobs, settings, counter, pool_slots))
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         Ok(Runtime {
             engine,
@@ -224,6 +240,7 @@ impl Runtime {
             settings,
             pool_jobs,
             retiring,
+            slots,
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
         })
@@ -283,6 +300,17 @@ impl Runtime {
             pool: InstancePool::default(),
             pre,
         })
+    }
+
+    /// The engine, for tests that move its epoch clock.
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Instance slots held now (pooled, in calls, waiting to be torn down).
+    pub fn slots_in_use(&self) -> usize {
+        self.slots.in_use()
     }
 
     /// Compile-cache hits and misses since start.

@@ -1,5 +1,13 @@
 //! Pristine instances made ahead of calls, and used ones torn down, on a thread of their own
-//! so neither costs the call path.
+//! so neither costs the call path; and the count of the pooling allocator's slots, one of
+//! which is kept for applies.
+//!
+//! Architecture invariant: a write call at apply always finds an instance slot. Every live
+//! instance holds a [`Slot`]; anything but an apply (a local call, a pool refill) takes one only
+//! while fewer than `max_instances - 1` are held, so the last one is free whenever an apply
+//! starts (applies run one at a time), whatever this node's read traffic and warm pools are.
+//! An apply's used instance goes to the pool thread only when that leaves the reserve free;
+//! otherwise it is torn down in place.
 
 use std::sync::Arc;
 use std::sync::Weak;
@@ -10,20 +18,83 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use wasmtime::{Engine, EngineWeak, Instance, Store};
 
-use super::{CallState, EPOCH_TICKS_PER_SECOND, EngineSettings, LoadedModule, first_line};
+use super::{CallState, EngineSettings, LoadedModule, NO_DEADLINE, first_line};
 
-/// A pristine instance and the store it lives in, ready for one call.
+/// A pristine instance and the store it lives in, ready for one call. Fields drop in order:
+/// the store (which frees the allocator's slot) before the slot's count.
 pub(super) struct Ready {
     pub(super) store: Store<CallState>,
     pub(super) instance: Instance,
+    pub(super) slot: Slot,
+}
+
+/// The pooling allocator's instance slots as this node counts them.
+#[derive(Debug)]
+pub(super) struct Slots {
+    in_use: AtomicUsize,
+    /// `max_instances`: what the allocator holds.
+    total: usize,
+}
+
+/// Slots kept for applies: they run one at a time, and each needs one instance.
+const RESERVED_FOR_APPLY: usize = 1;
+
+impl Slots {
+    pub(super) fn new(total: u32) -> Arc<Slots> {
+        Arc::new(Slots {
+            in_use: AtomicUsize::new(0),
+            total: total as usize,
+        })
+    }
+
+    /// Slots everything but an apply may hold together.
+    fn shared_limit(&self) -> usize {
+        self.total.saturating_sub(RESERVED_FOR_APPLY)
+    }
+
+    /// A slot, if one is free to whoever asks: an apply may take the reserved one.
+    pub(super) fn acquire(self: &Arc<Slots>, for_apply: bool) -> Option<Slot> {
+        let limit = if for_apply {
+            self.total
+        } else {
+            self.shared_limit()
+        };
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    /// Whether the slots held now leave the reserve free (an apply's used instance may then
+    /// wait for the pool thread; otherwise it is torn down at once).
+    pub(super) fn reserve_is_free(&self) -> bool {
+        self.in_use.load(Ordering::Acquire) <= self.shared_limit()
+    }
+
+    /// Slots held now.
+    pub(super) fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Acquire)
+    }
+}
+
+/// One instance slot held; released when dropped.
+pub(super) struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Work for the pool thread.
 pub(super) enum PoolJob {
     /// Bring this module's pool back up to its minimum.
     Refill(Weak<LoadedModule>),
-    /// Tear down a used instance (its memory reset happens here, off the call path).
-    Retire(Store<CallState>),
+    /// Tear down a used instance (its memory reset happens here, off the call path), then
+    /// release its slot.
+    Retire(Store<CallState>, Slot),
 }
 
 /// Pre-instantiated pristine instances of one module.
@@ -48,15 +119,33 @@ impl InstancePool {
 /// Budget for a module's start function, run when an instance is made ahead of a call.
 const START_FUEL: u64 = 10_000_000;
 
-/// Makes a pristine instance of `module` in a fresh store. The store's state is idle (no
-/// permissions), so a start function cannot touch data.
-pub(super) fn instantiate(engine: &Engine, module: &LoadedModule) -> wasmtime::Result<Ready> {
+/// Makes a pristine instance of `module` in a fresh store, in a slot taken from `slots` (the
+/// reserved one too when `for_apply`). The store's state is idle (no permissions), so a start
+/// function cannot touch data. The start function is bounded by fuel alone, never by the
+/// clock: an apply may instantiate on the spot, and its outcome must not depend on how busy
+/// this host was.
+pub(super) fn instantiate(
+    engine: &Engine,
+    module: &LoadedModule,
+    slots: &Arc<Slots>,
+    for_apply: bool,
+) -> wasmtime::Result<Ready> {
+    let Some(slot) = slots.acquire(for_apply) else {
+        return Err(wasmtime::format_err!(
+            "all {} instance slots are in use (wasm.pool.max_instances)",
+            slots.total
+        ));
+    };
     let mut store = Store::new(engine, CallState::idle(&module.name));
     store.limiter(|state| state);
     store.set_fuel(START_FUEL)?;
-    store.set_epoch_deadline(EPOCH_TICKS_PER_SECOND);
+    store.set_epoch_deadline(NO_DEADLINE);
     let instance = module.pre.instantiate(&mut store)?;
-    Ok(Ready { store, instance })
+    Ok(Ready {
+        store,
+        instance,
+        slot,
+    })
 }
 
 /// The pool thread: refills pools to their minimum, tears down used instances, and empties
@@ -66,12 +155,14 @@ pub(super) fn pool_thread(
     jobs: Receiver<PoolJob>,
     settings: EngineSettings,
     retiring: Arc<AtomicUsize>,
+    slots: Arc<Slots>,
 ) {
     let mut known: Vec<Weak<LoadedModule>> = Vec::new();
     loop {
         match jobs.recv_timeout(Duration::from_secs(1)) {
-            Ok(PoolJob::Retire(store)) => {
+            Ok(PoolJob::Retire(store, slot)) => {
                 drop(store);
+                drop(slot);
                 retiring.fetch_sub(1, Ordering::Relaxed);
             }
             Ok(PoolJob::Refill(weak)) => {
@@ -82,7 +173,7 @@ pub(super) fn pool_thread(
                     known.push(weak);
                 }
                 while module.pool.ready() < settings.min_instances as usize {
-                    match instantiate(&engine, &module) {
+                    match instantiate(&engine, &module, &slots, false) {
                         Ok(ready) => module.pool.ready.lock().push(ready),
                         Err(e) => {
                             tracing::debug!(module = %module.name, cause = %first_line(&e), "pool refill stopped");

@@ -21,12 +21,9 @@ fn leader_of_the_two(cluster: &Cluster) -> usize {
 }
 
 fn info_field(cluster: &Cluster, id: usize, field: &str) -> String {
-    let info = text(cmd(&mut cluster.client(id), &["INFO", "cluster"]).unwrap());
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("INFO cluster has no {field}: {info}"))
-        .trim()
-        .to_owned()
+    cluster
+        .info_field(id, field)
+        .unwrap_or_else(|| panic!("node {id}'s INFO cluster has no {field}"))
 }
 
 #[test]

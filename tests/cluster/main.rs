@@ -8,8 +8,10 @@ use ferrite_testkit::{Cluster, Server, cmd, err, wait_until};
 use redis::Value;
 
 mod bus;
+mod checks;
 mod clocks;
 mod identity;
+mod large;
 mod reads;
 
 const ELECTION: Duration = Duration::from_secs(15);

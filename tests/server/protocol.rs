@@ -282,3 +282,29 @@ fn a_stalled_client_does_not_stall_others() {
         Value::BulkString(b"99".to_vec())
     );
 }
+
+/// A write larger than one log entry may hold is refused with an error naming the limit; the
+/// key is untouched and the server keeps serving (smaller large values still work).
+#[test]
+fn a_write_larger_than_a_log_entry_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(&config, "[cluster]\nmax_entry_bytes = 1048576\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut c = server.client();
+    let big = "x".repeat(1 << 20);
+    let refused = cmd(&mut c, &["SET", "k", &big]).unwrap_err();
+    let line = format!("{refused}");
+    assert!(
+        line.contains("more than one log entry may hold (cluster.max_entry_bytes = 1048576)"),
+        "{line}"
+    );
+    assert_eq!(cmd(&mut c, &["GET", "k"]).unwrap(), Value::Nil);
+    let fits = "x".repeat(1000 * 1000);
+    assert_eq!(cmd(&mut c, &["SET", "k", &fits]).unwrap(), Value::Okay);
+    assert_eq!(
+        cmd(&mut c, &["STRLEN", "k"]).unwrap(),
+        Value::Int(1000 * 1000)
+    );
+    assert_serving(&server);
+}

@@ -3,12 +3,9 @@
 
 use super::*;
 
-#[test]
-fn hostile_modules_get_their_errors_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ferrite.toml");
-    std::fs::write(&config, "[wasm]\nmax_module_size = 65536\n").unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
+/// A server started with `args` and `probe.wat` loaded as `probe` with READ and WRITE.
+fn probe_server(args: &[&str]) -> (Server, redis::Connection) {
+    let server = Server::start(args);
     let mut c = server.client();
     load(
         &mut c,
@@ -17,6 +14,15 @@ fn hostile_modules_get_their_errors_and_the_server_keeps_serving() {
         &["PERMISSIONS", "READ", "WRITE"],
     )
     .unwrap();
+    (server, c)
+}
+
+#[test]
+fn hostile_modules_get_their_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(&config, "[wasm]\nmax_module_size = 65536\n").unwrap();
+    let (server, mut c) = probe_server(&["--config", config.to_str().unwrap()]);
 
     // A bystander keeps getting answers while the hostile calls run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -249,15 +255,7 @@ fn a_long_read_only_call_does_not_hold_up_other_clients() {
 /// endless loop ends (out of fuel) instead of holding up the log for good.
 #[test]
 fn an_endless_write_call_ends_by_the_fuel_ceiling() {
-    let server = Server::start(&[]);
-    let mut c = server.client();
-    load(
-        &mut c,
-        "probe",
-        "probe.wat",
-        &["PERMISSIONS", "READ", "WRITE"],
-    )
-    .unwrap();
+    let (_server, mut c) = probe_server(&[]);
     cmd(
         &mut c,
         &["CONFIG", "SET", "wasm-max-fuel", "1000000000000000"],
@@ -274,15 +272,7 @@ fn an_endless_write_call_ends_by_the_fuel_ceiling() {
 /// costs fuel by its size, so deleting a huge hash is not the price of deleting a string.
 #[test]
 fn saving_a_large_value_for_undo_costs_fuel_by_its_size() {
-    let server = Server::start(&[]);
-    let mut c = server.client();
-    load(
-        &mut c,
-        "probe",
-        "probe.wat",
-        &["PERMISSIONS", "READ", "WRITE"],
-    )
-    .unwrap();
+    let (_server, mut c) = probe_server(&[]);
     // 100,000 fields: 1.6 million fuel to save, more than the 1,000,000 a call gets.
     let mut pipe = redis::pipe();
     for chunk in 0..100 {

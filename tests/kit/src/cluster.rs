@@ -199,29 +199,28 @@ impl Cluster {
             .collect()
     }
 
-    /// The leader as member `id` reports it in INFO (`raft_leader_id`).
-    pub fn leader_seen_by(&self, id: usize) -> Option<usize> {
+    /// Field `name` of member `id`'s `INFO cluster`, if it answers.
+    pub fn info_field(&self, id: usize, name: &str) -> Option<String> {
         let mut c = SyncClient::connect(self.node(id).port, Duration::from_secs(5)).ok()?;
         let Value::Bulk(Some(info)) = c.request(&[b"INFO", b"cluster"]).ok()? else {
             return None;
         };
+        let prefix = format!("{name}:");
         String::from_utf8_lossy(&info)
             .lines()
-            .find_map(|l| l.strip_prefix("raft_leader_id:"))
-            .and_then(|v| v.trim().parse().ok())
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().to_owned())
+    }
+
+    /// The leader member `id` names in INFO (`raft_leader_id`), if it answers and knows one.
+    pub fn leader_seen_by(&self, id: usize) -> Option<usize> {
+        self.info_field(id, "raft_leader_id")?.parse().ok()
     }
 
     /// The cluster id member `id` reports in INFO (`cluster_id`; all zeros until the first
     /// leader has named the cluster).
     pub fn cluster_id_seen_by(&self, id: usize) -> Option<String> {
-        let mut c = SyncClient::connect(self.node(id).port, Duration::from_secs(5)).ok()?;
-        let Value::Bulk(Some(info)) = c.request(&[b"INFO", b"cluster"]).ok()? else {
-            return None;
-        };
-        String::from_utf8_lossy(&info)
-            .lines()
-            .find_map(|l| l.strip_prefix("cluster_id:"))
-            .map(|v| v.trim().to_owned())
+        self.info_field(id, "cluster_id")
             .filter(|v| v.bytes().any(|b| b != b'0'))
     }
 
