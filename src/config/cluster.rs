@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 250;
 /// Default largest write one log entry may hold: 16 MiB.
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 << 20;
 /// Default time between state checks (the leader proposes one; every member compares).
-pub const DEFAULT_STATE_CHECK_INTERVAL_MS: u64 = 60_000;
+pub const DEFAULT_STATE_CHECK_INTERVAL_MS: u64 = 300_000;
 
 /// The `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -72,9 +72,13 @@ impl StateMachine {
     /// The SHA-256 of what a snapshot of the state now would hold, computed as it is
     /// serialized (the bytes are never held).
     pub(super) fn digest(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        self.write_state(&mut hasher);
-        hasher.finalize().into()
+        // The encoder writes field by field; the buffer hands the hasher large blocks.
+        let mut sink = std::io::BufWriter::with_capacity(1 << 16, Sha256::new());
+        self.write_state(&mut sink);
+        match sink.into_inner() {
+            Ok(hasher) => hasher.finalize().into(),
+            Err(_) => unreachable!("a hasher never fails to take bytes"),
+        }
     }
 
     /// Serializes the whole state into `sink`.
