@@ -31,8 +31,10 @@ pub struct History {
     pub expiring: BTreeMap<String, Vec<Entry<RegisterOp>>>,
     pub counter: Vec<Entry<CounterOp>>,
     pub lists: BTreeMap<String, Vec<Entry<ListOp>>>,
-    /// READONLY reads on followers: (client, follower, list, what was read), in order.
-    pub follower_reads: Vec<(usize, u64, String, Vec<String>)>,
+    /// READONLY reads on followers: (client, follower, connection, list, what was read), in
+    /// order. The connection counts the client's READONLY sessions on that follower: a new
+    /// one starts after any error (a crashed or cut-off follower).
+    pub follower_reads: Vec<(usize, u64, u64, String, Vec<String>)>,
     /// Every element an RPUSH tried to append, per list.
     pub attempted: BTreeMap<String, Vec<String>>,
     /// The faults, with simulated times.
@@ -136,6 +138,7 @@ pub async fn client(
     let mut follower_conn = Client::new();
     let follower = (id as u64 + 1) % 3 + 1;
     let mut follower_ready = false;
+    let mut session = 0u64;
     let mut n = 0u64;
     while !history.lock().unwrap().loaded {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -157,6 +160,7 @@ pub async fn client(
                     .request(&host_addr(follower), &[b"READONLY"], Duration::from_secs(2))
                     .await;
                 follower_ready = matches!(ready, Ok(Reply::Status(_)));
+                session += u64::from(follower_ready);
                 continue;
             }
             let key = LISTS[rng.between(0, 2) as usize];
@@ -171,7 +175,7 @@ pub async fn client(
                 // Anything but a list (MOVED once no longer a member, CLUSTERDOWN) is no read.
                 Ok(reply) => {
                     if let Some(items) = list(&reply) {
-                        let read = (id, follower, key.to_owned(), items);
+                        let read = (id, follower, session, key.to_owned(), items);
                         history.lock().unwrap().follower_reads.push(read);
                     }
                 }
@@ -444,8 +448,11 @@ pub async fn coordinator(live: Live, history: Shared) -> Result<(), Box<dyn std:
     Ok(())
 }
 
-/// What READONLY promises: per session (client and follower), reads of a list never shrink;
-/// every read is a prefix of the list's final state (read on the leader at the end).
+/// What READONLY promises: within a session (one client's connection to one follower), reads
+/// of a list never shrink; every read is a prefix of the list's final state (read on the
+/// leader at the end). Across connections a follower may go back: one that restarted serves
+/// from what its disk held (the log up to the commit position it had recorded), and catches
+/// up from the leader only after that.
 pub fn check_follower_reads(h: &History) -> Result<(), String> {
     let finals: BTreeMap<&str, &Vec<String>> = h
         .lists
@@ -457,8 +464,8 @@ pub fn check_follower_reads(h: &History) -> Result<(), String> {
             })
         })
         .collect();
-    let mut last: BTreeMap<(usize, u64, &str), usize> = BTreeMap::new();
-    for (client, follower, key, items) in &h.follower_reads {
+    let mut last: BTreeMap<(usize, u64, u64, &str), usize> = BTreeMap::new();
+    for (client, follower, session, key, items) in &h.follower_reads {
         let empty = Vec::new();
         let full = finals.get(key.as_str()).copied().unwrap_or(&empty);
         if items.len() > full.len() || full[..items.len()] != items[..] {
@@ -466,7 +473,7 @@ pub fn check_follower_reads(h: &History) -> Result<(), String> {
                 "client {client} read {key} on follower n{follower} as {items:?}, not a prefix of its final state {full:?}"
             ));
         }
-        let seen = last.entry((*client, *follower, key)).or_default();
+        let seen = last.entry((*client, *follower, *session, key)).or_default();
         if items.len() < *seen {
             return Err(format!(
                 "client {client} read {key} on follower n{follower} going back from {} to {} elements",
