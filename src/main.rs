@@ -31,11 +31,17 @@ struct Cli {
     overrides: Overrides,
 }
 
+/// Native stack a thread needs besides a WebAssembly call's.
+const HOST_STACK_BYTES: usize = 2 * 1024 * 1024;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), cli.overrides)?;
     let set_log_level = install_tracing(&config.server.log_level);
+    // WebAssembly calls run on the runtime's threads: each has room for a call's stack limit
+    // and the host frames below it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(config.wasm.limits.max_stack_bytes as usize + HOST_STACK_BYTES)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -26,7 +26,8 @@ pub use params::ConfigSetError;
 pub use wasm::{
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_DURATION_MS, DEFAULT_MAX_FUEL, DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_STACK_BYTES,
-    DEFAULT_MIN_INSTANCES, DefaultPermissions, WasmConfig, WasmLimits, WasmPool, WasmSecurity,
+    DEFAULT_MIN_INSTANCES, DefaultPermissions, MIN_STACK_BYTES, WasmConfig, WasmLimits, WasmPool,
+    WasmSecurity,
 };
 
 pub use crate::peers::Peers;

@@ -15,8 +15,12 @@ pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_FUEL: u64 = 1_000_000;
 /// Default wall-clock limit of a read-only call.
 pub const DEFAULT_MAX_DURATION_MS: u64 = 5_000;
-/// Default WebAssembly stack: 512 KiB (wasmtime's default).
-pub const DEFAULT_MAX_STACK_BYTES: u64 = 512 * 1024;
+/// Default native stack of a call: 1 MiB.
+pub const DEFAULT_MAX_STACK_BYTES: u64 = 1024 * 1024;
+/// The least native stack a call may have: room for the guest depth budget (32,768 units of
+/// 16 bytes, `wasm/depth.rs`) twice over, so that every host traps at the counted depth, never
+/// at its native limit first.
+pub const MIN_STACK_BYTES: u64 = 1024 * 1024;
 /// Default number of pristine instances kept ready per module in use.
 pub const DEFAULT_MIN_INSTANCES: u32 = 2;
 /// Default idle time after which a module's ready instances are dropped.
@@ -76,7 +80,8 @@ pub struct WasmLimits {
     pub max_fuel: u64,
     /// Wall-clock limit of read-only calls, in ms (write calls are bounded by fuel alone).
     pub max_duration_ms: u64,
-    /// WebAssembly stack limit, in bytes.
+    /// Native stack limit of a call, in bytes: a backstop (how deep guest code may call is
+    /// counted and the same on every node).
     pub max_stack_bytes: u64,
 }
 
@@ -147,10 +152,10 @@ impl WasmConfig {
                 "must be at least 1".into(),
             ));
         }
-        if !(16 * 1024..=64 * 1024 * 1024).contains(&l.max_stack_bytes) {
+        if !(MIN_STACK_BYTES..=64 * 1024 * 1024).contains(&l.max_stack_bytes) {
             return Err(invalid(
                 "wasm.limits.max_stack_bytes",
-                "must be between 16384 and 67108864".into(),
+                format!("must be between {MIN_STACK_BYTES} and 67108864"),
             ));
         }
         if self.pool.min_instances > self.pool.max_instances / 2 {

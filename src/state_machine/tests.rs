@@ -159,7 +159,7 @@ fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
         max_module_size: 64,
         max_instances: 2,
         min_instances: 0,
-        max_stack_bytes: 64 * 1024,
+        max_stack_bytes: 2 << 20,
         ..roomy
     };
     let a = StateMachine::new(roomy, None).unwrap();
@@ -394,4 +394,88 @@ fn a_replica_whose_state_differs_at_a_check_stops_serving() {
     fresh.restore(&leader.snapshot()).unwrap();
     fresh.apply(6, &replication::encode(&vec![check(&leader)]));
     assert_eq!(fresh.divergence(), None);
+}
+
+/// Recurses 1,000 frames deep then counts (`shallow`); counts then recurses 40,000 frames
+/// deep (`deep`: more than a 1 MiB native stack holds, less than 8 MiB); or gets `g` with an
+/// `alloc` that gets `g` again, host frames between guest frames (`reenter`).
+const RECURSER: &str = r#"(module
+  (import "ferrite" "call" (func $call (param i32 i32) (result i64)))
+  (import "ferrite" "get_key" (func $get (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "g")
+  (data (i32.const 32) "\03\00\00\00\06\00\00\00INCRBY\01\00\00\00g\01\00\00\001")
+  (global $heap (mut i32) (i32.const 1024))
+  (global $reenter (mut i32) (i32.const 0))
+  (func (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (if (global.get $reenter) (then (drop (call $get (i32.const 0) (i32.const 1)))))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func $down (param $n i32) (result i32)
+    (if (result i32) (i32.eqz (local.get $n))
+      (then (i32.const 0))
+      (else (i32.add (call $down (i32.sub (local.get $n) (i32.const 1))) (i32.const 1)))))
+  (func (export "shallow") (param i32 i32) (result i64)
+    (drop (call $down (i32.const 1000)))
+    (drop (call $call (i32.const 32) (i32.const 24)))
+    (i64.const 0))
+  (func (export "deep") (param i32 i32) (result i64)
+    (drop (call $call (i32.const 32) (i32.const 24)))
+    (i64.extend_i32_s (call $down (i32.const 40000))))
+  (func (export "reenter") (param i32 i32) (result i64)
+    (drop (call $call (i32.const 32) (i32.const 24)))
+    (global.set $reenter (i32.const 1))
+    (drop (call $get (i32.const 0) (i32.const 1)))
+    (i64.const 0)))"#;
+
+#[test]
+fn replicas_with_different_native_stacks_trap_at_the_same_depth() {
+    // The larger stack needs a thread with room for it.
+    std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(|| {
+            let small = crate::wasm::EngineSettings {
+                max_stack_bytes: 1 << 20,
+                ..Default::default()
+            };
+            let large = crate::wasm::EngineSettings {
+                max_stack_bytes: 8 << 20,
+                ..small
+            };
+            let machines = [small, large].map(|s| StateMachine::new(s, None).unwrap());
+            let rw = Permissions::READ | Permissions::WRITE;
+            let loads = replication::encode(&vec![load("r", RECURSER, rw)]);
+            let replies: Vec<Vec<Vec<Reply>>> = machines
+                .iter()
+                .map(|m| {
+                    let mut replies = vec![m.apply(1, &loads)];
+                    for (i, entry) in ["shallow", "deep", "reenter"].into_iter().enumerate() {
+                        let index = i as u64 + 2;
+                        replies.push(m.apply(index, &write_call("r", RECURSER, entry, index)));
+                    }
+                    replies
+                })
+                .collect();
+            assert_eq!(replies[0], replies[1]);
+            let overflow = vec![Reply::error(crate::wasm::WasmError::StackOverflow)];
+            assert_eq!(replies[0][1], vec![Reply::Int(0)], "1,000 frames fit");
+            assert_eq!(replies[0][2], overflow, "40,000 frames pass the budget");
+            assert_eq!(
+                replies[0][3], overflow,
+                "an alloc that re-enters the host ends too"
+            );
+            assert_eq!(machines[0].snapshot(), machines[1].snapshot());
+            let keyspace = machines[0].keyspace.read().unwrap();
+            let value = keyspace.get_string(b"g", 0).unwrap().cloned();
+            assert_eq!(
+                value,
+                Some(Bytes::from_static(b"1")),
+                "overflowed calls undone"
+            );
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }

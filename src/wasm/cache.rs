@@ -14,13 +14,19 @@ use std::sync::atomic::Ordering;
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
-use super::{Runtime, WasmError, first_line};
+use super::{Runtime, WasmError, depth, first_line};
 
 impl Runtime {
     /// Compiles `bytes`, or loads the code this engine compiled for the same bytes before.
     pub(super) fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Module, WasmError> {
+        // WAT text becomes a binary, then counts its stack depth (`depth.rs`).
         let compile = || {
-            Module::new(&self.engine, bytes).map_err(|e| WasmError::InvalidModule(first_line(&e)))
+            let binary = wat::parse_bytes(bytes).map_err(|e| {
+                WasmError::InvalidModule(e.to_string().lines().next().unwrap_or("").to_owned())
+            })?;
+            let counted = depth::instrument(&binary).map_err(WasmError::InvalidModule)?;
+            Module::new(&self.engine, &counted)
+                .map_err(|e| WasmError::InvalidModule(first_line(&e)))
         };
         let Some(dir) = &self.cache_dir else {
             return compile();
@@ -28,7 +34,8 @@ impl Runtime {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
         let path = dir.join(format!(
-            "{sha256}-{:016x}.cwasm",
+            "{sha256}-d{}-{:016x}.cwasm",
+            depth::VERSION,
             std::hash::Hasher::finish(&hasher)
         ));
         if path.exists() {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use wasmtime::{Instance, Store, Trap};
 
+use super::depth;
 use super::pool::{PoolJob, Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
@@ -121,7 +122,16 @@ impl Runtime {
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&mut store, instance, entry, keys, args, limits)
+                    let result = run(&mut store, instance, entry, keys, args, limits);
+                    let unreachable = result.as_ref().is_err_and(|e| {
+                        e.downcast_ref::<Trap>() == Some(&Trap::UnreachableCodeReached)
+                    });
+                    if unreachable {
+                        let depth = store.data().depth;
+                        store.data_mut().depth_exceeded =
+                            depth::exceeded(depth.map(|g| g.get(&mut store)));
+                    }
+                    result
                 }))
                 .unwrap_or_else(|panic| {
                     let message = panic_text(&*panic);
@@ -190,6 +200,7 @@ fn run(
         (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
     };
     store.set_epoch_deadline(ticks);
+    store.data_mut().depth = instance.get_global(&mut *store, depth::DEPTH_EXPORT);
     let alloc = instance.get_typed_func::<i32, i32>(&mut *store, ferrite_abi::export::ALLOC)?;
     let func = instance.get_typed_func::<(i32, i32), i64>(&mut *store, entry)?;
     let input = abi::encode_input(keys, args);
@@ -216,6 +227,9 @@ fn classify(error: wasmtime::Error, state: &mut CallState) -> WasmError {
     }
     if let Some(message) = state.panic_message.take() {
         return WasmError::Panic(message);
+    }
+    if state.depth_exceeded {
+        return WasmError::StackOverflow;
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => WasmError::OutOfFuel,

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter, Trap};
+use wasmtime::{Caller, Extern, Global, Linker, Memory, ResourceLimiter, Trap, Val};
 
 use ferrite_abi::{IMPORT_MODULE, KEY_NOT_FOUND, LogLevel, import};
 
@@ -89,6 +89,10 @@ pub struct CallState {
     pub host_panic: Option<String>,
     /// The call runs in a time slice (see [`CallLimits::time_slice`](super::CallLimits)).
     pub time_slice: bool,
+    /// The module's depth counter (`depth.rs`), found when the call starts.
+    pub depth: Option<Global>,
+    /// Set when the call trapped at its depth budget.
+    pub depth_exceeded: bool,
 }
 
 impl std::fmt::Debug for CallState {
@@ -129,6 +133,8 @@ impl CallState {
             panic_message: None,
             host_panic: None,
             time_slice: false,
+            depth: None,
+            depth_exceeded: false,
         }
     }
 
@@ -281,8 +287,21 @@ fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Re
         Some(Extern::Func(f)) => f.typed::<i32, i32>(&caller)?,
         _ => return Err(wasmtime::format_err!("module has no alloc export")),
     };
+    // The host's frames between the guest's count towards its depth while `alloc` runs, so an
+    // `alloc` that calls back into the host cannot pile up uncounted frames.
+    let depth = caller.data().depth;
+    let add_depth = |caller: &mut Caller<'_, CallState>, units: i32| -> wasmtime::Result<()> {
+        if let Some(global) = depth {
+            let now = global.get(&mut *caller).i32().unwrap_or(0);
+            global.set(&mut *caller, Val::I32(now.wrapping_add(units)))?;
+        }
+        Ok(())
+    };
+    let host_units = super::depth::HOST_CALL_UNITS as i32;
+    add_depth(caller, host_units)?;
     // `alloc` is never called with 0; an empty value still gets a one-byte buffer.
     let ptr = alloc.call(&mut *caller, bytes.len().max(1) as i32)?;
+    add_depth(caller, -host_units)?;
     // Re-read the memory after calling into the guest: it may have grown.
     let mem = memory(caller)?;
     mem.write(&mut *caller, ptr as u32 as usize, bytes)

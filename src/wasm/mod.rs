@@ -19,6 +19,7 @@
 pub mod abi;
 mod cache;
 mod call;
+mod depth;
 mod error;
 mod host;
 mod permissions;
@@ -40,6 +41,7 @@ use wasmtime::{
 };
 
 pub use call::CallOutcome;
+pub use depth::{DEPTH_BUDGET, DEPTH_EXPORT};
 pub use error::WasmError;
 pub use host::{CallMode, CallState, FUEL_COSTS, FuelCosts};
 #[cfg(test)]
@@ -160,7 +162,7 @@ const NO_DEADLINE: u64 = u64::MAX / 2;
 /// The engine, the linker with the host functions, and the limits.
 pub struct Runtime {
     engine: Engine,
-    /// Where compiled modules are cached (`<sha256>-<engine hash>.cwasm`); `None`: no cache.
+    /// Where compiled modules are cached (`<sha256>-d<depth rewriting version>-<engine hash>.cwasm`); `None`: no cache.
     cache_dir: Option<std::path::PathBuf>,
     linker: Linker<CallState>,
     settings: EngineSettings,
@@ -188,13 +190,24 @@ impl Runtime {
         settings: EngineSettings,
         cache_dir: Option<std::path::PathBuf>,
     ) -> Result<Runtime, WasmError> {
+        if (settings.max_stack_bytes as u64) < crate::config::MIN_STACK_BYTES {
+            return Err(WasmError::Instantiate(format!(
+                "a call's stack must be at least {} bytes",
+                crate::config::MIN_STACK_BYTES
+            )));
+        }
         let mut config = Config::new();
         config
             .consume_fuel(true)
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .wasm_relaxed_simd(false)
-            .max_wasm_stack(settings.max_stack_bytes);
+            // A tail call leaves its frame without passing the depth count's exit (`depth.rs`).
+            .wasm_tail_call(false)
+            .max_wasm_stack(settings.max_stack_bytes)
+            // Never used (calls are synchronous), but wasmtime refuses a wasm stack larger
+            // than it: without this, any limit above its 2 MiB default failed to start.
+            .async_stack_size(settings.max_stack_bytes + 2 * 1024 * 1024);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
@@ -231,6 +244,8 @@ impl Runtime {
         let pool_slots = slots.clone();
         std::thread::Builder::new()
             .name("wasm-pool".to_owned())
+            // Start functions run here, with a call's stack limit.
+            .stack_size(settings.max_stack_bytes + 2 * 1024 * 1024)
             .spawn(move || pool::pool_thread(weak, jobs, settings, counter, pool_slots))
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         Ok(Runtime {
