@@ -10,7 +10,7 @@ use super::{CommandError, Session, Shared};
 use crate::args::{is, parse_i64, text};
 use crate::command_table::Functions;
 use crate::config::{DefaultPermissions, WasmConfig, WasmSecurity};
-use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, WasmError};
+use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, Queued, WasmError};
 use crate::reply::Reply;
 
 pub(super) async fn execute(
@@ -103,6 +103,40 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
     })
 }
 
+/// The limits calls start with: this node's configuration now.
+pub(super) fn call_limits(shared: &Shared) -> CallLimits {
+    let config = shared.config.read();
+    let l = &config.wasm.limits;
+    CallLimits {
+        max_memory_bytes: l.max_memory_bytes,
+        max_fuel: l.max_fuel,
+        max_duration: Duration::from_millis(l.max_duration_ms),
+        time_slice: false,
+    }
+}
+
+/// A call command queued in MULTI, parsed at EXEC: `None` for any other function command
+/// (those run after the transaction, like other non-data commands).
+pub(super) fn queued_call(
+    command: Functions,
+    args: &[Bytes],
+) -> Option<Result<Queued, CommandError>> {
+    let (call, read_only) = match command {
+        Functions::Call => (parse_wasm_call(args), false),
+        Functions::CallRo => (parse_wasm_call(args), true),
+        Functions::Fcall => (parse_fcall(args), false),
+        Functions::FcallRo => (parse_fcall(args), true),
+        _ => return None,
+    };
+    Some(call.map(|c| Queued::Call {
+        module: c.module,
+        entry: c.entry,
+        keys: c.keys,
+        args: c.args,
+        read_only,
+    }))
+}
+
 /// Runs a call. A call that only reads (`*_RO`, or a module without WRITE) is a read like
 /// GET: linearizable on the leader, against local state on a follower after `READONLY`,
 /// redirected otherwise (as Redis Cluster redirects `FCALL_RO` on a replica). Write calls go
@@ -115,16 +149,7 @@ async fn run(
 ) -> Result<Reply, CommandError> {
     super::same_slot(&call.keys)?;
     let reads = super::read_mode(session);
-    let limits = {
-        let config = shared.config.read();
-        let l = &config.wasm.limits;
-        CallLimits {
-            max_memory_bytes: l.max_memory_bytes,
-            max_fuel: l.max_fuel,
-            max_duration: Duration::from_millis(l.max_duration_ms),
-            time_slice: false,
-        }
-    };
+    let limits = call_limits(shared);
     Ok(shared
         .node
         .wasm_call(

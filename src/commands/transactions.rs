@@ -2,8 +2,11 @@
 //!
 //! Queued data commands are parsed at EXEC time (so TTLs count from EXEC, as in Redis) and run
 //! as one [`Op::Exec`]: a single atomic batch through the node's write path, which checks the
-//! watched keys' versions inside the same step that applies the batch. Queued non-data commands
-//! (PING, INFO, ...) run right after the batch, their replies put back in queue order.
+//! watched keys' versions inside the same step that applies the batch. A transaction holding
+//! function calls (FCALL, WASM.CALL and their `_RO` forms) is one log entry instead, whose
+//! commands and calls every member runs in order holding the keyspace
+//! ([`Node::transaction`](crate::node::Node::transaction)). Queued non-data commands (PING,
+//! INFO, ...) run right after the batch, their replies put back in queue order.
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +14,7 @@ use bytes::Bytes;
 
 use super::{CommandError, Session, Shared};
 use crate::command_table::{self, CommandSpec, Handler, Transaction};
-use crate::node::{self, Op};
+use crate::node::{self, Op, Queued};
 use crate::reply::Reply;
 
 pub(super) async fn execute(
@@ -73,7 +76,7 @@ enum Slot {
     Batch,
     /// A reply known before the batch runs (a parse error).
     Ready(Reply),
-    /// A non-data command to run after the batch.
+    /// A command that is neither data nor a call, to run after the batch.
     After(&'static CommandSpec, Vec<Bytes>),
 }
 
@@ -88,34 +91,56 @@ async fn exec(shared: &Shared, session: &mut Session) -> Reply {
         return Reply::error(CommandError::ExecAbort);
     }
     let ctx = shared.node.parse_ctx();
-    let mut ops = Vec::new();
+    let mut queued = Vec::new();
     let mut slots = Vec::with_capacity(queue.len());
     for argv in queue {
         let Some(spec) = command_table::lookup(&argv[0]) else {
             continue;
         };
-        if spec.handler != Handler::Data {
-            slots.push(Slot::After(spec, argv));
-            continue;
-        }
-        match node::parse(spec.name, &argv[1..], &ctx) {
-            Some(Ok(op)) => {
-                ops.push(op);
+        let parsed = match spec.handler {
+            Handler::Data => match node::parse(spec.name, &argv[1..], &ctx) {
+                Some(parsed) => Some(parsed.map(Queued::Op).map_err(Reply::error)),
+                None => Some(Err(Reply::error(super::unknown_command(&argv)))),
+            },
+            Handler::Functions(command) => super::functions::queued_call(command, &argv[1..])
+                .map(|parsed| parsed.map_err(Reply::error)),
+            _ => None,
+        };
+        match parsed {
+            Some(Ok(step)) => {
+                queued.push(step);
                 slots.push(Slot::Batch);
             }
-            Some(Err(e)) => slots.push(Slot::Ready(Reply::error(e))),
-            None => slots.push(Slot::Ready(Reply::error(super::unknown_command(&argv)))),
+            Some(Err(reply)) => slots.push(Slot::Ready(reply)),
+            None => slots.push(Slot::After(spec, argv)),
         }
     }
-    if let Err(e) = super::same_slot(ops.iter().flat_map(Op::keys)) {
+    let keys = queued.iter().flat_map(|q| match q {
+        Queued::Op(op) => op.keys(),
+        Queued::Call { keys, .. } => keys.iter().collect(),
+    });
+    if let Err(e) = super::same_slot(keys) {
         return Reply::error(e);
     }
-    let exec = Op::Exec { ops, watches };
-    let batch = match shared
-        .node
-        .execute(exec, &ctx, super::read_mode(session))
-        .await
-    {
+    let has_calls = queued.iter().any(|q| matches!(q, Queued::Call { .. }));
+    let batch = if has_calls {
+        let limits = super::functions::call_limits(shared);
+        shared.node.transaction(queued, watches, ctx, limits).await
+    } else {
+        let ops = queued
+            .into_iter()
+            .filter_map(|q| match q {
+                Queued::Op(op) => Some(op),
+                Queued::Call { .. } => None,
+            })
+            .collect();
+        let exec = Op::Exec { ops, watches };
+        shared
+            .node
+            .execute(exec, &ctx, super::read_mode(session))
+            .await
+    };
+    let batch = match batch {
         Reply::Array(replies) => replies,
         // A watched key changed: nothing ran.
         other => return other,

@@ -6,10 +6,10 @@
 use bytes::Bytes;
 
 use super::{Node, ReadMode};
-use crate::keyspace::ParseCtx;
+use crate::keyspace::{Op, ParseCtx, WatchToken};
 use crate::reply::Reply;
 use crate::slot::key_slot;
-use crate::state_machine::LogCommand;
+use crate::state_machine::{CallStep, LogCommand, Step};
 use crate::wasm::{CallLimits, CallMode, MAX_WRITE_FUEL, Permissions, WasmError};
 
 /// How long a read-only call may run on an async worker before it is run again off it.
@@ -153,5 +153,79 @@ impl Node {
             }
         }
         answered(tokio::task::block_in_place(|| run(limits)))
+    }
+}
+
+/// A command of a MULTI transaction that holds function calls.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    /// A keyspace command, parsed at EXEC.
+    Op(Op),
+    /// `FCALL`/`WASM.CALL` (`read_only`: their `_RO` forms).
+    Call {
+        /// Module name.
+        module: String,
+        /// Exported function.
+        entry: String,
+        /// Declared keys.
+        keys: Vec<Bytes>,
+        /// Arguments.
+        args: Vec<Bytes>,
+        /// Every write is refused.
+        read_only: bool,
+    },
+}
+
+impl Node {
+    /// Runs a transaction holding function calls as one log entry: every member checks the
+    /// watched keys and runs the commands in order holding the keyspace, calls included (a
+    /// call that only reads runs there too, so it sees the state between its neighbours).
+    pub async fn transaction(
+        &self,
+        queued: Vec<Queued>,
+        watches: Vec<WatchToken>,
+        ctx: ParseCtx,
+        limits: CallLimits,
+    ) -> Reply {
+        let slot = queued
+            .iter()
+            .find_map(|q| match q {
+                Queued::Op(op) => op.keys().first().map(|k| key_slot(k)),
+                Queued::Call { keys, .. } => keys.first().map(|k| key_slot(k)),
+            })
+            .unwrap_or(0);
+        let steps = queued
+            .into_iter()
+            .map(|q| match q {
+                Queued::Op(op) => Step::Op(op),
+                Queued::Call {
+                    module,
+                    entry,
+                    keys,
+                    args,
+                    read_only,
+                } => Step::Call(CallStep {
+                    sha256: (self.state.modules().get(&module))
+                        .map(|m| m.sha256.clone())
+                        .unwrap_or_default(),
+                    module,
+                    entry,
+                    keys,
+                    args,
+                    read_only,
+                    max_fuel: limits.max_fuel.min(MAX_WRITE_FUEL),
+                    max_memory_bytes: limits.max_memory_bytes,
+                }),
+            })
+            .collect();
+        let command = LogCommand::Transaction {
+            now_ms: ctx.now_ms,
+            seed: ctx.seed,
+            watches,
+            steps,
+        };
+        self.propose(command, slot)
+            .await
+            .unwrap_or_else(Reply::error)
     }
 }

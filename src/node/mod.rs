@@ -30,6 +30,7 @@ mod tests;
 
 pub use crate::clock::{Clock, WallClock, system_clock, system_time_ms};
 pub use error::{MembershipError, NodeError, StartError, Uncertain};
+pub use functions::Queued;
 pub use proposals::Ticket;
 pub use routing::ReadMode;
 

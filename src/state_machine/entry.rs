@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::keyspace::Op;
+use crate::keyspace::{Op, WatchToken};
 use crate::wasm::Permissions;
 
 /// A replicated write.
@@ -71,4 +71,48 @@ pub enum LogCommand {
         /// The proposer's record at its latest check, if it has one.
         previous: Option<(u64, [u8; 32])>,
     },
+    /// MULTI ... EXEC holding function calls: the watched keys are checked, then the steps
+    /// run in order holding the keyspace, so no other client sees a state between two of
+    /// them. Each step's error is its own reply (as in Redis); a call's own writes are undone
+    /// when it fails.
+    Transaction {
+        /// The leader's time.
+        now_ms: u64,
+        /// Seed of the first step; each next step's is one more.
+        seed: u64,
+        /// Versions of the watched keys when they were watched.
+        watches: Vec<WatchToken>,
+        /// The queued commands.
+        steps: Vec<Step>,
+    },
+}
+
+/// A command queued in a transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Step {
+    /// A keyspace command.
+    Op(Op),
+    /// A function call.
+    Call(CallStep),
+}
+
+/// A function call queued in a transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallStep {
+    /// Module name.
+    pub module: String,
+    /// SHA-256 of the module the leader resolved the name to (empty: none was loaded).
+    pub sha256: String,
+    /// Exported function.
+    pub entry: String,
+    /// Declared keys.
+    pub keys: Vec<Bytes>,
+    /// Arguments.
+    pub args: Vec<Bytes>,
+    /// `FCALL_RO` / `WASM.CALL_RO`: every write is refused.
+    pub read_only: bool,
+    /// Fuel the call starts with.
+    pub max_fuel: u64,
+    /// Memory cap.
+    pub max_memory_bytes: u64,
 }

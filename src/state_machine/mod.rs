@@ -15,7 +15,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use entry::LogCommand;
+pub use entry::{CallStep, LogCommand, Step};
 pub use snapshot::RestoreError;
 
 use std::path::PathBuf;
@@ -28,7 +28,8 @@ use bytes::Bytes;
 use crate::keyspace::{Ctx, Keyspace, ParseCtx};
 use crate::reply::Reply;
 use crate::wasm::{
-    CallLimits, CallMode, CallOutcome, EngineSettings, ModuleRef, Registry, Runtime, WasmError,
+    CallLimits, CallMode, CallOutcome, EngineSettings, ModuleRef, Permissions, Registry, Runtime,
+    WasmError,
 };
 
 /// The replicated state.
@@ -266,32 +267,83 @@ impl StateMachine {
                 max_memory_bytes,
             } => {
                 let now_ms = self.apply_time(now_ms);
-                let Some(found) = self.modules.get(&module) else {
-                    return Reply::error(WasmError::NoSuchModule(module));
-                };
-                if found.sha256 != sha256 {
-                    // Replaced between proposal and apply: refuse on every member alike.
-                    return Reply::error(WasmError::NoSuchModule(format!(
-                        "{module} (replaced while the call was in flight)"
-                    )));
-                }
-                let limits = CallLimits {
-                    max_memory_bytes,
+                let step = CallStep {
+                    module,
+                    sha256,
+                    entry,
+                    keys,
+                    args,
+                    read_only: false,
                     max_fuel,
-                    max_duration: Duration::ZERO,
-                    time_slice: false,
+                    max_memory_bytes,
                 };
-                self.call(
-                    &found,
-                    &entry,
-                    &keys,
-                    &args,
-                    ParseCtx { now_ms, seed },
-                    CallMode { read_only: false },
-                    limits,
-                )
+                self.call_step(&mut self.keyspace_mut(), step, ParseCtx { now_ms, seed })
+            }
+            LogCommand::Transaction {
+                now_ms,
+                seed,
+                watches,
+                steps,
+            } => {
+                let now_ms = self.apply_time(now_ms);
+                let mut keyspace = self.keyspace_mut();
+                if watches.iter().any(|w| keyspace.watch_broken(w, now_ms)) {
+                    return Reply::NilArray;
+                }
+                let mut replies = Vec::with_capacity(steps.len());
+                for (i, step) in steps.into_iter().enumerate() {
+                    replies.push(match step {
+                        Step::Op(op) => op.apply(&mut keyspace, Ctx { now_ms }),
+                        Step::Call(call) => {
+                            let seed = seed.wrapping_add(i as u64);
+                            self.call_step(&mut keyspace, call, ParseCtx { now_ms, seed })
+                        }
+                    });
+                }
+                Reply::Array(replies)
             }
         }
+    }
+
+    /// Runs a replicated call on `keyspace`: the module its entry names, with the entry's
+    /// limits and no clock limit. Everything that decides the outcome is in the entry or the
+    /// replicated state.
+    fn call_step(&self, keyspace: &mut Keyspace, call: CallStep, ctx: ParseCtx) -> Reply {
+        let Some(found) = self.modules.get(&call.module) else {
+            return Reply::error(WasmError::NoSuchModule(call.module));
+        };
+        if found.sha256 != call.sha256 {
+            // Replaced between proposal and apply: refuse on every member alike.
+            return Reply::error(WasmError::NoSuchModule(format!(
+                "{} (replaced while the call was in flight)",
+                call.module
+            )));
+        }
+        if !found.exports.contains(&call.entry) {
+            return Reply::error(WasmError::NoSuchEntry {
+                module: call.module,
+                entry: call.entry,
+            });
+        }
+        let limits = CallLimits {
+            max_memory_bytes: call.max_memory_bytes,
+            max_fuel: call.max_fuel,
+            max_duration: Duration::ZERO,
+            time_slice: false,
+        };
+        let read_only = call.read_only || !found.permissions.contains(Permissions::WRITE);
+        let mode = CallMode { read_only };
+        let outcome = self.call_on(
+            keyspace,
+            &found,
+            &call.entry,
+            &call.keys,
+            &call.args,
+            ctx,
+            mode,
+            limits,
+        );
+        self.reply(outcome)
     }
 
     /// Runs a WebAssembly call against the keyspace: the keyspace is moved into the call's
@@ -309,13 +361,17 @@ impl StateMachine {
         mode: CallMode,
         limits: CallLimits,
     ) -> Reply {
-        let outcome = self.call_exclusive(module, entry, keys, args, ctx, mode, limits);
+        let mut keyspace = self.keyspace_mut();
+        let outcome = self.call_on(&mut keyspace, module, entry, keys, args, ctx, mode, limits);
+        drop(keyspace);
         self.reply(outcome)
     }
 
+    /// Runs a call owning `keyspace` (moved into the call's store and back).
     #[allow(clippy::too_many_arguments)]
-    fn call_exclusive(
+    fn call_on(
         &self,
+        keyspace: &mut Keyspace,
         module: &ModuleRef,
         entry: &str,
         keys: &[Bytes],
@@ -324,12 +380,11 @@ impl StateMachine {
         mode: CallMode,
         limits: CallLimits,
     ) -> Result<CallOutcome, WasmError> {
-        let mut guard = self.keyspace_mut();
-        let keyspace = std::mem::take(&mut *guard);
-        let (keyspace, outcome) = self
+        let owned = std::mem::take(keyspace);
+        let (owned, outcome) = self
             .functions
-            .call(module, entry, keys, args, keyspace, ctx, mode, limits);
-        *guard = keyspace;
+            .call(module, entry, keys, args, owned, ctx, mode, limits);
+        *keyspace = owned;
         outcome
     }
 
@@ -369,7 +424,8 @@ impl StateMachine {
                 outcome => return Some(self.reply(outcome)),
             }
         }
-        match self.call_exclusive(module, entry, keys, args, ctx, mode, limits) {
+        let mut keyspace = self.keyspace_mut();
+        match self.call_on(&mut keyspace, module, entry, keys, args, ctx, mode, limits) {
             Err(WasmError::SliceEnded) => None,
             outcome => Some(self.reply(outcome)),
         }

@@ -50,3 +50,4 @@ pub(crate) fn field(reply: &Value, name: &str) -> Value {
 mod calls;
 mod limits;
 mod loading;
+mod transactions;
