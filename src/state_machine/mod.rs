@@ -183,6 +183,11 @@ impl StateMachine {
     /// beyond it, or restarted since, has none and compares nothing), then records a digest
     /// of the state here.
     fn check(&self, index: u64, previous: Option<(u64, [u8; 32])>) {
+        // Digest first: the record's lock is held only to swap it, so INFO (which reads the
+        // record) never waits for a digest of the whole state.
+        let started = std::time::Instant::now();
+        let digest = self.digest();
+        let took_us = started.elapsed().as_micros() as u64;
         let mut checkpoint = self.checkpoint.lock();
         if let (Some((at, theirs)), Some((ours_at, ours))) = (previous, *checkpoint)
             && at == ours_at
@@ -202,13 +207,9 @@ impl StateMachine {
                 first
             });
         }
-        let started = std::time::Instant::now();
-        *checkpoint = Some((index, self.digest()));
-        tracing::debug!(
-            index,
-            took_us = started.elapsed().as_micros() as u64,
-            "state check"
-        );
+        *checkpoint = Some((index, digest));
+        drop(checkpoint);
+        tracing::debug!(index, took_us, "state check");
     }
 
     /// Applies one replicated command, found in the entry at log `index`, and returns its

@@ -23,12 +23,7 @@ fn members_check_their_states_against_the_leaders_at_the_same_log_positions() {
         assert_eq!(cmd(&mut c, &["SET", &key, "v"]).unwrap(), Value::Okay);
         assert_eq!(cmd(&mut c, &["INCR", "n"]).unwrap(), Value::Int(i + 1));
     }
-    let index = |id: usize| -> u64 {
-        cluster
-            .info_field(id, "cluster_state_check_index")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let index = |id: usize| cluster.info_u64(id, "cluster_state_check_index");
     // Checks keep coming, and every member applies each one (a later check compares the
     // leader's digest at the one before with each member's own).
     let first = index(leader);

@@ -25,12 +25,7 @@ fn a_follower_catches_up_on_a_backlog_of_large_values() {
             Value::Okay
         );
     }
-    let applied = |cluster: &Cluster, id: usize| -> u64 {
-        cluster
-            .info_field(id, "raft_applied_index")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let applied = |cluster: &Cluster, id: usize| cluster.info_u64(id, "raft_applied_index");
     let target = applied(&cluster, leader);
     cluster.start_node(behind);
     assert!(

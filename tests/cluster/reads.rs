@@ -7,12 +7,11 @@ use std::time::Duration;
 use ferrite_testkit::{Cluster, cmd, error_line, wait_until};
 use redis::Value;
 
-use super::{ELECTION, load_probe, text};
+use super::{ELECTION, load_probe};
 
 fn term(cluster: &Cluster, id: usize) -> String {
-    text(cmd(&mut cluster.client(id), &["INFO", "cluster"]).unwrap())
-        .lines()
-        .find_map(|l| l.strip_prefix("raft_term:").map(str::to_owned))
+    cluster
+        .info_field(id, "raft_term")
         .expect("INFO cluster has raft_term")
 }
 

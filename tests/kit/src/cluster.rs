@@ -212,6 +212,13 @@ impl Cluster {
             .map(|v| v.trim().to_owned())
     }
 
+    /// An integer field of member `id`'s `INFO cluster`; 0 if it does not answer.
+    pub fn info_u64(&self, id: usize, name: &str) -> u64 {
+        self.info_field(id, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The leader member `id` names in INFO (`raft_leader_id`), if it answers and knows one.
     pub fn leader_seen_by(&self, id: usize) -> Option<usize> {
         self.info_field(id, "raft_leader_id")?.parse().ok()
