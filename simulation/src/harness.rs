@@ -68,6 +68,8 @@ pub fn config_for(id: u64) -> Config {
     // Small, so snapshots, compaction and snapshot installs happen during the run.
     c.snapshot_logs = 100;
     c.snapshot_keep_logs = 20;
+    // Restores here are small; a transfer a partition cut off is started again soon.
+    c.snapshot_timeout_ms = 1000;
     c.write_timeout_ms = 3000;
     c.secret = SECRET.to_owned();
     // Often, so a replica that diverges is caught by its digest during the run.

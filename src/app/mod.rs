@@ -342,6 +342,7 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>
             election_max: Duration::from_millis(c.election_timeout_max_ms),
             snapshot_logs: c.snapshot_logs,
             keep_logs: c.snapshot_keep_logs,
+            snapshot_timeout: Duration::from_millis(c.snapshot_timeout_ms),
         },
         write_timeout: Duration::from_millis(c.write_timeout_ms),
         clock,

@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 250;
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 << 20;
 /// Default time between state checks (the leader proposes one; every member compares).
 pub const DEFAULT_STATE_CHECK_INTERVAL_MS: u64 = 300_000;
+/// Default time a snapshot transfer may take (Redis's `repl-timeout` is 60 s too).
+pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
 /// The `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -72,6 +74,10 @@ pub struct ClusterConfig {
     /// WASM.LOAD's module) one log entry may hold; larger writes are refused. An entry must
     /// reach a follower's disk within one heartbeat.
     pub max_entry_bytes: u64,
+    /// How long one piece of a snapshot transfer may take, the last one including the
+    /// follower's restore (every key and every module compiled); past it the leader starts the
+    /// transfer again. Also how long a stalled transfer holds up that follower's replication.
+    pub snapshot_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -92,6 +98,7 @@ impl Default for ClusterConfig {
             max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
             state_check_interval_ms: DEFAULT_STATE_CHECK_INTERVAL_MS,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
         }
     }
 }
@@ -138,6 +145,12 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster.snapshot_logs",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.snapshot_timeout_ms < self.heartbeat_ms {
+            return Err(invalid(
+                "cluster.snapshot_timeout_ms",
+                "must be at least heartbeat_ms".into(),
             ));
         }
         if self.write_timeout_ms == 0 {

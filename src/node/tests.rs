@@ -54,6 +54,7 @@ async fn single_node_on<K: replication::Disk>(
             election_max: Duration::from_millis(300),
             snapshot_logs: 100,
             keep_logs: 10,
+            snapshot_timeout: Duration::from_secs(10),
         },
         write_timeout,
         clock,

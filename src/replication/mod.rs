@@ -161,6 +161,8 @@ pub struct Settings {
     /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches up
     /// from the log rather than by snapshot.
     pub keep_logs: u64,
+    /// How long one snapshot RPC may take, the last one including the follower's restore.
+    pub snapshot_timeout: Duration,
 }
 
 impl Settings {
@@ -174,6 +176,9 @@ impl Settings {
             max_in_snapshot_log_to_keep: self.keep_logs,
             // Snapshots go in one piece per RPC up to this size.
             snapshot_max_chunk_size: 8 << 20,
+            // openraft's default (200 ms) is shorter than restoring a large keyspace and
+            // compiling its modules: the leader then started the transfer over, for good.
+            install_snapshot_timeout: self.snapshot_timeout.as_millis() as u64,
             ..Default::default()
         }
         .validate()

@@ -41,3 +41,49 @@ fn a_follower_catches_up_on_a_backlog_of_large_values() {
         Value::Int(512 * 1024)
     );
 }
+
+/// A member that was down while the log moved on behind a snapshot catches up by installing
+/// it, however long restoring the keyspace and compiling the modules takes (openraft gives an
+/// install 200 ms unless told otherwise, and the leader started the transfer over each time).
+#[test]
+fn a_member_behind_a_large_snapshot_with_modules_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nsnapshot_logs = 100\nsnapshot_keep_logs = 0\n",
+    )
+    .unwrap();
+    let mut cluster = Cluster::start(3, &["--config", config.to_str().unwrap()]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let behind = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.kill(behind);
+    let mut c = cluster.client(leader);
+    for i in 0..4 {
+        super::load_probe_as(&mut c, &format!("m{i}"));
+    }
+    // 300,000 keys in 300 writes of 1,000.
+    for batch in 0..300 {
+        let mut mset = redis::cmd("MSET");
+        for i in 0..1000 {
+            mset.arg(format!("{{k{batch}}}:{i}")).arg(i);
+        }
+        assert_eq!(mset.query::<Value>(&mut c).unwrap(), Value::Okay);
+    }
+    let applied = |cluster: &Cluster, id: usize| cluster.info_u64(id, "raft_applied_index");
+    let target = applied(&cluster, leader);
+    cluster.start_node(behind);
+    assert!(
+        wait_until(Duration::from_secs(60), || applied(&cluster, behind)
+            >= target),
+        "node {behind} stayed at index {} of {target}",
+        applied(&cluster, behind)
+    );
+    let mut f = cluster.client(behind);
+    cmd(&mut f, &["READONLY"]).unwrap();
+    assert_eq!(cmd(&mut f, &["DBSIZE"]).unwrap(), Value::Int(300_000));
+    assert_eq!(
+        cmd(&mut f, &["WASM.LIST"]).map(|v| matches!(v, Value::Array(ref a) if a.len() == 4)),
+        Ok(true)
+    );
+}

@@ -56,21 +56,18 @@ fn probe() -> String {
 
 /// Loads the probe module with READ and WRITE through `c` (the leader).
 fn load_probe(c: &mut redis::Connection) {
-    assert_eq!(
-        cmd(
-            c,
-            &[
-                "WASM.LOAD",
-                "probe",
-                &probe(),
-                "PERMISSIONS",
-                "READ",
-                "WRITE"
-            ]
-        )
-        .unwrap(),
-        Value::Okay
-    );
+    load_module(c, "probe", &probe());
+}
+
+/// Loads the probe module as `name`, its bytes made unique by a comment naming it (so each
+/// one is compiled on its own).
+fn load_probe_as(c: &mut redis::Connection, name: &str) {
+    load_module(c, name, &format!("{}\n;; {name}\n", probe()));
+}
+
+fn load_module(c: &mut redis::Connection, name: &str, source: &str) {
+    let words = ["WASM.LOAD", name, source, "PERMISSIONS", "READ", "WRITE"];
+    assert_eq!(cmd(c, &words).unwrap(), Value::Okay);
 }
 
 /// CLUSTER NODES without the `myself,` marker, which differs per node by design.
