@@ -5,10 +5,23 @@
 
 use std::time::Duration;
 
-use ferrite_testkit::{Cluster, cmd, wait_until};
+use ferrite_testkit::{Cluster, ConfigFile, cmd, wait_until};
 use redis::Value;
 
 use super::ELECTION;
+
+/// Starts member `behind` again and waits until it applied all that `leader` had.
+fn restart_and_catch_up(cluster: &mut Cluster, behind: usize, leader: usize) {
+    let applied = |cluster: &Cluster, id: usize| cluster.info_u64(id, "raft_applied_index");
+    let target = applied(cluster, leader);
+    cluster.start_node(behind);
+    assert!(
+        wait_until(Duration::from_secs(60), || applied(cluster, behind)
+            >= target),
+        "node {behind} stayed at index {} of {target}",
+        applied(cluster, behind)
+    );
+}
 
 #[test]
 fn a_follower_catches_up_on_a_backlog_of_large_values() {
@@ -25,15 +38,7 @@ fn a_follower_catches_up_on_a_backlog_of_large_values() {
             Value::Okay
         );
     }
-    let applied = |cluster: &Cluster, id: usize| cluster.info_u64(id, "raft_applied_index");
-    let target = applied(&cluster, leader);
-    cluster.start_node(behind);
-    assert!(
-        wait_until(Duration::from_secs(60), || applied(&cluster, behind)
-            >= target),
-        "node {behind} stayed at index {} of {target}",
-        applied(&cluster, behind)
-    );
+    restart_and_catch_up(&mut cluster, behind, leader);
     let mut f = cluster.client(behind);
     cmd(&mut f, &["READONLY"]).unwrap();
     assert_eq!(
@@ -47,14 +52,8 @@ fn a_follower_catches_up_on_a_backlog_of_large_values() {
 /// install 200 ms unless told otherwise, and the leader started the transfer over each time).
 #[test]
 fn a_member_behind_a_large_snapshot_with_modules_catches_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ferrite.toml");
-    std::fs::write(
-        &config,
-        "[cluster]\nsnapshot_logs = 100\nsnapshot_keep_logs = 0\n",
-    )
-    .unwrap();
-    let mut cluster = Cluster::start(3, &["--config", config.to_str().unwrap()]);
+    let config = ConfigFile::new("[cluster]\nsnapshot_logs = 100\nsnapshot_keep_logs = 0\n");
+    let mut cluster = Cluster::start(3, &["--config", config.arg()]);
     let leader = cluster.wait_for_leader(ELECTION);
     let behind = (1..=3).find(|id| *id != leader).unwrap();
     cluster.kill(behind);
@@ -70,15 +69,7 @@ fn a_member_behind_a_large_snapshot_with_modules_catches_up() {
         }
         assert_eq!(mset.query::<Value>(&mut c).unwrap(), Value::Okay);
     }
-    let applied = |cluster: &Cluster, id: usize| cluster.info_u64(id, "raft_applied_index");
-    let target = applied(&cluster, leader);
-    cluster.start_node(behind);
-    assert!(
-        wait_until(Duration::from_secs(60), || applied(&cluster, behind)
-            >= target),
-        "node {behind} stayed at index {} of {target}",
-        applied(&cluster, behind)
-    );
+    restart_and_catch_up(&mut cluster, behind, leader);
     let mut f = cluster.client(behind);
     cmd(&mut f, &["READONLY"]).unwrap();
     assert_eq!(cmd(&mut f, &["DBSIZE"]).unwrap(), Value::Int(300_000));

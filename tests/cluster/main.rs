@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ferrite_testkit::{Cluster, Server, cmd, err, wait_until};
+use ferrite_testkit::{Cluster, ConfigFile, Server, cmd, err, wait_until};
 use redis::Value;
 
 mod bus;
@@ -369,14 +369,8 @@ fn modules_and_write_calls_replicate_with_the_same_fuel() {
 
 #[test]
 fn a_node_added_at_run_time_catches_up_by_snapshot_and_a_removed_one_stops_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ferrite.toml");
-    std::fs::write(
-        &config,
-        "[cluster]\nsnapshot_logs = 50\nsnapshot_keep_logs = 0\n",
-    )
-    .unwrap();
-    let mut cluster = Cluster::start(3, &["--config", config.to_str().unwrap()]);
+    let config = ConfigFile::new("[cluster]\nsnapshot_logs = 50\nsnapshot_keep_logs = 0\n");
+    let mut cluster = Cluster::start(3, &["--config", config.arg()]);
     let leader = cluster.wait_for_leader(ELECTION);
     let mut l = cluster.client(leader);
     for i in 0..400 {

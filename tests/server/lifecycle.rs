@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use ferrite_testkit::{Server, cmd, err, is_closed, read_at_least, roundtrip};
+use ferrite_testkit::{ConfigFile, Server, cmd, err, is_closed, read_at_least, roundtrip};
 
 fn ferrite(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ferrite"))
@@ -63,19 +63,8 @@ fn bad_configuration_files_are_refused_naming_the_key() {
 
 #[test]
 fn config_file_values_apply_and_flags_win() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ferrite.toml");
-    std::fs::write(
-        &path,
-        "[server]\nrequirepass = \"from-file\"\nmaxclients = 77\n",
-    )
-    .unwrap();
-    let server = Server::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--requirepass",
-        "from-flag",
-    ]);
+    let config = ConfigFile::new("[server]\nrequirepass = \"from-file\"\nmaxclients = 77\n");
+    let server = Server::start(&["--config", config.arg(), "--requirepass", "from-flag"]);
     let mut c = redis::Client::open(format!("redis://:from-flag@127.0.0.1:{}/", server.port))
         .unwrap()
         .get_connection()

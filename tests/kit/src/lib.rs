@@ -27,7 +27,7 @@ mod server;
 pub use cluster::Cluster;
 pub use net::{is_closed, read_at_least, roundtrip, unused_port, unused_ports, which};
 pub use redis_server::RedisServer;
-pub use server::{Server, SpawnError, ferrite_binary};
+pub use server::{ConfigFile, Server, SpawnError, ferrite_binary};
 pub use wait::{eventually, wait_until};
 
 #[cfg(feature = "clients")]

@@ -305,3 +305,24 @@ mod clients {
 
 #[cfg(feature = "clients")]
 pub use clients::{cmd, err, error_line};
+
+/// A configuration file holding `toml`, in a directory that lives as long as the value.
+pub struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    /// Writes `toml` to `ferrite.toml` in a new temporary directory.
+    pub fn new(toml: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("ferrite.toml");
+        std::fs::write(&path, toml).expect("writing the configuration file");
+        ConfigFile { _dir: dir, path }
+    }
+
+    /// Its path, as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temporary path")
+    }
+}
