@@ -2,6 +2,10 @@
 # The docker-compose cluster, end to end: build the image, start three nodes, write through
 # redis-cli -c, stop the leader's container, keep writing, start it again, and check that
 # every acknowledged write is there (on the leader, and on the returning node's own state).
+# Then chaos: five clients run the simulation's workload against the containers while they
+# are paused, killed, disconnected from their network and restarted, and the recorded history
+# goes through the simulation's linearizability checker (simulation/src/bin/chaos.rs).
+# FERRITE_CHAOS_SECONDS (default 40) and FERRITE_CHAOS_SEED (default: the time) set the run.
 # Tears everything down, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,4 +90,12 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 echo "acknowledged writes: ${#acked[@]}, lost: $missing, returning node caught up: $caught_up"
-[ "$missing" = 0 ] && [ "$caught_up" = yes ]
+[ "$missing" = 0 ] && [ "$caught_up" = yes ] || exit 1
+
+seconds=${FERRITE_CHAOS_SECONDS:-40}
+seed=${FERRITE_CHAOS_SEED:-$(date +%s)}
+echo "chaos: ${seconds} s, seed $seed (FERRITE_CHAOS_SEED=$seed makes the same fault and operation choices)"
+(cd simulation && cargo build --release --locked --bin chaos -q)
+nodes=()
+for n in 1 2 3; do nodes+=("$(compose ps -q "node$n")=${ips[$n-1]}"); done
+simulation/target/release/chaos "$seconds" "$seed" "${COMPOSE_PROJECT_NAME}_ferrite" "${nodes[@]}"

@@ -25,6 +25,16 @@ const SECRET: &str = "the simulated cluster's secret";
 /// The hand-written test module (`probe.incr` is a write call on `{t}a`).
 pub const PROBE: &str = include_str!("../../tests/wasm/modules/probe.wat");
 
+/// The request that loads [`PROBE`] as `probe`, with READ and WRITE.
+pub const LOAD_PROBE: [&[u8]; 6] = [
+    b"WASM.LOAD",
+    b"probe",
+    PROBE.as_bytes(),
+    b"PERMISSIONS",
+    b"READ",
+    b"WRITE",
+];
+
 /// The nodes running now, by id: each registers itself once started.
 pub type Live = Arc<Mutex<BTreeMap<u64, Arc<Shared>>>>;
 

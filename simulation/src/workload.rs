@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::checker::{CounterOp, Entry, ListOp, RegisterOp};
-use crate::harness::{HOSTS, Live, PROBE, Rng, agreed, diverged, host_addr};
+use crate::harness::{HOSTS, LOAD_PROBE, Live, Rng, agreed, diverged, host_addr};
 use crate::{Client, Reply};
 
 /// Concurrent clients: five that read and write, and one (the last) that only reads on the
@@ -35,8 +35,6 @@ pub struct History {
     /// order. The connection counts the client's READONLY sessions on that follower: a new
     /// one starts after any error (a crashed or cut-off follower).
     pub follower_reads: Vec<(usize, u64, u64, String, Vec<String>)>,
-    /// Every element an RPUSH tried to append, per list.
-    pub attempted: BTreeMap<String, Vec<String>>,
     /// The faults, with simulated times.
     pub events: Vec<String>,
     /// Operations by outcome: completed, unknown.
@@ -183,164 +181,181 @@ pub async fn client(
             }
             continue;
         }
-        let (args, kind): (Vec<Vec<u8>>, u8) = match roll {
-            10..24 => {
-                let key = REGISTERS[rng.between(0, 2) as usize];
-                let value = format!("c{id}-{n}");
-                (vec![b"SET".to_vec(), key.into(), value.into()], 0)
-            }
-            24..33 => {
-                let key = REGISTERS[rng.between(0, 2) as usize];
-                (vec![b"GET".to_vec(), key.into()], 1)
-            }
-            33..36 => {
-                let key = EXPIRING[rng.between(0, 2) as usize];
-                let value = format!("c{id}-{n}");
-                let ttl = rng.between(50, 600).to_string();
-                (
-                    vec![
-                        b"SET".to_vec(),
-                        key.into(),
-                        value.into(),
-                        b"PX".to_vec(),
-                        ttl.into(),
-                    ],
-                    6,
-                )
-            }
-            36..45 => {
-                let key = EXPIRING[rng.between(0, 2) as usize];
-                (vec![b"GET".to_vec(), key.into()], 7)
-            }
-            45..53 => (vec![b"INCR".to_vec(), COUNTER.into()], 2),
-            53..61 => (
-                vec![
-                    b"FCALL".to_vec(),
-                    b"probe.incr".to_vec(),
-                    b"1".to_vec(),
-                    COUNTER.into(),
-                ],
-                2,
-            ),
-            61..66 => (vec![b"GET".to_vec(), COUNTER.into()], 3),
-            66..71 => (
-                vec![
-                    b"FCALL_RO".to_vec(),
-                    b"probe.get_via_call".to_vec(),
-                    b"1".to_vec(),
-                    COUNTER.into(),
-                ],
-                3,
-            ),
-            71..88 => {
-                let key = LISTS[rng.between(0, 2) as usize];
-                let value = format!("c{id}-{n}");
-                history
-                    .lock()
-                    .unwrap()
-                    .attempted
-                    .entry(key.to_owned())
-                    .or_default()
-                    .push(value.clone());
-                (vec![b"RPUSH".to_vec(), key.into(), value.into()], 4)
-            }
-            _ => {
-                let key = LISTS[rng.between(0, 2) as usize];
-                (
-                    vec![
-                        b"LRANGE".to_vec(),
-                        key.into(),
-                        b"0".to_vec(),
-                        b"-1".to_vec(),
-                    ],
-                    5,
-                )
-            }
-        };
+        let (args, kind) = plan(&mut rng, id, n, roll);
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let ended = send(&mut leader_conn, &mut target, &refs).await;
-        let complete = now();
         let mut h = history.lock().unwrap();
-        let (reply, done) = match ended {
-            Ended::Refused => continue,
-            Ended::Unknown => {
-                h.unknown += 1;
-                (None, None)
-            }
-            Ended::Reply(r) => {
-                h.completed += 1;
-                (Some(r), Some(complete))
-            }
-        };
-        if let Some(Reply::Error(e)) = &reply {
-            return Err(format!("{:?} answered {e}", String::from_utf8_lossy(&args[0])).into());
+        record(&mut h, id, invoke, now(), &args, kind, ended)?;
+    }
+    Ok(())
+}
+
+/// What operation a client runs for `roll` (10 to 99): its arguments and its kind, which
+/// [`record`] files it by. `n` makes written values unique per client.
+pub fn plan(rng: &mut Rng, id: usize, n: u64, roll: u64) -> (Vec<Vec<u8>>, u8) {
+    match roll {
+        10..24 => {
+            let key = REGISTERS[rng.between(0, 2) as usize];
+            let value = format!("c{id}-{n}");
+            (vec![b"SET".to_vec(), key.into(), value.into()], 0)
         }
-        let key = String::from_utf8_lossy(&args[1]).into_owned();
-        let bad = || {
-            format!(
-                "unexpected reply {reply:?} to {:?}",
-                String::from_utf8_lossy(&args[0])
+        24..33 => {
+            let key = REGISTERS[rng.between(0, 2) as usize];
+            (vec![b"GET".to_vec(), key.into()], 1)
+        }
+        33..36 => {
+            let key = EXPIRING[rng.between(0, 2) as usize];
+            let value = format!("c{id}-{n}");
+            let ttl = rng.between(50, 600).to_string();
+            (
+                vec![
+                    b"SET".to_vec(),
+                    key.into(),
+                    value.into(),
+                    b"PX".to_vec(),
+                    ttl.into(),
+                ],
+                6,
             )
-        };
-        match kind {
-            0 => {
-                let value = String::from_utf8_lossy(&args[2]).into_owned();
+        }
+        36..45 => {
+            let key = EXPIRING[rng.between(0, 2) as usize];
+            (vec![b"GET".to_vec(), key.into()], 7)
+        }
+        45..53 => (vec![b"INCR".to_vec(), COUNTER.into()], 2),
+        53..61 => (
+            vec![
+                b"FCALL".to_vec(),
+                b"probe.incr".to_vec(),
+                b"1".to_vec(),
+                COUNTER.into(),
+            ],
+            2,
+        ),
+        61..66 => (vec![b"GET".to_vec(), COUNTER.into()], 3),
+        66..71 => (
+            vec![
+                b"FCALL_RO".to_vec(),
+                b"probe.get_via_call".to_vec(),
+                b"1".to_vec(),
+                COUNTER.into(),
+            ],
+            3,
+        ),
+        71..88 => {
+            let key = LISTS[rng.between(0, 2) as usize];
+            let value = format!("c{id}-{n}");
+            (vec![b"RPUSH".to_vec(), key.into(), value.into()], 4)
+        }
+        _ => {
+            let key = LISTS[rng.between(0, 2) as usize];
+            (
+                vec![
+                    b"LRANGE".to_vec(),
+                    key.into(),
+                    b"0".to_vec(),
+                    b"-1".to_vec(),
+                ],
+                5,
+            )
+        }
+    }
+}
+
+/// Files an operation [`plan`] made, invoked at `invoke` and ended at `complete` as `ended`
+/// says, under its key and model, and counts it; a refused one did not happen and is not
+/// filed. An error reply, or one the model cannot hold, ends the run.
+pub fn record(
+    h: &mut History,
+    id: usize,
+    invoke: u64,
+    complete: u64,
+    args: &[Vec<u8>],
+    kind: u8,
+    ended: Ended,
+) -> Result<(), String> {
+    let (reply, done) = match ended {
+        Ended::Refused => return Ok(()),
+        Ended::Unknown => {
+            h.unknown += 1;
+            (None, None)
+        }
+        Ended::Reply(r) => {
+            h.completed += 1;
+            (Some(r), Some(complete))
+        }
+    };
+    if let Some(Reply::Error(e)) = &reply {
+        return Err(format!(
+            "{:?} answered {e}",
+            String::from_utf8_lossy(&args[0])
+        ));
+    }
+    let key = String::from_utf8_lossy(&args[1]).into_owned();
+    let bad = || {
+        format!(
+            "unexpected reply {reply:?} to {:?}",
+            String::from_utf8_lossy(&args[0])
+        )
+    };
+    match kind {
+        0 => {
+            let value = String::from_utf8_lossy(&args[2]).into_owned();
+            let into = h.registers.entry(key).or_default();
+            push(into, id, invoke, done, RegisterOp::Write(value));
+        }
+        1 => {
+            let seen = reply.as_ref().map(text);
+            if done.is_some() {
                 let into = h.registers.entry(key).or_default();
-                push(into, id, invoke, done, RegisterOp::Write(value));
+                push(into, id, invoke, done, RegisterOp::Read(seen.flatten()));
             }
-            1 => {
-                let seen = reply.as_ref().map(text);
-                if done.is_some() {
-                    let into = h.registers.entry(key).or_default();
-                    push(into, id, invoke, done, RegisterOp::Read(seen.flatten()));
-                }
-            }
-            2 => {
-                let value = match &reply {
-                    Some(Reply::Int(v)) => *v,
-                    None => 0,
-                    Some(_) => return Err(bad().into()),
+        }
+        2 => {
+            let value = match &reply {
+                Some(Reply::Int(v)) => *v,
+                None => 0,
+                Some(_) => return Err(bad()),
+            };
+            push(&mut h.counter, id, invoke, done, CounterOp::Incr(value));
+        }
+        3 => {
+            if let Some(r) = &reply {
+                let seen = match text(r) {
+                    Some(t) => Some(t.parse::<i64>().map_err(|_| bad())?),
+                    None if matches!(r, Reply::Bulk(None)) => None,
+                    None => return Err(bad()),
                 };
-                push(&mut h.counter, id, invoke, done, CounterOp::Incr(value));
+                push(&mut h.counter, id, invoke, done, CounterOp::Read(seen));
             }
-            3 => {
-                if let Some(r) = &reply {
-                    let seen = match text(r) {
-                        Some(t) => Some(t.parse::<i64>().map_err(|_| bad())?),
-                        None if matches!(r, Reply::Bulk(None)) => None,
-                        None => return Err(bad().into()),
-                    };
-                    push(&mut h.counter, id, invoke, done, CounterOp::Read(seen));
-                }
-            }
-            6 => {
-                let value = String::from_utf8_lossy(&args[2]).into_owned();
+        }
+        6 => {
+            let value = String::from_utf8_lossy(&args[2]).into_owned();
+            let into = h.expiring.entry(key).or_default();
+            push(into, id, invoke, done, RegisterOp::Write(value));
+        }
+        7 => {
+            if done.is_some() {
+                let seen = reply.as_ref().and_then(text);
                 let into = h.expiring.entry(key).or_default();
-                push(into, id, invoke, done, RegisterOp::Write(value));
+                push(into, id, invoke, done, RegisterOp::Read(seen));
             }
-            7 => {
-                if done.is_some() {
-                    let seen = reply.as_ref().and_then(text);
-                    let into = h.expiring.entry(key).or_default();
-                    push(into, id, invoke, done, RegisterOp::Read(seen));
-                }
-            }
-            4 => {
-                let value = String::from_utf8_lossy(&args[2]).into_owned();
-                let len = match &reply {
-                    Some(Reply::Int(v)) => *v as usize,
-                    None => 0,
-                    Some(_) => return Err(bad().into()),
-                };
+        }
+        4 => {
+            let value = String::from_utf8_lossy(&args[2]).into_owned();
+            let len = match &reply {
+                Some(Reply::Int(v)) => *v as usize,
+                None => 0,
+                Some(_) => return Err(bad()),
+            };
+            let into = h.lists.entry(key).or_default();
+            push(into, id, invoke, done, ListOp::Append(value, len));
+        }
+        _ => {
+            if let Some(r) = &reply {
+                let items = list(r).ok_or_else(bad)?;
                 let into = h.lists.entry(key).or_default();
-                push(into, id, invoke, done, ListOp::Append(value, len));
-            }
-            _ => {
-                if let Some(r) = &reply {
-                    let items = list(r).ok_or_else(bad)?;
-                    let into = h.lists.entry(key).or_default();
-                    push(into, id, invoke, done, ListOp::Read(items));
-                }
+                push(into, id, invoke, done, ListOp::Read(items));
             }
         }
     }
@@ -354,19 +369,7 @@ pub async fn coordinator(live: Live, history: Shared) -> Result<(), Box<dyn std:
     let mut target = 1;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     loop {
-        let load = send(
-            &mut conn,
-            &mut target,
-            &[
-                b"WASM.LOAD",
-                b"probe",
-                PROBE.as_bytes(),
-                b"PERMISSIONS",
-                b"READ",
-                b"WRITE",
-            ],
-        )
-        .await;
+        let load = send(&mut conn, &mut target, &LOAD_PROBE).await;
         match load {
             Ended::Reply(Reply::Status(_)) => break,
             Ended::Reply(Reply::Error(e)) if e.contains("already exists") => break,

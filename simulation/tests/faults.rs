@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrite_simulation::harness::{
-    HOSTS, Live, PROBE, Rng, add_hosts, agreed, leader, seeds, simulation,
+    HOSTS, LOAD_PROBE, Live, Rng, add_hosts, agreed, leader, seeds, simulation,
 };
 use ferrite_simulation::workload::{self, Ended};
 use ferrite_simulation::{Client, Reply};
@@ -60,20 +60,7 @@ async fn workload(live: Live, outcome: Arc<Mutex<Outcome>>) -> Result<(), Box<dy
     let mut target = 1;
     // Let the cluster elect its first leader.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let load = send(
-        &mut client,
-        &mut target,
-        &[
-            b"WASM.LOAD",
-            b"probe",
-            PROBE.as_bytes(),
-            b"PERMISSIONS",
-            b"READ",
-            b"WRITE",
-        ],
-        true,
-    )
-    .await;
+    let load = send(&mut client, &mut target, &LOAD_PROBE, true).await;
     match load {
         Ok(Reply::Status(s)) if s == "OK" => {}
         Ok(Reply::Error(e)) if e.contains("already exists") => {}

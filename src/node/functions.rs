@@ -10,7 +10,7 @@ use crate::keyspace::{Op, ParseCtx, WatchToken};
 use crate::reply::Reply;
 use crate::slot::key_slot;
 use crate::state_machine::{CallStep, LogCommand, Step};
-use crate::wasm::{CallLimits, CallMode, MAX_WRITE_FUEL, Permissions, WasmError};
+use crate::wasm::{CallLimits, CallMode, MAX_WRITE_FUEL, ModuleRef, Permissions, WasmError};
 
 /// How long a read-only call may run on an async worker before it is run again off it.
 const TIME_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
@@ -87,8 +87,26 @@ impl Node {
         limits: CallLimits,
         reads: ReadMode,
     ) -> Reply {
-        let Some(module) = self.state.modules().get(name) else {
-            return Reply::error(WasmError::NoSuchModule(name.to_owned()));
+        let slot = keys.first().map(|k| key_slot(k));
+        let ctx = self.parse_ctx();
+        let writes = |m: &ModuleRef| !mode.read_only && m.permissions.contains(Permissions::WRITE);
+        // Which module a name means is replicated state. A write call resolves it here and
+        // again at apply (by hash). Anything else resolves it after the read barrier: a leader
+        // that has not yet applied what it committed (just elected, or replaying its log)
+        // must not answer "no such module" for a module loaded before, and a read runs the
+        // module as loaded at its barrier. A call without keys still reads: it is redirected
+        // like a read of slot 0, not answered from a follower's state without READONLY.
+        let module = match self.state.modules().get(name) {
+            Some(module) if writes(&module) => module,
+            _ => {
+                if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
+                    return Reply::error(e);
+                }
+                match self.state.modules().get(name) {
+                    Some(module) => module,
+                    None => return Reply::error(WasmError::NoSuchModule(name.to_owned())),
+                }
+            }
         };
         if !module.exports.iter().any(|e| e == entry) {
             return Reply::error(WasmError::NoSuchEntry {
@@ -96,9 +114,7 @@ impl Node {
                 entry: entry.to_owned(),
             });
         }
-        let slot = keys.first().map(|k| key_slot(k));
-        let ctx = self.parse_ctx();
-        if !mode.read_only && module.permissions.contains(Permissions::WRITE) {
+        if writes(&module) {
             let command = LogCommand::Call {
                 module: name.to_owned(),
                 sha256: module.sha256.clone(),
@@ -114,11 +130,6 @@ impl Node {
                 .propose(command, slot.unwrap_or(0))
                 .await
                 .unwrap_or_else(Reply::error);
-        }
-        // A call without keys still reads: it is redirected like a read of slot 0, not
-        // answered from a follower's state without READONLY.
-        if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
-            return Reply::error(e);
         }
         let ctx = ParseCtx {
             now_ms: self.read_time(ctx.now_ms),
@@ -194,6 +205,14 @@ impl Node {
                 Queued::Call { keys, .. } => keys.first().map(|k| key_slot(k)),
             })
             .unwrap_or(0);
+        // A module name is resolved against applied state: a leader that has not yet applied
+        // a load it committed waits for that first (see `wasm_call`).
+        let unknown = queued.iter().any(|q| {
+            matches!(q, Queued::Call { module, .. } if self.state.modules().get(module).is_none())
+        });
+        if unknown && let Err(e) = self.read_barrier(ReadMode::Linearizable, Some(slot)).await {
+            return Reply::error(e);
+        }
         let steps = queued
             .into_iter()
             .map(|q| match q {

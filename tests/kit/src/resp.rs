@@ -153,6 +153,21 @@ impl SyncClient {
         })
     }
 
+    /// Connects to `addr` within `connect`; every read gives up after `timeout`.
+    pub fn connect_to(
+        addr: std::net::SocketAddr,
+        connect: Duration,
+        timeout: Duration,
+    ) -> io::Result<SyncClient> {
+        let stream = TcpStream::connect_timeout(&addr, connect)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(SyncClient {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
     /// Sends one request and reads its reply.
     pub fn request(&mut self, args: &[&[u8]]) -> io::Result<Value> {
         self.stream.write_all(&encode(args))?;
