@@ -15,6 +15,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,9 +35,17 @@ struct Stored {
 }
 
 /// A disk that outlives its host: create it before `sim.host` and share it with every run.
+/// A nemesis may slow it down, or make its next snapshot write hang until the host crashes.
 #[derive(Debug, Default)]
 pub struct SimDisk {
     stored: Mutex<Stored>,
+    /// Extra milliseconds every write takes (a slow disk).
+    pub slow_ms: AtomicU64,
+    /// Armed: the next write holding a snapshot (built here or installed from the leader)
+    /// never completes, and `snapshot_hung` is set for the nemesis to crash the host.
+    pub hang_on_snapshot: AtomicBool,
+    /// Set when a snapshot write hung.
+    pub snapshot_hung: AtomicBool,
 }
 
 impl Disk for SimDisk {
@@ -59,7 +68,13 @@ impl Disk for SimDisk {
         async move {
             // The batch becomes durable only when the "fsync" completes: a crash before then
             // drops this future and the batch with it.
-            tokio::time::sleep(FSYNC).await;
+            let snapshot = ops.iter().any(|op| matches!(op, DiskOp::Snapshot(_)));
+            if snapshot && disk.hang_on_snapshot.swap(false, Ordering::Relaxed) {
+                disk.snapshot_hung.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+            let slow = Duration::from_millis(disk.slow_ms.load(Ordering::Relaxed));
+            tokio::time::sleep(FSYNC + slow).await;
             let mut s = disk.stored.lock().unwrap();
             for op in ops {
                 match op {

@@ -2,7 +2,9 @@
 //! seed: symmetric, one-way and bridge partitions, crashes of one node, of a majority and of
 //! all nodes (unsynced disk writes lost), restarts, paused links, and clocks: every host runs
 //! at its own offset (within the cluster's bound), and a node's clock jumps ahead or back
-//! beyond it for a while. Every operation is
+//! beyond it for a while; slow disks (on one node, or on all, which may then lose power with
+//! writes in flight); and a follower that must catch up by a snapshot crashing while it writes
+//! one. Every operation is
 //! recorded with its invocation and completion time (unknown outcomes as such) and the
 //! history goes through the linearizability checker (`ferrite_simulation::checker`):
 //!
@@ -55,9 +57,11 @@ enum Fault {
     Pause,
     ClockAhead,
     ClockBehind,
+    SlowDisk,
+    CrashInSnapshot,
 }
 
-const FAULTS: [Fault; 10] = [
+const FAULTS: [Fault; 12] = [
     Fault::IsolateLeader,
     Fault::IsolateOne,
     Fault::LeaderCannotSend,
@@ -68,6 +72,8 @@ const FAULTS: [Fault; 10] = [
     Fault::Pause,
     Fault::ClockAhead,
     Fault::ClockBehind,
+    Fault::SlowDisk,
+    Fault::CrashInSnapshot,
 ];
 
 /// The run's outcome: the checked counts and a digest of everything recorded.
@@ -93,7 +99,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
     for (i, offset) in base.iter().enumerate() {
         offsets[i].store(*offset, Ordering::Relaxed);
     }
-    add_hosts(&mut sim, &live, &offsets);
+    let disks = add_hosts(&mut sim, &live, &offsets);
     let history: Shared = Arc::default();
     for id in 0..CLIENTS {
         let history = history.clone();
@@ -106,6 +112,10 @@ fn run(seed: u64) -> Result<Outcome, String> {
     let mut next_fault = Duration::from_millis(rng.between(2_000, 3_000));
     let mut heal_at: Option<Duration> = None;
     let mut crashed: Vec<&str> = Vec::new();
+    // Hosts crashed while a snapshot write hung, and when each comes back.
+    let mut hung: Vec<(usize, Duration)> = Vec::new();
+    // When every node crashes during a slow-disk fault.
+    let mut power_loss_at: Option<Duration> = None;
     let note = |history: &Shared, at: Duration, what: String| {
         history
             .lock()
@@ -115,6 +125,36 @@ fn run(seed: u64) -> Result<Outcome, String> {
     };
     loop {
         let at = sim.elapsed();
+        for (i, disk) in disks.iter().enumerate() {
+            if disk.snapshot_hung.swap(false, Ordering::Relaxed) {
+                sim.crash(HOSTS[i]);
+                live.lock().unwrap().remove(&(i as u64 + 1));
+                hung.push((i, at + Duration::from_millis(rng.between(300, 1_500))));
+                note(
+                    &history,
+                    at,
+                    format!("n{} crashed writing a snapshot", i + 1),
+                );
+            }
+        }
+        if power_loss_at.is_some_and(|t| at >= t) {
+            power_loss_at = None;
+            for (i, host) in HOSTS.iter().enumerate() {
+                if !hung.iter().any(|&(h, _)| h == i) && !crashed.contains(host) {
+                    sim.crash(*host);
+                    live.lock().unwrap().remove(&(i as u64 + 1));
+                    crashed.push(host);
+                }
+            }
+            note(&history, at, "power lost: every node crashed".into());
+        }
+        hung.retain(|&(i, back)| {
+            if at < back {
+                return true;
+            }
+            sim.bounce(HOSTS[i]);
+            false
+        });
         if let Some(h) = heal_at
             && at >= h
         {
@@ -132,12 +172,18 @@ fn run(seed: u64) -> Result<Outcome, String> {
             for (i, offset) in base.iter().enumerate() {
                 offsets[i].store(*offset, Ordering::Relaxed);
             }
+            for disk in &disks {
+                disk.slow_ms.store(0, Ordering::Relaxed);
+            }
             note(&history, at, "healed, crashed nodes restarted".into());
             heal_at = None;
             next_fault = at + Duration::from_millis(rng.between(500, 2_000));
         }
         if heal_at.is_none() && at >= next_fault && at < WORKLOAD {
             let fault = FAULTS[rng.between(0, FAULTS.len() as u64) as usize];
+            for disk in &disks {
+                disk.hang_on_snapshot.store(false, Ordering::Relaxed);
+            }
             let current = leader(&live).unwrap_or(1) as usize - 1;
             let random = rng.between(0, 3) as usize;
             let others = |i: usize| HOSTS.iter().enumerate().filter(move |(j, _)| *j != i);
@@ -185,6 +231,9 @@ fn run(seed: u64) -> Result<Outcome, String> {
                     };
                     for k in 0..count {
                         let index = (random + k) % 3;
+                        if hung.iter().any(|&(i, _)| i == index) {
+                            continue;
+                        }
                         sim.crash(HOSTS[index]);
                         live.lock().unwrap().remove(&(index as u64 + 1));
                         crashed.push(HOSTS[index]);
@@ -210,6 +259,51 @@ fn run(seed: u64) -> Result<Outcome, String> {
                         &history,
                         at,
                         format!("{fault:?}: n{}'s clock jumps {jump} ms", i + 1),
+                    );
+                }
+                Fault::SlowDisk => {
+                    // Writes slower than a heartbeat on one node (the leader's or any), or on
+                    // all of them, which then may lose power while writes are in flight.
+                    let ms = rng.between(30, 300);
+                    let which = rng.between(0, 3);
+                    let slowed: Vec<usize> = match which {
+                        0 => vec![current],
+                        1 => vec![random],
+                        _ => vec![0, 1, 2],
+                    };
+                    for &i in &slowed {
+                        disks[i].slow_ms.store(ms, Ordering::Relaxed);
+                    }
+                    let power_loss = which == 2 && rng.between(0, 2) == 0;
+                    if power_loss {
+                        power_loss_at = Some(at + Duration::from_millis(rng.between(200, 800)));
+                    }
+                    note(
+                        &history,
+                        at,
+                        format!(
+                            "{fault:?}: disks of {:?} take {ms} ms more per write{}",
+                            slowed.iter().map(|i| i + 1).collect::<Vec<_>>(),
+                            if power_loss { ", then lose power" } else { "" }
+                        ),
+                    );
+                }
+                Fault::CrashInSnapshot => {
+                    // A follower falls behind (cut off) and, once back, catches up by a
+                    // snapshot; the host crashes while writing it (or while writing one it
+                    // built, whichever comes first).
+                    let i = (current + 1 + random % 2) % 3;
+                    for (_, other) in others(i) {
+                        sim.partition(HOSTS[i], *other);
+                    }
+                    disks[i].hang_on_snapshot.store(true, Ordering::Relaxed);
+                    note(
+                        &history,
+                        at,
+                        format!(
+                            "{fault:?}: n{} cut off, to crash at its next snapshot",
+                            i + 1
+                        ),
                     );
                 }
                 Fault::ClockBehind => {
