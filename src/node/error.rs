@@ -58,6 +58,16 @@ pub enum NodeError {
         /// The limit.
         limit: usize,
     },
+    /// Too many writes wait to be proposed: this one was refused and never happened.
+    #[error(
+        "too many writes waiting for the log ({queued} bytes queued, at most {limit}); retry later"
+    )]
+    Backlog {
+        /// Bytes queued when it came.
+        queued: usize,
+        /// The queue's limit.
+        limit: usize,
+    },
     /// A state check found this replica's state different from the leader's: it serves
     /// nothing more (restart it to rebuild its state from the log, or replace it).
     #[error("this replica stopped serving: {0}")]
@@ -129,7 +139,9 @@ impl RedisError for NodeError {
             | NodeError::Diverged(_) => "CLUSTERDOWN",
             NodeError::ReadNotConfirmed(_) | NodeError::ReadTimedOut => "TRYAGAIN",
             NodeError::Uncertain(_) => "UNCERTAIN",
-            NodeError::Membership(_) | NodeError::TooLarge { .. } => "ERR",
+            NodeError::Membership(_) | NodeError::TooLarge { .. } | NodeError::Backlog { .. } => {
+                "ERR"
+            }
         }
     }
 }

@@ -168,7 +168,8 @@ impl Node {
         let metrics = raft.metrics();
         let clock = options.clock;
         clock.advance_to(state.applied_ms());
-        let proposals = proposals::start(raft.clone(), options.write_timeout);
+        let proposals =
+            proposals::start(raft.clone(), options.write_timeout, options.max_entry_bytes);
         tokio::spawn(membership::log_role_changes(options.id, metrics.clone()));
         tokio::spawn(checks::stop_on_divergence(
             raft.clone(),

@@ -7,6 +7,8 @@
 //! whose entry may or may not commit (timeout, leadership lost in flight) answers
 //! `UNCERTAIN`, never OK.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +30,10 @@ const MAX_BATCH: usize = 1024;
 /// holding up the ones behind them.
 const BATCH_BYTES: usize = 1 << 20;
 
+/// How many of the largest writes (`cluster.max_entry_bytes`) may wait to be proposed at
+/// once: the queue holds at most this many times that in bytes.
+const QUEUED_ENTRIES: usize = 4;
+
 /// A write waiting for its log entry, already encoded (on the caller's task) so the batcher
 /// only counts and concatenates bytes.
 pub(super) struct Pending {
@@ -35,14 +41,45 @@ pub(super) struct Pending {
     reply: oneshot::Sender<Result<Reply, NodeError>>,
 }
 
-/// The queue of writes waiting to be proposed.
-pub(super) type Queue = mpsc::UnboundedSender<Pending>;
+/// The queue of writes waiting to be proposed, bounded in bytes: a write that would take it
+/// past its limit is refused at once (it never happened), so a flood of pipelined writes
+/// cannot grow the leader's memory without end.
+pub(super) struct Queue {
+    sender: mpsc::UnboundedSender<Pending>,
+    bytes: Arc<AtomicUsize>,
+    limit: usize,
+}
 
-/// Starts the batcher proposing what is queued on the returned queue.
-pub(super) fn start(raft: Raft, write_timeout: Duration) -> Queue {
-    let (queue, pending) = mpsc::unbounded_channel();
-    tokio::spawn(batcher(raft, pending, write_timeout));
-    queue
+impl Queue {
+    /// Queues `pending`, or refuses it when the queue is full or the batcher is gone.
+    fn push(&self, pending: Pending) -> Result<(), NodeError> {
+        let size = pending.encoded.len();
+        let queued = self.bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > self.limit {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            return Err(NodeError::Backlog {
+                queued,
+                limit: self.limit,
+            });
+        }
+        self.sender.send(pending).map_err(|_| {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            NodeError::ShuttingDown
+        })
+    }
+}
+
+/// Starts the batcher proposing what is queued on the returned queue, which holds up to
+/// [`QUEUED_ENTRIES`] times `max_entry_bytes`.
+pub(super) fn start(raft: Raft, write_timeout: Duration, max_entry_bytes: usize) -> Queue {
+    let (sender, pending) = mpsc::unbounded_channel();
+    let bytes = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(batcher(raft, pending, bytes.clone(), write_timeout));
+    Queue {
+        sender,
+        bytes,
+        limit: max_entry_bytes.saturating_mul(QUEUED_ENTRIES),
+    }
 }
 
 /// The reply to come for a queued write.
@@ -67,7 +104,12 @@ impl Ticket {
 
 /// Proposes queued writes: everything that queued while the previous entry was in flight
 /// goes into the next entry, applied in queue order, each command with its own reply.
-async fn batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, write_timeout: Duration) {
+async fn batcher(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    queued: Arc<AtomicUsize>,
+    write_timeout: Duration,
+) {
     // One entry in flight at a time: measured, two in flight split the batches and lowered
     // throughput (openraft flushes a leader's appends one after another anyway).
     let mut carried: Option<Pending> = None;
@@ -94,6 +136,7 @@ async fn batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, write_
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(bytes, Ordering::Relaxed);
         // A write whose caller stopped waiting (answered UNCERTAIN after the write timeout, or
         // gone) before it was proposed is dropped, not committed long after that answer.
         batch.retain(|p| !p.reply.is_closed());
@@ -156,9 +199,7 @@ impl Node {
             });
         }
         let (reply, answer) = oneshot::channel();
-        if self.proposals.send(Pending { encoded, reply }).is_err() {
-            return Err(NodeError::ShuttingDown);
-        }
+        self.proposals.push(Pending { encoded, reply })?;
         Ok(Ticket {
             answer,
             timeout: self.write_timeout,

@@ -30,15 +30,26 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 /// A one-member node on a temporary data directory, leading.
 async fn single_node(dir: &std::path::Path) -> Node {
     let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
-    single_node_on(dir, disk, Duration::from_secs(5), Arc::default()).await
+    single_node_on(
+        dir,
+        disk,
+        Duration::from_secs(5),
+        Arc::default(),
+        DEFAULT_ENTRY,
+    )
+    .await
 }
 
-/// A one-member node on `disk`, with `write_timeout` and `clock`, leading.
+/// The default `cluster.max_entry_bytes`.
+const DEFAULT_ENTRY: usize = crate::config::DEFAULT_MAX_ENTRY_BYTES as usize;
+
+/// A one-member node on `disk`, with `write_timeout`, `clock` and `max_entry_bytes`, leading.
 async fn single_node_on<K: replication::Disk>(
     dir: &std::path::Path,
     disk: Arc<K>,
     write_timeout: Duration,
     clock: Arc<Clock>,
+    max_entry_bytes: usize,
 ) -> Node {
     let me = Member {
         host: "127.0.0.1".into(),
@@ -58,7 +69,7 @@ async fn single_node_on<K: replication::Disk>(
         },
         write_timeout,
         clock,
-        max_entry_bytes: crate::config::DEFAULT_MAX_ENTRY_BYTES as usize,
+        max_entry_bytes,
     };
     let state = Arc::new(
         StateMachine::new(
@@ -141,7 +152,14 @@ async fn a_read_never_judges_expiry_before_an_applied_write() {
     let wall = Arc::new(AtomicU64::new(1_000_000));
     let source = wall.clone();
     let clock = Arc::new(Clock::new(Arc::new(move || source.load(Ordering::Relaxed))));
-    let node = single_node_on(dir.path(), disk, Duration::from_secs(5), clock).await;
+    let node = single_node_on(
+        dir.path(),
+        disk,
+        Duration::from_secs(5),
+        clock,
+        DEFAULT_ENTRY,
+    )
+    .await;
     assert_eq!(
         run(&node, "set", &["k", "v", "PX", "100"]).await,
         Reply::ok()
@@ -249,17 +267,28 @@ impl replication::Disk for GatedDisk {
     }
 }
 
+/// A leading one-member node on a disk whose writes wait while the returned gate is shut
+/// (it is shut on return).
+async fn gated_node(
+    dir: &std::path::Path,
+    write_timeout: Duration,
+    max_entry_bytes: usize,
+) -> (Node, tokio::sync::watch::Sender<bool>) {
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let disk = Arc::new(GatedDisk {
+        inner: Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap()),
+        open,
+    });
+    let node = single_node_on(dir, disk, write_timeout, Arc::default(), max_entry_bytes).await;
+    gate.send_replace(false);
+    (node, gate)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let (gate, open) = tokio::sync::watch::channel(true);
-    let disk = Arc::new(GatedDisk {
-        inner: Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap()),
-        open,
-    });
     let timeout = Duration::from_millis(400);
-    let node = single_node_on(dir.path(), disk, timeout, Arc::default()).await;
-    gate.send_replace(false);
+    let (node, gate) = gated_node(dir.path(), timeout, DEFAULT_ENTRY).await;
     let submit = |key: &str| {
         let ctx = node.parse_ctx();
         let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx)
@@ -293,4 +322,62 @@ async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
         Reply::Nil,
         "a write nobody waited for any more was proposed and committed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let disk = Arc::new(GatedDisk {
+        inner: Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap()),
+        open,
+    });
+    // Entries of at most 1,024 bytes: the queue holds at most 4,096.
+    let node = single_node_on(
+        dir.path(),
+        disk,
+        Duration::from_secs(5),
+        Arc::default(),
+        1024,
+    )
+    .await;
+    gate.send_replace(false);
+    let value = "x".repeat(500);
+    let submit = |key: String| {
+        let ctx = node.parse_ctx();
+        let op = crate::keyspace::parse("set", &args(&[&key, &value]), &ctx)
+            .unwrap()
+            .unwrap();
+        node.submit(op, &ctx)
+    };
+    // The first write is proposed at once and sticks on the shut disk; the ones behind it
+    // queue until the queue is full.
+    let mut tickets = vec![submit("k0".into()).unwrap()];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut refused = Vec::new();
+    for i in 1..20 {
+        match submit(format!("k{i}")) {
+            Ok(ticket) => tickets.push(ticket),
+            Err(e) => refused.push((i, e)),
+        }
+    }
+    assert!(tickets.len() > 2, "only {} writes queued", tickets.len());
+    let (first_refused, error) = &refused[0];
+    assert!(
+        matches!(error, NodeError::Backlog { limit: 4096, .. }),
+        "{error:?}"
+    );
+    let reply = Reply::error(error.clone());
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("ERR too many writes")),
+        "{reply:?}"
+    );
+    gate.send_replace(true);
+    for ticket in tickets {
+        assert_eq!(within("a queued write", ticket.wait()).await, Reply::ok());
+    }
+    // The queue drained: writes are taken again; the refused ones never happened.
+    submit("after".into()).unwrap().wait().await;
+    let key = format!("k{first_refused}");
+    assert_eq!(run(&node, "get", &[&key]).await, Reply::Nil);
 }
