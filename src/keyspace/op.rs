@@ -321,6 +321,13 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether this operation walks its key's whole value whatever its arguments and its reply
+    /// (LREM compares every element), so that its cost grows with the value, not with what it
+    /// is given or gives back.
+    pub fn scans_value(&self) -> bool {
+        matches!(self, Op::LRem { .. })
+    }
+
     /// Whether running this operation may change the keyspace, i.e. whether it must go through
     /// the write path (and, later, the Raft log).
     pub fn is_write(&self) -> bool {

@@ -35,6 +35,9 @@ pub struct FuelCosts {
     /// Cost per element of a value saved for undo before a call's first write to its key (a
     /// hash, list or set is copied element by element; deleting a large one costs as much).
     pub per_element_saved: u64,
+    /// Cost per element of a value a command walks whole whatever it is given (LREM), each
+    /// time it runs.
+    pub per_element_scanned: u64,
 }
 
 /// The costs every node uses.
@@ -43,6 +46,7 @@ pub const FUEL_COSTS: FuelCosts = FuelCosts {
     command: 400,
     per_byte_divisor: 8,
     per_element_saved: 16,
+    per_element_scanned: 2,
 };
 
 impl FuelCosts {
@@ -204,6 +208,13 @@ impl CallState {
         let Some(ks) = self.access.owned() else {
             return Reply::error(WasmError::WriteInReadOnly);
         };
+        if op.scans_value() {
+            let scanned: u64 = (op.keys().iter())
+                .filter_map(|key| ks.lookup(key, now_ms))
+                .map(|entry| entry.value.elements())
+                .sum();
+            self.owed += scanned * FUEL_COSTS.per_element_scanned;
+        }
         for key in op.keys() {
             if self.undone.insert(key.clone()) {
                 let previous = ks.entry_snapshot(key);

@@ -297,3 +297,65 @@ fn saving_a_large_value_for_undo_costs_fuel_by_its_size() {
         Value::Int(1)
     );
 }
+
+/// Calls `LREM {t}l 0 x` through `call` 2,000 times.
+const LREM_LOOP: &str = r#"(module
+  (import "ferrite" "call" (func $call (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\04\00\00\00\04\00\00\00LREM\04\00\00\00{t}l\01\00\00\000\01\00\00\00x")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "main") (param i32 i32) (result i64)
+    (local $i i32)
+    (loop $again
+      (drop (call $call (i32.const 0) (i32.const 30)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 2000))))
+    (i64.const 0)))"#;
+
+/// A command that walks a whole value costs fuel by the value's size every time it runs, not
+/// only when the value is first saved for undo: 2,000 LREMs of a 10,000-element list are 20
+/// million comparisons, which 5 million fuel does not pay for.
+#[test]
+fn a_command_that_walks_a_whole_value_costs_fuel_by_its_size_each_time() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let words = [
+        "WASM.LOAD",
+        "lrem",
+        LREM_LOOP,
+        "PERMISSIONS",
+        "READ",
+        "WRITE",
+    ];
+    assert_eq!(cmd(&mut c, &words).unwrap(), Value::Okay);
+    let mut rpush = redis::cmd("RPUSH");
+    rpush.arg("{t}l");
+    for i in 0..10_000 {
+        rpush.arg(format!("e{i}"));
+    }
+    rpush.query::<()>(&mut c).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "5000000"]).unwrap();
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "lrem", "KEYS", "{t}l"]),
+        "ERR wasm: out of fuel"
+    );
+    assert_eq!(cmd(&mut c, &["LLEN", "{t}l"]).unwrap(), Value::Int(10_000));
+    // A short list costs little: the same 2,000 LREMs of 10 elements fit.
+    cmd(&mut c, &["DEL", "{t}l"]).unwrap();
+    cmd(
+        &mut c,
+        &[
+            "RPUSH", "{t}l", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "lrem", "KEYS", "{t}l"]).unwrap(),
+        Value::Int(0)
+    );
+}
