@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod args;
+pub mod blocking;
 pub mod clients;
 pub mod clock;
 pub mod command_table;

@@ -31,19 +31,12 @@ impl Node {
         if !replace && self.state.modules().get(&name).is_some() {
             return Reply::error(WasmError::AlreadyLoaded(name));
         }
-        let runtime = self.state.functions().clone();
-        let (check_name, check_bytes) = (name.clone(), bytes.clone());
-        let check = move || runtime.check(&check_name, check_bytes, permissions);
-        // Compiling takes milliseconds: off the async workers, except on a current-thread
-        // runtime (the simulation), where a blocking thread would make timing nondeterministic.
-        let checked = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => Ok(check()),
-            _ => tokio::task::spawn_blocking(check).await,
-        };
-        match checked {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Reply::error(e),
-            Err(e) => return Reply::error(WasmError::Instantiate(e.to_string())),
+        // Compiling takes milliseconds to seconds: off the async workers.
+        let runtime = self.state.functions();
+        let checked =
+            crate::blocking::off_the_workers(|| runtime.check(&name, bytes.clone(), permissions));
+        if let Err(e) = checked {
+            return Reply::error(e);
         }
         let command = LogCommand::Load {
             name,

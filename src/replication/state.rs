@@ -163,7 +163,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig<M::Response>> for Applier<M> {
                     last_membership: self.membership.clone(),
                     snapshot_id: id,
                 },
-                data: self.machine.snapshot(),
+                data: crate::blocking::off_the_workers(|| self.machine.snapshot()),
             },
             current: self.current.clone(),
             writer: self.writer.clone(),
@@ -185,7 +185,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig<M::Response>> for Applier<M> {
             meta: meta.clone(),
             data: snapshot.into_inner(),
         };
-        self.machine.restore(&snapshot.data).map_err(|e| {
+        crate::blocking::off_the_workers(|| self.machine.restore(&snapshot.data)).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
         self.applied = meta.last_log_id;

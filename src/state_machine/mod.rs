@@ -241,7 +241,11 @@ impl StateMachine {
                 if !replace && self.modules.get(&name).is_some() {
                     return Reply::error(WasmError::AlreadyLoaded(name));
                 }
-                match self.functions.compile(&name, bytes, permissions, now_ms) {
+                // Compiling takes milliseconds to seconds: off the async workers.
+                let compiled = crate::blocking::off_the_workers(|| {
+                    self.functions.compile(&name, bytes, permissions, now_ms)
+                });
+                match compiled {
                     Ok(module) => match self.modules.insert(module, replace) {
                         Ok(()) => Reply::ok(),
                         Err(e) => Reply::error(e),

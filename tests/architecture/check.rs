@@ -19,6 +19,7 @@ pub const MAX_LINES: usize = 600;
 /// Modules that import no layer, only other leaves.
 pub const LEAVES: &[&str] = &[
     "args",
+    "blocking",
     "clients",
     "clock",
     "command_table",
