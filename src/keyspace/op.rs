@@ -328,6 +328,17 @@ impl Op {
         matches!(self, Op::LRem { .. })
     }
 
+    /// The string key this operation may lengthen to a size given by its arguments rather than
+    /// by the bytes it carries (SETRANGE at an offset zero-fills up to it), with that size.
+    pub fn extends_string_to(&self) -> Option<(&Bytes, u64)> {
+        match self {
+            Op::SetRange { key, offset, value } if !value.is_empty() => {
+                Some((key, offset.saturating_add(value.len() as u64)))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether running this operation may change the keyspace, i.e. whether it must go through
     /// the write path (and, later, the Raft log).
     pub fn is_write(&self) -> bool {

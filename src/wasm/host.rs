@@ -215,6 +215,14 @@ impl CallState {
                 .sum();
             self.owed += scanned * FUEL_COSTS.per_element_scanned;
         }
+        if let Some((key, end)) = op.extends_string_to() {
+            // The zero bytes a SETRANGE adds cost like bytes moved.
+            let len = match ks.lookup(key, now_ms).map(|e| &e.value) {
+                Some(crate::keyspace::Value::String(s)) => s.len() as u64,
+                _ => 0,
+            };
+            self.owed += end.saturating_sub(len) / FUEL_COSTS.per_byte_divisor;
+        }
         for key in op.keys() {
             if self.undone.insert(key.clone()) {
                 let previous = ks.entry_snapshot(key);

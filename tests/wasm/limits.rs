@@ -298,11 +298,19 @@ fn saving_a_large_value_for_undo_costs_fuel_by_its_size() {
     );
 }
 
-/// Calls `LREM {t}l 0 x` through `call` 2,000 times.
-const LREM_LOOP: &str = r#"(module
+/// A module whose `main` runs `command` through `call` `times` times.
+fn call_loop(command: &[&str], times: u32) -> String {
+    let mut encoded = (command.len() as u32).to_le_bytes().to_vec();
+    for word in command {
+        encoded.extend_from_slice(&(word.len() as u32).to_le_bytes());
+        encoded.extend_from_slice(word.as_bytes());
+    }
+    let data: String = encoded.iter().map(|b| format!("\\{b:02x}")).collect();
+    format!(
+        r#"(module
   (import "ferrite" "call" (func $call (param i32 i32) (result i64)))
   (memory (export "memory") 1)
-  (data (i32.const 0) "\04\00\00\00\04\00\00\00LREM\04\00\00\00{t}l\01\00\00\000\01\00\00\00x")
+  (data (i32.const 0) "{data}")
   (global $heap (mut i32) (i32.const 1024))
   (func (export "alloc") (param $n i32) (result i32)
     (local $p i32)
@@ -312,10 +320,13 @@ const LREM_LOOP: &str = r#"(module
   (func (export "main") (param i32 i32) (result i64)
     (local $i i32)
     (loop $again
-      (drop (call $call (i32.const 0) (i32.const 30)))
+      (drop (call $call (i32.const 0) (i32.const {len})))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $again (i32.lt_u (local.get $i) (i32.const 2000))))
-    (i64.const 0)))"#;
+      (br_if $again (i32.lt_u (local.get $i) (i32.const {times}))))
+    (i64.const 0)))"#,
+        len = encoded.len()
+    )
+}
 
 /// A command that walks a whole value costs fuel by the value's size every time it runs, not
 /// only when the value is first saved for undo: 2,000 LREMs of a 10,000-element list are 20
@@ -324,14 +335,8 @@ const LREM_LOOP: &str = r#"(module
 fn a_command_that_walks_a_whole_value_costs_fuel_by_its_size_each_time() {
     let server = Server::start(&[]);
     let mut c = server.client();
-    let words = [
-        "WASM.LOAD",
-        "lrem",
-        LREM_LOOP,
-        "PERMISSIONS",
-        "READ",
-        "WRITE",
-    ];
+    let module = call_loop(&["LREM", "{t}l", "0", "x"], 2000);
+    let words = ["WASM.LOAD", "lrem", &module, "PERMISSIONS", "READ", "WRITE"];
     assert_eq!(cmd(&mut c, &words).unwrap(), Value::Okay);
     let mut rpush = redis::cmd("RPUSH");
     rpush.arg("{t}l");
@@ -358,4 +363,28 @@ fn a_command_that_walks_a_whole_value_costs_fuel_by_its_size_each_time() {
         cmd(&mut c, &["WASM.CALL", "lrem", "KEYS", "{t}l"]).unwrap(),
         Value::Int(0)
     );
+}
+
+/// The zeros SETRANGE writes up to its offset cost fuel like bytes moved: a call cannot make
+/// a 100 MB string for the price of one command.
+#[test]
+fn setrange_far_out_costs_fuel_by_the_bytes_it_adds() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let far = call_loop(&["SETRANGE", "{t}s", "100000000", "x"], 1);
+    let near = call_loop(&["SETRANGE", "{t}s", "1000", "x"], 1);
+    for (name, module) in [("far", &far), ("near", &near)] {
+        let words = ["WASM.LOAD", name, module, "PERMISSIONS", "READ", "WRITE"];
+        assert_eq!(cmd(&mut c, &words).unwrap(), Value::Okay);
+    }
+    assert_eq!(
+        err(&mut c, &["WASM.CALL", "far", "KEYS", "{t}s"]),
+        "ERR wasm: out of fuel"
+    );
+    assert_eq!(cmd(&mut c, &["EXISTS", "{t}s"]).unwrap(), Value::Int(0));
+    assert_eq!(
+        cmd(&mut c, &["WASM.CALL", "near", "KEYS", "{t}s"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(cmd(&mut c, &["STRLEN", "{t}s"]).unwrap(), Value::Int(1001));
 }
