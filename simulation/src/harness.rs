@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use ferrite::app::{App, Environment, Process};
 use ferrite::commands::Shared;
-use ferrite::config::Config;
+use ferrite::config::{Config, Peers};
 
 use crate::{SimDialer, SimDisk, SimListener};
 
 /// The simulated hosts, node ids 1 to 3 in order.
 pub const HOSTS: [&str; 3] = ["n1", "n2", "n3"];
+/// A fourth host, node id 4, that starts empty and waits to be added (`add_joiner`).
+pub const JOINER: &str = "n4";
 /// Client port of every host.
 pub const PORT: u16 = 6379;
 /// Cluster port of every host.
@@ -40,7 +42,7 @@ pub type Live = Arc<Mutex<BTreeMap<u64, Arc<Shared>>>>;
 
 /// Each host's wall-clock offset from simulated time, in ms (node ids 1 to 3 in order): the
 /// nemesis sets and jumps them while the nodes run.
-pub type Offsets = Arc<[AtomicI64; 3]>;
+pub type Offsets = Arc<[AtomicI64; 4]>;
 
 /// A small deterministic generator (splitmix64) for schedules and workloads.
 #[derive(Debug, Clone)]
@@ -82,6 +84,12 @@ pub fn config_for(id: u64) -> Config {
     c.snapshot_timeout_ms = 1000;
     c.write_timeout_ms = 3000;
     c.secret = SECRET.to_owned();
+    if id as usize > HOSTS.len() {
+        // The joiner: no initial group, it waits for CLUSTER ADDNODE.
+        c.peers = Peers::none();
+        c.join = true;
+        c.announce_ip = JOINER.to_owned();
+    }
     // Often, so a replica that diverges is caught by its digest during the run.
     c.state_check_interval_ms = 1000;
     config.wasm.pool.min_instances = 0;
@@ -130,9 +138,39 @@ pub fn add_hosts(sim: &mut turmoil::Sim<'_>, live: &Live, offsets: &Offsets) -> 
     disks
 }
 
+/// Adds the joiner host (node 4, on a disk of its own): it starts empty and waits for
+/// `CLUSTER ADDNODE 4 n4:6379@16379` on the leader.
+pub fn add_joiner(sim: &mut turmoil::Sim<'_>, live: &Live, offsets: &Offsets) -> Arc<SimDisk> {
+    let disk: Arc<SimDisk> = Arc::default();
+    let (d, live, offsets) = (disk.clone(), live.clone(), offsets.clone());
+    sim.host(JOINER, move || {
+        run_node(4, d.clone(), live.clone(), offsets.clone())
+    });
+    disk
+}
+
+/// Runs the simulation one step: whether every client has finished.
+pub fn step(sim: &mut turmoil::Sim<'_>) -> Result<bool, String> {
+    sim.step().map_err(|e| e.to_string())
+}
+
+/// The name of node `id`'s host.
+pub fn host_name(id: u64) -> &'static str {
+    HOSTS.get(id as usize - 1).copied().unwrap_or(JOINER)
+}
+
+/// The node id of host `name`, if it is one of ours.
+pub fn host_id(name: &str) -> Option<u64> {
+    HOSTS
+        .iter()
+        .chain([JOINER].iter())
+        .position(|h| *h == name)
+        .map(|i| i as u64 + 1)
+}
+
 /// `host:port` of node `id`.
 pub fn host_addr(id: u64) -> String {
-    format!("{}:{PORT}", HOSTS[id as usize - 1])
+    format!("{}:{PORT}", host_name(id))
 }
 
 /// The leader's id, if one running node leads.

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::checker::{CounterOp, Entry, ListOp, RegisterOp};
-use crate::harness::{HOSTS, LOAD_PROBE, Live, Rng, agreed, diverged, host_addr};
+use crate::checker::{
+    AppendList, Counter, CounterOp, Entry, ListOp, Register, RegisterOp, check_all,
+};
+use crate::harness::{LOAD_PROBE, Live, Rng, agreed, diverged, host_addr, host_id};
 use crate::{Client, Reply};
 
 /// Concurrent clients: five that read and write, and one (the last) that only reads on the
@@ -72,8 +74,8 @@ pub async fn send(client: &mut Client, target: &mut u64, args: &[&[u8]]) -> Ende
             Ok(Reply::Error(e)) if e.starts_with("MOVED ") => {
                 let addr = e.rsplit(' ').next().unwrap_or_default();
                 let host = addr.split(':').next().unwrap_or_default();
-                if let Some(i) = HOSTS.iter().position(|h| *h == host) {
-                    *target = i as u64 + 1;
+                if let Some(id) = host_id(host) {
+                    *target = id;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -456,6 +458,18 @@ pub async fn coordinator(live: Live, history: Shared) -> Result<(), Box<dyn std:
 /// leader at the end). Across connections a follower may go back: one that restarted serves
 /// from what its disk held (the log up to the commit position it had recorded), and catches
 /// up from the leader only after that.
+/// Checks a whole history: each register, TTL register, the counter and each list for
+/// linearizability, and the follower reads for what they promise. The operations checked, or
+/// the first anomaly (a minimal failing sub-history).
+pub fn check_history(h: &History) -> Result<usize, String> {
+    let mut checked = check_all(&Register::PLAIN, &h.registers)?;
+    checked += check_all(&Register::EXPIRING, &h.expiring)?;
+    checked += check_all(&Counter, &BTreeMap::from([(COUNTER, h.counter.clone())]))?;
+    checked += check_all(&AppendList, &h.lists)?;
+    check_follower_reads(h)?;
+    Ok(checked)
+}
+
 pub fn check_follower_reads(h: &History) -> Result<(), String> {
     let finals: BTreeMap<&str, &Vec<String>> = h
         .lists

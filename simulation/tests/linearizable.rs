@@ -25,20 +25,16 @@
 //! `FERRITE_SIM_SEEDS=1-1000 cargo test --release --test linearizable` runs any seeds; a
 //! failure prints the seed and a minimal failing sub-history.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferrite::sabotage::{self, Sabotage};
-use ferrite_simulation::checker::{AppendList, Counter, Register, check_all};
 use ferrite_simulation::harness::{
-    HOSTS, Live, Offsets, Rng, add_hosts, leader, seeds, simulation,
+    HOSTS, Live, Offsets, Rng, add_hosts, leader, seeds, simulation, step,
 };
-use ferrite_simulation::workload::{
-    CLIENTS, COUNTER, Shared, WORKLOAD, check_follower_reads, client, coordinator,
-};
+use ferrite_simulation::workload::{CLIENTS, Shared, WORKLOAD, check_history, client, coordinator};
 
 /// How far apart the hosts' clocks start: within the cluster's default bound (250 ms) for any
 /// two of them.
@@ -331,18 +327,12 @@ fn run(seed: u64) -> Result<Outcome, String> {
             }
             heal_at = Some(at + Duration::from_millis(rng.between(800, 3_000)));
         }
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => return Err(e.to_string()),
+        if step(&mut sim)? {
+            break;
         }
     }
     let h = std::mem::take(&mut *history.lock().unwrap());
-    let mut checked = check_all(&Register::PLAIN, &h.registers)?;
-    checked += check_all(&Register::EXPIRING, &h.expiring)?;
-    checked += check_all(&Counter, &BTreeMap::from([(COUNTER, h.counter.clone())]))?;
-    checked += check_all(&AppendList, &h.lists)?;
-    check_follower_reads(&h)?;
+    let checked = check_history(&h)?;
     let mut hasher = std::hash::DefaultHasher::new();
     format!(
         "{:?}{:?}{:?}{:?}{:?}{:?}",

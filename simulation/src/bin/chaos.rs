@@ -13,17 +13,15 @@
 //! `cluster/docker-test.sh` runs it against its docker-compose cluster (port 6379 on each IP).
 //! It exits with 1 and prints a minimal failing sub-history when the checker finds an anomaly.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferrite_simulation::checker::{AppendList, Counter, Register, check_all};
 use ferrite_simulation::harness::{LOAD_PROBE, Rng};
 use ferrite_simulation::workload::{
-    COUNTER, EXPIRING, Ended, History, LISTS, REGISTERS, plan, record,
+    COUNTER, EXPIRING, Ended, History, LISTS, REGISTERS, check_history, plan, record,
 };
 use ferrite_testkit::resp::{SyncClient, Value as Reply};
 
@@ -331,11 +329,7 @@ fn run() -> Result<String, String> {
             h.completed
         ));
     }
-    let counter = BTreeMap::from([(COUNTER.to_owned(), h.counter.clone())]);
-    let checked = check_all(&Register::PLAIN, &h.registers)?
-        + check_all(&Register::EXPIRING, &h.expiring)?
-        + check_all(&Counter, &counter)?
-        + check_all(&AppendList, &h.lists)?;
+    let checked = check_history(&h)?;
     let faults = events.lock().map_or(0, |e| e.len() / 2);
     Ok(format!(
         "seed {seed}: {checked} operations linearizable ({} completed, {} unknown), {faults} faults",
