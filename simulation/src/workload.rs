@@ -48,6 +48,15 @@ pub struct History {
 
 pub type Shared = Arc<Mutex<History>>;
 
+/// Records a fault or a membership change in the history's events, at simulated time `at`.
+pub fn note(history: &Shared, at: Duration, what: String) {
+    history
+        .lock()
+        .unwrap()
+        .events
+        .push(format!("{:.1}s {what}", at.as_secs_f64()));
+}
+
 /// Simulated time in microseconds: the clock every record uses.
 pub fn now() -> u64 {
     turmoil::sim_elapsed().map_or(0, |d| d.as_micros() as u64)

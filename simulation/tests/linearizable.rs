@@ -34,7 +34,9 @@ use ferrite::sabotage::{self, Sabotage};
 use ferrite_simulation::harness::{
     HOSTS, Live, Offsets, Rng, add_hosts, leader, seeds, simulation, step,
 };
-use ferrite_simulation::workload::{CLIENTS, Shared, WORKLOAD, check_history, client, coordinator};
+use ferrite_simulation::workload::{
+    CLIENTS, Shared, WORKLOAD, check_history, client, coordinator, note,
+};
 
 /// How far apart the hosts' clocks start: within the cluster's default bound (250 ms) for any
 /// two of them.
@@ -112,13 +114,6 @@ fn run(seed: u64) -> Result<Outcome, String> {
     let mut hung: Vec<(usize, Duration)> = Vec::new();
     // When every node crashes during a slow-disk fault.
     let mut power_loss_at: Option<Duration> = None;
-    let note = |history: &Shared, at: Duration, what: String| {
-        history
-            .lock()
-            .unwrap()
-            .events
-            .push(format!("{:.1}s {what}", at.as_secs_f64()))
-    };
     loop {
         let at = sim.elapsed();
         for (i, disk) in disks.iter().enumerate() {

@@ -15,7 +15,7 @@ use ferrite_simulation::harness::{
     step,
 };
 use ferrite_simulation::workload::{
-    CLIENTS, Ended, Shared, WORKLOAD, check_history, client, coordinator, send,
+    CLIENTS, Ended, Shared, WORKLOAD, check_history, client, coordinator, note, send,
 };
 use ferrite_simulation::{Client, Reply};
 
@@ -66,7 +66,7 @@ async fn admin(
         _ => false,
     })
     .await?;
-    note_at(&history, now(), "n4 added".to_owned());
+    note(&history, now(), "n4 added".to_owned());
     tokio::time::sleep(Duration::from_millis(rng.between(1_000, 5_000))).await;
     let victim = if rng.between(0, 2) == 0 {
         leader(&live).filter(|l| *l <= 3).unwrap_or(1)
@@ -83,22 +83,13 @@ async fn admin(
     .await?;
     *removed.lock().unwrap() = Some(victim);
     live.lock().unwrap().remove(&victim);
-    note_at(&history, now(), format!("n{victim} removed"));
+    note(&history, now(), format!("n{victim} removed"));
     Ok(())
 }
 
 /// Simulated time, inside a host or client.
 fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
-}
-
-/// Records an event at simulated time `at`.
-fn note_at(history: &Shared, at: Duration, what: String) {
-    history
-        .lock()
-        .unwrap()
-        .events
-        .push(format!("{:.1}s {what}", at.as_secs_f64()));
 }
 
 /// Runs `seed`: the number of operations checked, or the anomaly found.
@@ -147,7 +138,7 @@ fn run(seed: u64) -> Result<(usize, Vec<String>), String> {
             if let Some(id) = crashed.take() {
                 sim.bounce(host_name(id));
             }
-            note_at(&history, at, "healed".to_owned());
+            note(&history, at, "healed".to_owned());
             heal_at = None;
             next_fault = at + Duration::from_millis(rng.between(500, 2_000));
         }
@@ -162,19 +153,19 @@ fn run(seed: u64) -> Result<(usize, Vec<String>), String> {
                     for &o in others {
                         sim.partition(host_name(victim), host_name(o));
                     }
-                    note_at(&history, at, format!("n{victim} cut off"));
+                    note(&history, at, format!("n{victim} cut off"));
                 }
                 1 => {
                     sim.crash(host_name(victim));
                     live.lock().unwrap().remove(&victim);
                     crashed = Some(victim);
-                    note_at(&history, at, format!("n{victim} crashed"));
+                    note(&history, at, format!("n{victim} crashed"));
                 }
                 _ => {
                     for &o in others {
                         sim.hold(host_name(victim), host_name(o));
                     }
-                    note_at(&history, at, format!("n{victim} paused"));
+                    note(&history, at, format!("n{victim} paused"));
                 }
             }
             heal_at = Some(at + Duration::from_millis(rng.between(800, 3_000)));

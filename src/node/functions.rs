@@ -89,7 +89,8 @@ impl Node {
         // must not answer "no such module" for a module loaded before, and a read runs the
         // module as loaded at its barrier. A call without keys still reads: it is redirected
         // like a read of slot 0, not answered from a follower's state without READONLY.
-        let module = match self.state.modules().get(name) {
+        let found = (!mode.read_only).then(|| self.state.modules().get(name));
+        let module = match found.flatten() {
             Some(module) if writes(&module) => module,
             _ => {
                 if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
