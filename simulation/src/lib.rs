@@ -41,10 +41,10 @@ pub struct SimDisk {
     stored: Mutex<Stored>,
     /// Extra milliseconds every write takes (a slow disk).
     pub slow_ms: AtomicU64,
-    /// Armed: the next write holding a snapshot (built here or installed from the leader)
-    /// never completes, and `snapshot_hung` is set for the nemesis to crash the host.
+    /// Armed: the next snapshot save (of one built here or installed from the leader) never
+    /// completes, and `snapshot_hung` is set for the nemesis to crash the host.
     pub hang_on_snapshot: AtomicBool,
-    /// Set when a snapshot write hung.
+    /// Set when a snapshot save hung.
     pub snapshot_hung: AtomicBool,
 }
 
@@ -56,7 +56,7 @@ impl Disk for SimDisk {
             committed: s.committed,
             purged: s.purged,
             entries: s.log.into_values().collect(),
-            snapshot: s.snapshot,
+            old_snapshot: None,
         })
     }
 
@@ -68,13 +68,7 @@ impl Disk for SimDisk {
         async move {
             // The batch becomes durable only when the "fsync" completes: a crash before then
             // drops this future and the batch with it.
-            let snapshot = ops.iter().any(|op| matches!(op, DiskOp::Snapshot(_)));
-            if snapshot && disk.hang_on_snapshot.swap(false, Ordering::Relaxed) {
-                disk.snapshot_hung.store(true, Ordering::Relaxed);
-                std::future::pending::<()>().await;
-            }
-            let slow = Duration::from_millis(disk.slow_ms.load(Ordering::Relaxed));
-            tokio::time::sleep(FSYNC + slow).await;
+            disk.fsync().await;
             let mut s = disk.stored.lock().unwrap();
             for op in ops {
                 match op {
@@ -90,11 +84,43 @@ impl Disk for SimDisk {
                     }
                     DiskOp::Vote(v) => s.vote = Some(v),
                     DiskOp::Committed(c) => s.committed = Some(c),
-                    DiskOp::Snapshot(b) => s.snapshot = Some(b),
+                    DiskOp::DropOldSnapshot => {}
                 }
             }
             Ok(())
         }
+    }
+
+    fn load_snapshot(
+        self: &Arc<Self>,
+    ) -> impl std::future::Future<Output = io::Result<Option<Vec<u8>>>> + Send {
+        let snapshot = self.stored.lock().unwrap().snapshot.clone();
+        async move { Ok(snapshot) }
+    }
+
+    fn save_snapshot(
+        self: &Arc<Self>,
+        snapshot: Arc<Vec<u8>>,
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        let disk = self.clone();
+        async move {
+            if disk.hang_on_snapshot.swap(false, Ordering::Relaxed) {
+                disk.snapshot_hung.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+            // Durable, replacing the previous one, only once the "fsync" completes.
+            disk.fsync().await;
+            disk.stored.lock().unwrap().snapshot = Some(snapshot.to_vec());
+            Ok(())
+        }
+    }
+}
+
+impl SimDisk {
+    /// Waits as long as one fsync takes on this disk now.
+    async fn fsync(&self) {
+        let slow = Duration::from_millis(self.slow_ms.load(Ordering::Relaxed));
+        tokio::time::sleep(FSYNC + slow).await;
     }
 }
 

@@ -242,10 +242,28 @@ async fn pipelined_writes_are_answered_in_order_from_shared_entries() {
 }
 
 /// A disk whose writes wait while its gate is shut: entries cannot become durable, so they
-/// cannot commit.
+/// cannot commit. With `hold_snapshots`, saving a snapshot never finishes (a very large one
+/// on a slow disk).
 struct GatedDisk {
     inner: Arc<RedbDisk>,
     open: tokio::sync::watch::Receiver<bool>,
+    hold_snapshots: bool,
+    snapshot_saves: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedDisk {
+    fn new(
+        dir: &std::path::Path,
+        open: tokio::sync::watch::Receiver<bool>,
+        hold_snapshots: bool,
+    ) -> Arc<GatedDisk> {
+        Arc::new(GatedDisk {
+            inner: Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap()),
+            open,
+            hold_snapshots,
+            snapshot_saves: Default::default(),
+        })
+    }
 }
 
 impl replication::Disk for GatedDisk {
@@ -265,6 +283,56 @@ impl replication::Disk for GatedDisk {
             inner.write(ops).await
         }
     }
+
+    fn load_snapshot(
+        self: &Arc<Self>,
+    ) -> impl std::future::Future<Output = std::io::Result<Option<Vec<u8>>>> + Send {
+        self.inner.load_snapshot()
+    }
+
+    fn save_snapshot(
+        self: &Arc<Self>,
+        snapshot: Arc<Vec<u8>>,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        self.snapshot_saves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (inner, hold) = (self.inner.clone(), self.hold_snapshots);
+        async move {
+            if hold {
+                std::future::pending::<()>().await;
+            }
+            inner.save_snapshot(snapshot).await
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_while_a_snapshot_is_still_being_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = GatedDisk::new(dir.path(), tokio::sync::watch::channel(true).1, true);
+    let node = single_node_on(
+        dir.path(),
+        disk.clone(),
+        Duration::from_secs(5),
+        Arc::default(),
+        DEFAULT_ENTRY,
+    )
+    .await;
+    // A snapshot is built every 100 entries; the first one's save never ends.
+    for i in 0..250 {
+        let key = format!("k{i}");
+        assert_eq!(run(&node, "set", &[&key, "v"]).await, Reply::ok(), "{key}");
+    }
+    assert!(
+        disk.snapshot_saves
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert_eq!(
+        run(&node, "get", &["k249"]).await,
+        Reply::Bulk(Bytes::from("v"))
+    );
+    node.shutdown().await;
 }
 
 /// A leading one-member node on a disk whose writes wait while the returned gate is shut
@@ -275,10 +343,7 @@ async fn gated_node(
     max_entry_bytes: usize,
 ) -> (Node, tokio::sync::watch::Sender<bool>) {
     let (gate, open) = tokio::sync::watch::channel(true);
-    let disk = Arc::new(GatedDisk {
-        inner: Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap()),
-        open,
-    });
+    let disk = GatedDisk::new(dir, open, false);
     let node = single_node_on(dir, disk, write_timeout, Arc::default(), max_entry_bytes).await;
     gate.send_replace(false);
     (node, gate)
@@ -328,10 +393,7 @@ async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
 async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
     let dir = tempfile::tempdir().unwrap();
     let (gate, open) = tokio::sync::watch::channel(true);
-    let disk = Arc::new(GatedDisk {
-        inner: Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap()),
-        open,
-    });
+    let disk = GatedDisk::new(dir.path(), open, false);
     // Entries of at most 1,024 bytes: the queue holds at most 4,096.
     let node = single_node_on(
         dir.path(),

@@ -24,8 +24,8 @@ impl Machine for Recorder {
         index
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        encode(&*self.applied.lock().unwrap())
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        encode_into(&*self.applied.lock().unwrap(), out);
     }
 
     fn restore(&self, bytes: &[u8]) -> Result<(), CodecError> {
@@ -38,16 +38,27 @@ struct Builder;
 
 type Config = TypeConfig<u64>;
 
-impl StoreBuilder<Config, LogStore<u64>, Applier<Recorder>, tempfile::TempDir> for Builder {
+impl StoreBuilder<Config, LogStore<u64>, Applier<Recorder, RedbDisk>, tempfile::TempDir>
+    for Builder
+{
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore<u64>, Applier<Recorder>), StorageError<NodeId>> {
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            LogStore<u64>,
+            Applier<Recorder, RedbDisk>,
+        ),
+        StorageError<NodeId>,
+    > {
         let dir = tempfile::tempdir().unwrap();
         let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
         let recovered = disk.recover().unwrap();
-        let (writer, _, _) = Writer::start(disk);
+        let (writer, _, _) = Writer::start(disk.clone());
         let log = LogStore::recover(&recovered, writer.clone()).unwrap();
-        let sm = Applier::recover(&recovered, Arc::new(Recorder::default()), writer).unwrap();
+        let sm = Applier::recover(&recovered, Arc::new(Recorder::default()), &writer, disk)
+            .await
+            .unwrap();
         Ok((dir, log, sm))
     }
 }
@@ -72,10 +83,12 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     {
         let disk = Arc::new(RedbDisk::open(&path).unwrap());
         let recovered = disk.recover().unwrap();
-        let (writer, stats, _) = Writer::start(disk);
+        let (writer, stats, _) = Writer::start(disk.clone());
         let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
         let machine = Arc::new(Recorder::default());
-        let mut sm = Applier::recover(&recovered, machine.clone(), writer.clone()).unwrap();
+        let mut sm = Applier::recover(&recovered, machine.clone(), &writer, disk)
+            .await
+            .unwrap();
         log.save_vote(&Vote::new(1, 1)).await.unwrap();
         // Appends queued together share disk writes (group commit).
         let mut pending = tokio::task::JoinSet::new();
@@ -115,10 +128,12 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     }
     let disk = Arc::new(reopened.unwrap());
     let recovered = disk.recover().unwrap();
-    let (writer, _, _) = Writer::start(disk);
+    let (writer, _, _) = Writer::start(disk.clone());
     let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
     let machine = Arc::new(Recorder::default());
-    let mut sm = Applier::recover(&recovered, machine.clone(), writer).unwrap();
+    let mut sm = Applier::recover(&recovered, machine.clone(), &writer, disk)
+        .await
+        .unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(30));
@@ -131,4 +146,46 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
         30,
         "restored from the snapshot"
     );
+}
+
+/// A data directory written before snapshots had a file of their own: the snapshot inside the
+/// log's store is moved out at start, and the state comes back from it.
+#[tokio::test]
+async fn a_snapshot_kept_in_the_log_store_by_an_older_version_is_moved_and_restored() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, LogId, SnapshotMeta};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    let applied: Vec<(u64, Vec<u8>)> = (1..=30).map(|i| (i, vec![i as u8])).collect();
+    let old = state::OldSnapshot {
+        meta: SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 30)),
+            ..Default::default()
+        },
+        data: encode(&applied),
+    };
+    RedbDisk::open(&path)
+        .unwrap()
+        .put_old_snapshot(&encode(&old));
+    for _ in 0..2 {
+        let disk = Arc::new(RedbDisk::open(&path).unwrap());
+        let recovered = disk.recover().unwrap();
+        let (writer, _, task) = Writer::start(disk.clone());
+        let machine = Arc::new(Recorder::default());
+        let mut sm = Applier::recover(&recovered, machine.clone(), &writer, disk.clone())
+            .await
+            .unwrap();
+        let (last, _) = sm.applied_state().await.unwrap();
+        assert_eq!(last.map(|l| l.index), Some(30));
+        assert_eq!(*machine.applied.lock().unwrap(), applied);
+        assert!(disk.load_snapshot().await.unwrap().is_some());
+        assert_eq!(
+            disk.recover().unwrap().old_snapshot,
+            None,
+            "the old copy is gone"
+        );
+        drop((sm, writer, disk));
+        task.await.unwrap();
+    }
 }

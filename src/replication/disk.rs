@@ -1,16 +1,20 @@
 //! Durable storage for the Raft log, vote, committed position and latest snapshot.
 //!
-//! [`Disk`] is a dumb byte store with one promise: when [`Disk::write`] resolves, every
-//! operation in the batch is durable, and batches are applied in order. The log store above
-//! decides what the bytes mean. [`RedbDisk`] keeps them in a redb file in the data directory;
-//! the simulation in `simulation/` plugs in a disk that loses unsynced writes on a crash.
+//! [`Disk`] is a dumb byte store with two promises: when [`Disk::write`] resolves, every
+//! operation in the batch is durable, and batches are applied in order; when
+//! [`Disk::save_snapshot`] resolves, the snapshot is durable. Snapshots are stored apart from
+//! the batches and not ordered with them, so writing a large one never holds up the log. The
+//! log store and the state machine adapter above decide what the bytes mean. [`RedbDisk`]
+//! keeps the log in a redb file and the snapshot in a file beside it; the simulation in
+//! `simulation/` plugs in a disk that loses unsynced writes on a crash.
 
 use std::future::Future;
-use std::io;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use sha2::{Digest, Sha256};
 
 /// One change to the stored state. Keys are log indexes; values are encoded by the log store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +39,9 @@ pub enum DiskOp {
     Vote(Vec<u8>),
     /// The encoded committed log id.
     Committed(Vec<u8>),
-    /// The encoded latest snapshot (metadata and state).
-    Snapshot(Vec<u8>),
+    /// Forget the snapshot an older version kept inside the log's store, once it has been
+    /// moved to where snapshots are kept now.
+    DropOldSnapshot,
 }
 
 /// Everything read back at start.
@@ -50,16 +55,26 @@ pub struct Recovered {
     pub purged: Option<Vec<u8>>,
     /// The encoded entries, in index order.
     pub entries: Vec<Vec<u8>>,
-    /// The encoded latest snapshot, if any.
-    pub snapshot: Option<Vec<u8>>,
+    /// A snapshot stored inside the log's store by an older version (encoded in that
+    /// version's format), to be moved to [`Disk::save_snapshot`]'s store.
+    pub old_snapshot: Option<Vec<u8>>,
 }
 
-/// A store that makes batches of [`DiskOp`]s durable.
+/// A store that makes batches of [`DiskOp`]s, and snapshots, durable.
 pub trait Disk: Send + Sync + 'static {
-    /// Reads back the stored state.
+    /// Reads back the stored log state.
     fn recover(&self) -> io::Result<Recovered>;
     /// Applies `ops` in order and makes them durable before resolving.
     fn write(self: &Arc<Self>, ops: Vec<DiskOp>) -> impl Future<Output = io::Result<()>> + Send;
+    /// Reads back the latest snapshot saved, if any; an error if it is damaged.
+    fn load_snapshot(self: &Arc<Self>) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send;
+    /// Replaces the stored snapshot with `snapshot`, durably before resolving; a crash before
+    /// then leaves the previous one. Not ordered with [`Disk::write`]: the caller saves a
+    /// snapshot before it writes anything that needs it (purging the log up to it).
+    fn save_snapshot(
+        self: &Arc<Self>,
+        snapshot: Arc<Vec<u8>>,
+    ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -67,13 +82,19 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
-const SNAPSHOT: &str = "snapshot";
+/// Where versions before snapshot files kept the snapshot.
+const OLD_SNAPSHOT: &str = "snapshot";
 
-/// The Raft state in one redb file. A committed redb write transaction is durable (fsynced), so
+/// The Raft log in one redb file. A committed redb write transaction is durable (fsynced), so
 /// one transaction per batch is one fsync per batch: the group commit.
+///
+/// The snapshot is a file beside it (`raft.snapshot` for `raft.redb`): its bytes and their
+/// SHA-256, written to a temporary file, synced, renamed over the old one and the directory
+/// synced, so it is always either the old snapshot or the new one, and damage is detected.
 #[derive(Debug)]
 pub struct RedbDisk {
     db: redb::Database,
+    snapshot: PathBuf,
 }
 
 fn io_error(e: impl std::fmt::Display) -> io::Error {
@@ -92,7 +113,58 @@ impl RedbDisk {
         txn.open_table(LOG).map_err(io_error)?;
         txn.open_table(META).map_err(io_error)?;
         txn.commit().map_err(io_error)?;
-        Ok(RedbDisk { db })
+        Ok(RedbDisk {
+            db,
+            snapshot: path.with_extension("snapshot"),
+        })
+    }
+
+    /// Stores a snapshot where versions before snapshot files kept it.
+    #[cfg(test)]
+    pub(super) fn put_old_snapshot(&self, snapshot: &[u8]) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(OLD_SNAPSHOT, snapshot)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn save_now(&self, snapshot: &[u8]) -> io::Result<()> {
+        let partial = self.snapshot.with_extension("snapshot.partial");
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(snapshot)?;
+        file.write_all(&Sha256::digest(snapshot))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&partial, &self.snapshot)?;
+        if let Some(dir) = self.snapshot.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn load_now(&self) -> io::Result<Option<Vec<u8>>> {
+        let mut bytes = match std::fs::read(&self.snapshot) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let damaged = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the snapshot {} is damaged (its checksum does not match)",
+                    self.snapshot.display()
+                ),
+            )
+        };
+        let body = bytes.len().checked_sub(32).ok_or_else(damaged)?;
+        if Sha256::digest(&bytes[..body])[..] != bytes[body..] {
+            return Err(damaged());
+        }
+        bytes.truncate(body);
+        Ok(Some(bytes))
     }
 
     fn write_now(&self, ops: Vec<DiskOp>) -> Result<(), redb::Error> {
@@ -118,8 +190,8 @@ impl RedbDisk {
                     DiskOp::Committed(c) => {
                         meta.insert(COMMITTED, c.as_slice())?;
                     }
-                    DiskOp::Snapshot(s) => {
-                        meta.insert(SNAPSHOT, s.as_slice())?;
+                    DiskOp::DropOldSnapshot => {
+                        meta.remove(OLD_SNAPSHOT)?;
                     }
                 }
             }
@@ -147,7 +219,7 @@ impl Disk for RedbDisk {
             committed: get(COMMITTED)?,
             purged: get(PURGED)?,
             entries,
-            snapshot: get(SNAPSHOT)?,
+            old_snapshot: get(OLD_SNAPSHOT)?,
         })
     }
 
@@ -156,6 +228,27 @@ impl Disk for RedbDisk {
         async move {
             // The commit blocks on fsync: keep it off the async workers.
             tokio::task::spawn_blocking(move || disk.write_now(ops).map_err(io_error))
+                .await
+                .map_err(io_error)?
+        }
+    }
+
+    fn load_snapshot(self: &Arc<Self>) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send {
+        let disk = self.clone();
+        async move {
+            tokio::task::spawn_blocking(move || disk.load_now())
+                .await
+                .map_err(io_error)?
+        }
+    }
+
+    fn save_snapshot(
+        self: &Arc<Self>,
+        snapshot: Arc<Vec<u8>>,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let disk = self.clone();
+        async move {
+            tokio::task::spawn_blocking(move || disk.save_now(&snapshot))
                 .await
                 .map_err(io_error)?
         }
@@ -187,7 +280,6 @@ mod tests {
                 },
                 DiskOp::Vote(b"v".to_vec()),
                 DiskOp::Committed(b"c".to_vec()),
-                DiskOp::Snapshot(b"s".to_vec()),
             ])
             .await
             .unwrap();
@@ -201,6 +293,24 @@ mod tests {
         assert_eq!(got.vote.as_deref(), Some(&b"v"[..]));
         assert_eq!(got.committed.as_deref(), Some(&b"c"[..]));
         assert_eq!(got.purged.as_deref(), Some(&b"p"[..]));
-        assert_eq!(got.snapshot.as_deref(), Some(&b"s"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_file_is_replaced_whole_and_damage_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+        assert_eq!(disk.load_snapshot().await.unwrap(), None);
+        for content in [vec![1u8; 100_000], b"second".to_vec()] {
+            disk.save_snapshot(Arc::new(content.clone())).await.unwrap();
+            assert_eq!(disk.load_snapshot().await.unwrap(), Some(content));
+        }
+        let file = dir.path().join("raft.snapshot");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[2] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let err = disk.load_snapshot().await.unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
+        std::fs::write(&file, b"short").unwrap();
+        assert!(disk.load_snapshot().await.is_err());
     }
 }

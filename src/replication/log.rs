@@ -46,8 +46,8 @@ struct Job<R: Response> {
     done: Done<R>,
 }
 
-/// The queue to the writer task, shared by the log store and the state machine (snapshots),
-/// so everything reaches the disk in the order it was queued.
+/// The queue to the writer task, shared by the handles of the log store, so everything reaches
+/// the disk in the order it was queued. (Snapshots are saved apart: [`Disk::save_snapshot`].)
 pub struct Writer<R: Response> {
     jobs: mpsc::UnboundedSender<Job<R>>,
     /// The latest committed position, written with the next batch rather than on its own:

@@ -10,8 +10,9 @@
 //! same order.
 //!
 //! Files: `log.rs` (the log store: an in-memory mirror of the log and the group-commit
-//! writer), `disk.rs` (the [`Disk`] trait and its redb implementation), `state.rs`
-//! ([`Applier`], the state machine adapter: applied position, membership, snapshots),
+//! writer), `disk.rs` (the [`Disk`] trait and its redb implementation: the log in a redb
+//! file, the snapshot in a file of its own), `state.rs` ([`Applier`], the state machine
+//! adapter: applied position, membership, snapshots),
 //! `network.rs` (Raft RPCs over framed TCP, client and server), `auth.rs` (the cluster bus
 //! handshake and frame tags under the cluster secret), `clocks.rs` (peers whose clocks differ
 //! from ours by more than the cluster's bound are refused; no vote for one lease after start),
@@ -141,8 +142,14 @@ pub trait Machine: Send + Sync + 'static {
     type RestoreError: std::error::Error + Send + Sync + 'static;
     /// Applies the payload of the entry at `index` and returns the response for its client.
     fn apply(&self, index: u64, payload: &[u8]) -> Self::Response;
+    /// Appends the whole state, serialized, to `out` (a snapshot being built).
+    fn snapshot_into(&self, out: &mut Vec<u8>);
     /// The whole state, serialized, for a snapshot.
-    fn snapshot(&self) -> Vec<u8>;
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.snapshot_into(&mut out);
+        out
+    }
     /// Replaces the whole state with one produced by [`Machine::snapshot`].
     fn restore(&self, bytes: &[u8]) -> Result<(), Self::RestoreError>;
 }
@@ -219,8 +226,8 @@ pub struct Started<R: Response> {
 }
 
 /// Starts the Raft node `id` over `disk`, applying to `machine`, reaching peers through
-/// `dialer` on `bus`. Recovers the vote, log and latest snapshot from the disk first; committed entries
-/// after the snapshot are re-applied by openraft.
+/// `dialer` on `bus`. Recovers the vote, log and latest snapshot from the disk first;
+/// committed entries after the snapshot are re-applied by openraft.
 pub async fn start<M: Machine, D: Disk, N: Dialer>(
     id: NodeId,
     settings: Settings,
@@ -231,9 +238,9 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
 ) -> Result<Started<M::Response>, ReplicationError> {
     let config = Arc::new(settings.raft_config()?);
     let recovered = disk.recover().map_err(ReplicationError::Disk)?;
-    let (writer, stats, writer_task) = Writer::start(disk);
+    let (writer, stats, writer_task) = Writer::start(disk.clone());
     let log = LogStore::recover(&recovered, writer.clone())?;
-    let sm = Applier::recover(&recovered, machine, writer)?;
+    let sm = Applier::recover(&recovered, machine, &writer, disk).await?;
     let network = Network::new(dialer, bus, DEFAULT_GROUP);
     let raft = Raft::new(id, config, network, log, sm)
         .await

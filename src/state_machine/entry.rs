@@ -87,6 +87,20 @@ pub enum LogCommand {
     },
 }
 
+impl LogCommand {
+    /// Whether applying it may take long (guest code, a compile, a digest of the whole
+    /// state), so it should run off the async workers.
+    pub fn runs_long(&self) -> bool {
+        match self {
+            LogCommand::Load { .. } | LogCommand::Call { .. } | LogCommand::Check { .. } => true,
+            LogCommand::Transaction { steps, .. } => {
+                steps.iter().any(|s| matches!(s, Step::Call(_)))
+            }
+            LogCommand::Op { .. } | LogCommand::Unload { .. } | LogCommand::ClusterId(_) => false,
+        }
+    }
+}
+
 /// A command queued in a transaction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Step {

@@ -241,11 +241,9 @@ impl StateMachine {
                 if !replace && self.modules.get(&name).is_some() {
                     return Reply::error(WasmError::AlreadyLoaded(name));
                 }
-                // Compiling takes milliseconds to seconds: off the async workers.
-                let compiled = crate::blocking::off_the_workers(|| {
-                    self.functions.compile(&name, bytes, permissions, now_ms)
-                });
-                match compiled {
+                // Compiling takes milliseconds to seconds: its entry applies off the async
+                // workers (`LogCommand::runs_long`).
+                match self.functions.compile(&name, bytes, permissions, now_ms) {
                     Ok(module) => match self.modules.insert(module, replace) {
                         Ok(()) => Reply::ok(),
                         Err(e) => Reply::error(e),

@@ -120,10 +120,23 @@ impl Machine for StateMachine {
 
     fn apply(&self, index: u64, payload: &[u8]) -> Vec<Reply> {
         match replication::decode::<Vec<LogCommand>>(payload) {
-            Ok(commands) => commands
-                .into_iter()
-                .map(|c| self.apply_command(index, c))
-                .collect(),
+            Ok(commands) => {
+                let long = commands.iter().any(LogCommand::runs_long);
+                let run = || {
+                    commands
+                        .into_iter()
+                        .map(|c| self.apply_command(index, c))
+                        .collect()
+                };
+                // A write call may run for up to a second of fuel, a compile or a state digest
+                // for longer: the applying worker hands its other tasks (clients, heartbeats)
+                // to another thread first.
+                if long {
+                    crate::blocking::off_the_workers(run)
+                } else {
+                    run()
+                }
+            }
             Err(e) => {
                 warn!(index, cause = %e, "undecodable log entry");
                 Vec::new()
@@ -131,10 +144,8 @@ impl Machine for StateMachine {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        self.write_state(&mut bytes);
-        bytes
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        self.write_state(out);
     }
 
     fn restore(&self, bytes: &[u8]) -> Result<(), RestoreError> {

@@ -220,11 +220,22 @@ fn read_call_of(
 
 /// A write call of `entry` in `module` (loaded from `source`) on key `g`, as entry `index`.
 fn write_call(module: &str, source: &str, entry: &str, index: u64) -> Vec<u8> {
+    write_call_on(b"g", module, source, entry, index)
+}
+
+/// [`write_call`] declaring `key`.
+fn write_call_on(
+    key: &'static [u8],
+    module: &str,
+    source: &str,
+    entry: &str,
+    index: u64,
+) -> Vec<u8> {
     replication::encode(&vec![LogCommand::Call {
         module: module.into(),
         sha256: crate::wasm::hex_sha256(source.as_bytes()),
         entry: entry.into(),
-        keys: vec![Bytes::from_static(b"g")],
+        keys: vec![Bytes::from_static(key)],
         args: vec![],
         now_ms: 10 + index,
         seed: index,
@@ -319,6 +330,38 @@ const STARTS: &str = r#"(module
   (func (export "incr") (param i32 i32) (result i64)
     (drop (call $set (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1)))
     (i64.const 0)))"#;
+
+/// A write call runs for up to a second of fuel inside the apply task; meanwhile the worker's
+/// other tasks (clients, Raft heartbeats) must go on. One worker: only it could run them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_write_call_at_apply_leaves_the_async_worker_to_other_tasks() {
+    let machine = machine();
+    let payload = write_call_on(b"a", "m", TWO_READS, "run", 2);
+    let applier = tokio::spawn(async move {
+        let (answered, answer) = std::sync::mpsc::channel();
+        let other_task_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ran = other_task_ran.clone();
+        // Halfway through the guest: another task must run before the guest goes on.
+        crate::wasm::ON_LOG.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                tokio::spawn(async move { answered.send(()) });
+                let got = answer.recv_timeout(std::time::Duration::from_secs(10));
+                ran.store(got.is_ok(), std::sync::atomic::Ordering::Relaxed);
+            }));
+        });
+        let replies = machine.apply(2, &payload);
+        (
+            replies,
+            other_task_ran.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    let (replies, other_task_ran) = applier.await.unwrap();
+    assert_eq!(replies, vec![Reply::Int(101)]);
+    assert!(
+        other_task_ran,
+        "no other task ran on the runtime while the call was applied"
+    );
+}
 
 #[test]
 fn a_start_function_at_apply_is_bounded_by_fuel_not_by_the_clock() {
