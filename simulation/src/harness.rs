@@ -182,13 +182,14 @@ pub fn leader(live: &Live) -> Option<u64> {
         .map(|(id, _)| *id)
 }
 
-/// A running node that stopped serving because a state check found its state different.
+/// A running node that stopped serving (a state check found its state different, or it met an
+/// entry it cannot read).
 pub fn diverged(live: &Live) -> Option<String> {
     live.lock().unwrap().iter().find_map(|(id, s)| {
         s.node
             .topology()
             .diverged
-            .map(|why| format!("n{id} stopped after a state check: {why}"))
+            .map(|why| format!("n{id} stopped serving: {why}"))
     })
 }
 

@@ -42,14 +42,14 @@ impl Node {
     }
 }
 
-/// Stops Raft on this node once its state is found to differ (clients are refused from that
-/// moment by the routing checks).
+/// Stops Raft on this node once its state is found to differ, or an entry it cannot read
+/// (clients are refused from that moment by the routing checks).
 pub(super) async fn stop_on_divergence(raft: Raft, mut found: watch::Receiver<Option<Divergence>>) {
     if found.wait_for(Option::is_some).await.is_err() {
         return;
     }
-    error!("stopping raft on this replica: its state differs from the leader's");
+    error!("stopping raft on this replica");
     if let Err(e) = raft.shutdown().await {
-        debug!(cause = %e, "raft shutdown after a failed state check");
+        debug!(cause = %e, "raft shutdown after this replica stopped serving");
     }
 }

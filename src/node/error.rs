@@ -68,8 +68,9 @@ pub enum NodeError {
         /// The queue's limit.
         limit: usize,
     },
-    /// A state check found this replica's state different from the leader's: it serves
-    /// nothing more (restart it to rebuild its state from the log, or replace it).
+    /// A state check found this replica's state different from the leader's, or it met a
+    /// committed entry it cannot read: it serves nothing more (restart it to rebuild its state
+    /// from the log, upgrade it, or replace it).
     #[error("this replica stopped serving: {0}")]
     Diverged(String),
 }

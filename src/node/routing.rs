@@ -95,7 +95,8 @@ impl Node {
         self.state.keyspace().keys_in_slot(slot, count)
     }
 
-    /// Refuses everything once a state check found this replica's state different.
+    /// Refuses everything once this replica stopped serving (a state check found its state
+    /// different, or it met an entry it cannot read).
     pub(super) fn must_serve(&self) -> Result<(), NodeError> {
         match self.state.divergence() {
             Some(found) => Err(NodeError::Diverged(found.to_string())),

@@ -51,14 +51,39 @@ async fn single_node_on<K: replication::Disk>(
     clock: Arc<Clock>,
     max_entry_bytes: usize,
 ) -> Node {
-    let me = Member {
+    let node = start_on(dir, disk, write_timeout, clock, max_entry_bytes)
+        .await
+        .unwrap();
+    node.bootstrap(BTreeMap::from([(1, me())])).await.unwrap();
+    let mut metrics = node.metrics.clone();
+    within("leadership", async {
+        while !node.is_leader() {
+            metrics.changed().await.unwrap();
+        }
+    })
+    .await;
+    node
+}
+
+fn me() -> Member {
+    Member {
         host: "127.0.0.1".into(),
         port: 1,
         cport: 2,
-    };
+    }
+}
+
+/// Starts the one-member node of [`single_node_on`] without waiting for anything.
+async fn start_on<K: replication::Disk>(
+    dir: &std::path::Path,
+    disk: Arc<K>,
+    write_timeout: Duration,
+    clock: Arc<Clock>,
+    max_entry_bytes: usize,
+) -> Result<Node, StartError> {
     let options = NodeOptions {
         id: 1,
-        me: me.clone(),
+        me: me(),
         raft: replication::Settings {
             heartbeat: Duration::from_millis(50),
             election_min: Duration::from_millis(150),
@@ -78,7 +103,7 @@ async fn single_node_on<K: replication::Disk>(
         )
         .unwrap(),
     );
-    let node = Node::start(
+    Node::start(
         options,
         state,
         disk,
@@ -94,16 +119,6 @@ async fn single_node_on<K: replication::Disk>(
         },
     )
     .await
-    .unwrap();
-    node.bootstrap(BTreeMap::from([(1, me)])).await.unwrap();
-    let mut metrics = node.metrics.clone();
-    within("leadership", async {
-        while !node.is_leader() {
-            metrics.changed().await.unwrap();
-        }
-    })
-    .await;
-    node
 }
 
 async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
@@ -239,6 +254,50 @@ async fn pipelined_writes_are_answered_in_order_from_shared_entries() {
         "200 queued writes took {} entries",
         entries_after - entries_before
     );
+}
+
+/// A committed entry this version cannot read (a newer version wrote it, or it is damaged)
+/// stops the replica, again after a restart: it is never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_entry_that_cannot_be_read_stops_the_replica_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let stopped = |reply: Reply| {
+        matches!(&reply, Reply::Error(e) if e.starts_with("CLUSTERDOWN this replica stopped serving: this replica cannot read log entry"))
+            .then_some(())
+            .ok_or(reply)
+    };
+    {
+        let node = single_node(dir.path()).await;
+        assert_eq!(run(&node, "set", &["k", "v"]).await, Reply::ok());
+        let unreadable = replication::Payload(Bytes::from_static(b"\xff\xff\xff"));
+        let _ = tokio::time::timeout(DEADLINE, node.raft.client_write(unreadable)).await;
+        stopped(run(&node, "get", &["k"]).await).unwrap();
+        stopped(run(&node, "set", &["k2", "v"]).await).unwrap();
+        node.shutdown().await;
+    }
+    // Restarted, the node meets the same entry again: re-applying it at start (when its
+    // commit was saved) fails the start, or applying it once committed again stops the node.
+    let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+    match start_on(
+        dir.path(),
+        disk,
+        Duration::from_secs(5),
+        Arc::default(),
+        1 << 20,
+    )
+    .await
+    {
+        Err(e) => assert!(e.to_string().contains("apply"), "{e}"),
+        Ok(node) => {
+            node.bootstrap(BTreeMap::from([(1, me())])).await.unwrap();
+            within("the node to stop again", async {
+                while stopped(run(&node, "get", &["k"]).await).is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
+    }
 }
 
 /// A disk whose writes wait while its gate is shut: entries cannot become durable, so they

@@ -19,9 +19,9 @@ impl Machine for Recorder {
     type Response = u64;
     type RestoreError = CodecError;
 
-    fn apply(&self, index: u64, payload: &[u8]) -> u64 {
+    fn apply(&self, index: u64, payload: &[u8]) -> Result<u64, Unapplied> {
         self.applied.lock().unwrap().push((index, payload.to_vec()));
-        index
+        Ok(index)
     }
 
     fn snapshot_into(&self, out: &mut Vec<u8>) {

@@ -48,6 +48,11 @@ struct Job<R: Response> {
 
 /// The queue to the writer task, shared by the handles of the log store, so everything reaches
 /// the disk in the order it was queued. (Snapshots are saved apart: [`Disk::save_snapshot`].)
+///
+/// Unbounded, yet short: openraft's core waits for each append's flush callback before its
+/// next storage call (`append_to_log`, openraft 0.9.25), so at most one append (one entry
+/// batch of a leader, or one AppendEntries of a follower, both capped in bytes) waits here
+/// beside the committed position.
 pub struct Writer<R: Response> {
     jobs: mpsc::UnboundedSender<Job<R>>,
     /// The latest committed position, written with the next batch rather than on its own:

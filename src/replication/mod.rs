@@ -140,8 +140,10 @@ pub trait Machine: Send + Sync + 'static {
     type Response: Response;
     /// Why a snapshot could not be restored.
     type RestoreError: std::error::Error + Send + Sync + 'static;
-    /// Applies the payload of the entry at `index` and returns the response for its client.
-    fn apply(&self, index: u64, payload: &[u8]) -> Self::Response;
+    /// Applies the payload of the entry at `index` and returns the response for its client,
+    /// or refuses an entry it cannot apply at all (which stops this node's Raft: a member
+    /// never skips an entry).
+    fn apply(&self, index: u64, payload: &[u8]) -> Result<Self::Response, Unapplied>;
     /// Appends the whole state, serialized, to `out` (a snapshot being built).
     fn snapshot_into(&self, out: &mut Vec<u8>);
     /// The whole state, serialized, for a snapshot.
@@ -153,6 +155,12 @@ pub trait Machine: Send + Sync + 'static {
     /// Replaces the whole state with one produced by [`Machine::snapshot`].
     fn restore(&self, bytes: &[u8]) -> Result<(), Self::RestoreError>;
 }
+
+/// A committed entry the machine cannot apply (it cannot read it): this member stops rather
+/// than go on without it.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct Unapplied(pub String);
 
 /// Timing and compaction settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

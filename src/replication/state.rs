@@ -190,10 +190,15 @@ impl<M: Machine, D: Disk> RaftStateMachine<TypeConfig<M::Response>> for Applier<
     {
         let mut responses = Vec::new();
         for entry in entries {
-            self.applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => M::Response::default(),
-                EntryPayload::Normal(payload) => self.machine.apply(entry.log_id.index, &payload.0),
+                EntryPayload::Normal(payload) => self
+                    .machine
+                    .apply(entry.log_id.index, &payload.0)
+                    .map_err(|e| {
+                        tracing::error!(index = entry.log_id.index, cause = %e, "cannot apply a committed entry; raft stops");
+                        StorageError::from(StorageIOError::apply(entry.log_id, &e))
+                    })?,
                 EntryPayload::Membership(membership) => {
                     if self.membership.membership() != &membership {
                         tracing::info!(
@@ -207,6 +212,7 @@ impl<M: Machine, D: Disk> RaftStateMachine<TypeConfig<M::Response>> for Applier<
                     M::Response::default()
                 }
             };
+            self.applied = Some(entry.log_id);
             responses.push(response);
         }
         Ok(responses)

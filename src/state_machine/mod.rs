@@ -55,24 +55,45 @@ pub struct StateMachine {
     local_clock: std::sync::OnceLock<Arc<crate::clock::Clock>>,
 }
 
-/// Where this member's state was found to differ from the leader's.
+/// Why this member's state can no longer be trusted to be the leader's: it stops serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Divergence {
-    /// The log index of the check both digests were taken at.
-    pub index: u64,
-    /// This member's digest there (hex).
-    pub ours: String,
-    /// The proposing leader's digest there (hex).
-    pub theirs: String,
+#[non_exhaustive]
+pub enum Divergence {
+    /// A state check found this member's state different from the leader's.
+    Digest {
+        /// The log index of the check both digests were taken at.
+        index: u64,
+        /// This member's digest there (hex).
+        ours: String,
+        /// The proposing leader's digest there (hex).
+        theirs: String,
+    },
+    /// A committed entry this member cannot read (written by a newer version, or damaged):
+    /// skipping it would leave this member's state behind every other's.
+    Unreadable {
+        /// The entry's log index.
+        index: u64,
+        /// Why it could not be decoded.
+        cause: String,
+    },
 }
 
 impl std::fmt::Display for Divergence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "this replica's state at log index {} has digest {}, the leader's has {}",
-            self.index, self.ours, self.theirs
-        )
+        match self {
+            Divergence::Digest {
+                index,
+                ours,
+                theirs,
+            } => write!(
+                f,
+                "this replica's state at log index {index} has digest {ours}, the leader's has {theirs}"
+            ),
+            Divergence::Unreadable { index, cause } => write!(
+                f,
+                "this replica cannot read log entry {index} (written by a newer version?): {cause}"
+            ),
+        }
     }
 }
 
@@ -178,6 +199,18 @@ impl StateMachine {
         self.divergence.subscribe()
     }
 
+    /// Stops this member serving, for good (the first reason found is the one kept).
+    fn halt(&self, found: Divergence) {
+        self.divergence.send_if_modified(|d| {
+            let first = d.is_none();
+            if first {
+                tracing::error!(%found, "this replica stops serving");
+                *d = Some(found);
+            }
+            first
+        });
+    }
+
     /// Applies a `Check` entry found at log `index`: compares the proposer's earlier record
     /// with this member's own record at the same index (a member that restored a snapshot
     /// beyond it, or restarted since, has none and compares nothing), then records a digest
@@ -193,18 +226,10 @@ impl StateMachine {
             && at == ours_at
             && theirs != ours
         {
-            let found = Divergence {
+            self.halt(Divergence::Digest {
                 index: at,
                 ours: snapshot::hex(&ours),
                 theirs: snapshot::hex(&theirs),
-            };
-            self.divergence.send_if_modified(|d| {
-                let first = d.is_none();
-                if first {
-                    tracing::error!(%found, "state check failed; this replica stops serving");
-                    *d = Some(found);
-                }
-                first
             });
         }
         *checkpoint = Some((index, digest));

@@ -11,11 +11,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tracing::warn;
 
-use super::{LogCommand, StateMachine};
+use super::{Divergence, LogCommand, StateMachine};
 use crate::keyspace::Keyspace;
-use crate::replication::{self, CodecError, Machine};
+use crate::replication::{self, CodecError, Machine, Unapplied};
 use crate::reply::Reply;
 use crate::wasm::{Permissions, WasmError};
 
@@ -113,12 +112,13 @@ pub(super) fn hex(digest: &[u8; 32]) -> String {
 }
 
 impl Machine for StateMachine {
-    /// The replies of the entry's commands, in order; empty when the entry cannot be decoded
-    /// (only a node running an incompatible version could have written it).
+    /// The replies of the entry's commands, in order.
     type Response = Vec<Reply>;
     type RestoreError = RestoreError;
 
-    fn apply(&self, index: u64, payload: &[u8]) -> Vec<Reply> {
+    /// An entry that cannot be decoded (written by a newer version, or damaged) stops this
+    /// member: it is not skipped, which would leave this state behind every other's.
+    fn apply(&self, index: u64, payload: &[u8]) -> Result<Vec<Reply>, Unapplied> {
         match replication::decode::<Vec<LogCommand>>(payload) {
             Ok(commands) => {
                 let long = commands.iter().any(LogCommand::runs_long);
@@ -131,15 +131,20 @@ impl Machine for StateMachine {
                 // A write call may run for up to a second of fuel, a compile or a state digest
                 // for longer: the applying worker hands its other tasks (clients, heartbeats)
                 // to another thread first.
-                if long {
+                Ok(if long {
                     crate::blocking::off_the_workers(run)
                 } else {
                     run()
-                }
+                })
             }
             Err(e) => {
-                warn!(index, cause = %e, "undecodable log entry");
-                Vec::new()
+                let found = Divergence::Unreadable {
+                    index,
+                    cause: e.to_string(),
+                };
+                let unapplied = Unapplied(found.to_string());
+                self.halt(found);
+                Err(unapplied)
             }
         }
     }
@@ -204,10 +209,12 @@ mod tests {
             let op = crate::keyspace::parse("sadd", &args(&[key, "m1", "m2"]), &ctx)
                 .unwrap()
                 .unwrap();
-            let replies = a.apply(
-                1,
-                &replication::encode(&vec![LogCommand::Op { now_ms: 10, op }]),
-            );
+            let replies = a
+                .apply(
+                    1,
+                    &replication::encode(&vec![LogCommand::Op { now_ms: 10, op }]),
+                )
+                .unwrap();
             assert_eq!(replies, vec![Reply::Int(2)]);
         }
         let b = StateMachine::new(settings, None).unwrap();
@@ -249,7 +256,7 @@ mod tests {
                 now_ms: 10,
             },
         ];
-        let replies = machine.apply(1, &replication::encode(&commands));
+        let replies = machine.apply(1, &replication::encode(&commands)).unwrap();
         assert_eq!(replies, vec![Reply::ok(), Reply::ok()]);
         let sha256 = machine.modules().get("m").unwrap().sha256.clone();
         let call = vec![LogCommand::Call {
@@ -264,7 +271,7 @@ mod tests {
             max_memory_bytes: 1 << 20,
         }];
         crate::wasm::PANIC_IN_LOG.with(|p| p.set(true));
-        let replies = machine.apply(2, &replication::encode(&call));
+        let replies = machine.apply(2, &replication::encode(&call)).unwrap();
         crate::wasm::PANIC_IN_LOG.with(|p| p.set(false));
         let [Reply::Error(line)] = &replies[..] else {
             panic!("{replies:?}");
@@ -283,17 +290,21 @@ mod tests {
         );
         drop(ks);
         // The next call, with the bug switched off, runs normally.
-        let replies = machine.apply(3, &replication::encode(&call));
+        let replies = machine.apply(3, &replication::encode(&call)).unwrap();
         assert_eq!(replies, vec![Reply::Int(0)]);
         assert_eq!(machine.keyspace().len(), 2);
     }
 
     #[test]
-    fn an_undecodable_entry_answers_nothing_and_changes_nothing() {
+    fn an_undecodable_entry_changes_nothing_and_stops_the_replica() {
         let machine = StateMachine::new(crate::wasm::EngineSettings::default(), None).unwrap();
         let before = machine.fingerprint();
-        assert!(machine.apply(7, b"\xff\xff\xff").is_empty());
+        assert!(machine.apply(7, b"\xff\xff\xff").is_err());
         assert_eq!(machine.fingerprint(), before);
+        assert!(matches!(
+            machine.divergence(),
+            Some(Divergence::Unreadable { index: 7, .. })
+        ));
         assert!(matches!(
             machine.restore(b"\xff"),
             Err(RestoreError::Codec(_))

@@ -69,7 +69,7 @@ fn machine() -> Arc<StateMachine> {
         op(&["set", "a", "1"]),
         load("m", TWO_READS, Permissions::READ),
     ];
-    let replies = machine.apply(1, &replication::encode(&setup));
+    let replies = machine.apply(1, &replication::encode(&setup)).unwrap();
     assert_eq!(replies, vec![Reply::ok(), Reply::ok()]);
     machine
 }
@@ -90,7 +90,7 @@ fn write_between_reads(machine: &Arc<StateMachine>, values: Vec<&'static str>) {
         *h.borrow_mut() = Some(Box::new(move || {
             let payload = replication::encode(&vec![op(&["set", "a", value])]);
             let other = writer.clone();
-            std::thread::spawn(move || other.apply(2, &payload))
+            std::thread::spawn(move || other.apply(2, &payload).unwrap())
                 .join()
                 .unwrap();
             write_between_reads(&writer, rest);
@@ -170,15 +170,15 @@ fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
         Permissions::READ | Permissions::WRITE,
     )]);
     let mut replies = (Vec::new(), Vec::new());
-    replies.0.push(a.apply(1, &loads));
-    replies.1.push(b.apply(1, &loads));
+    replies.0.push(a.apply(1, &loads).unwrap());
+    replies.1.push(b.apply(1, &loads).unwrap());
     // A read-only call on `a` only warms its pool; the replicas then apply the same entries.
     let module = a.modules().get("m").unwrap();
     let _ = read_call_of(&a, &module, "incr", b"g");
     for (i, entry) in ["grow", "incr", "grow", "incr"].into_iter().enumerate() {
         let payload = write_call("m", GROWER, entry, i as u64 + 2);
-        replies.0.push(a.apply(i as u64 + 2, &payload));
-        replies.1.push(b.apply(i as u64 + 2, &payload));
+        replies.0.push(a.apply(i as u64 + 2, &payload).unwrap());
+        replies.1.push(b.apply(i as u64 + 2, &payload).unwrap());
     }
     assert_eq!(replies.0, replies.1);
     assert_eq!(replies.0[0], vec![Reply::ok()], "both loaded the module");
@@ -258,7 +258,7 @@ fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
         load("w", GROWER, Permissions::READ | Permissions::WRITE),
     ];
     assert_eq!(
-        machine.apply(1, &replication::encode(&loads)),
+        machine.apply(1, &replication::encode(&loads)).unwrap(),
         vec![Reply::ok(), Reply::ok()]
     );
     let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -272,7 +272,9 @@ fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
                 let (inner_machine, inner_applied) = (second_machine.clone(), second_applied);
                 crate::wasm::ON_LOG.with(|h| {
                     *h.borrow_mut() = Some(Box::new(move || {
-                        let reply = inner_machine.apply(2, &write_call("w", GROWER, "incr", 2));
+                        let reply = inner_machine
+                            .apply(2, &write_call("w", GROWER, "incr", 2))
+                            .unwrap();
                         inner_applied.lock().unwrap().push(reply);
                     }));
                 });
@@ -283,7 +285,9 @@ fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
             // The second call found no slot, so its hook never ran: apply now, with the
             // first call still holding its slot.
             if outer_applied.lock().unwrap().is_empty() {
-                let reply = outer_machine.apply(2, &write_call("w", GROWER, "incr", 2));
+                let reply = outer_machine
+                    .apply(2, &write_call("w", GROWER, "incr", 2))
+                    .unwrap();
                 outer_applied.lock().unwrap().push(reply);
             }
             let Reply::Error(line) = second else {
@@ -302,7 +306,9 @@ fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
     // thread): the next apply finds the slot free again.
     assert!(machine.functions().slots_in_use() <= 1);
     assert_eq!(
-        machine.apply(3, &write_call("w", GROWER, "incr", 3)),
+        machine
+            .apply(3, &write_call("w", GROWER, "incr", 3))
+            .unwrap(),
         vec![Reply::Int(0)]
     );
     assert_eq!(
@@ -349,7 +355,7 @@ async fn a_write_call_at_apply_leaves_the_async_worker_to_other_tasks() {
                 ran.store(got.is_ok(), std::sync::atomic::Ordering::Relaxed);
             }));
         });
-        let replies = machine.apply(2, &payload);
+        let replies = machine.apply(2, &payload).unwrap();
         (
             replies,
             other_task_ran.load(std::sync::atomic::Ordering::Relaxed),
@@ -372,7 +378,7 @@ fn a_start_function_at_apply_is_bounded_by_fuel_not_by_the_clock() {
     let machine = Arc::new(StateMachine::new(settings, None).unwrap());
     let loads = vec![load("s", STARTS, Permissions::READ | Permissions::WRITE)];
     assert_eq!(
-        machine.apply(1, &replication::encode(&loads)),
+        machine.apply(1, &replication::encode(&loads)).unwrap(),
         vec![Reply::ok()]
     );
     // This host stalls for two seconds of epoch ticks while the start function runs (a
@@ -386,7 +392,9 @@ fn a_start_function_at_apply_is_bounded_by_fuel_not_by_the_clock() {
         }));
     });
     assert_eq!(
-        machine.apply(2, &write_call("s", STARTS, "incr", 2)),
+        machine
+            .apply(2, &write_call("s", STARTS, "incr", 2))
+            .unwrap(),
         vec![Reply::Int(0)]
     );
     assert_eq!(machine.keyspace().len(), 1);
@@ -404,7 +412,7 @@ fn a_replica_whose_state_differs_at_a_check_stops_serving() {
     let apply_all = |index: u64, commands: Vec<LogCommand>| {
         let payload = replication::encode(&commands);
         for replica in replicas {
-            replica.apply(index, &payload);
+            replica.apply(index, &payload).unwrap();
         }
     };
     let check = |leader: &StateMachine| LogCommand::Check {
@@ -414,7 +422,9 @@ fn a_replica_whose_state_differs_at_a_check_stops_serving() {
     apply_all(2, vec![check(&leader)]);
     // All agree at index 2; then `other` applies a write the log does not hold (what a
     // nondeterministic apply would do).
-    other.apply(3, &replication::encode(&vec![op(&["set", "b", "x"])]));
+    other
+        .apply(3, &replication::encode(&vec![op(&["set", "b", "x"])]))
+        .unwrap();
     apply_all(4, vec![check(&leader)]);
     let (at, leaders_digest) = leader.checkpoint().unwrap();
     assert_eq!(at, 4);
@@ -425,17 +435,24 @@ fn a_replica_whose_state_differs_at_a_check_stops_serving() {
     apply_all(5, vec![op(&["set", "a", "2"]), check(&leader)]);
     assert_eq!(leader.divergence(), None);
     assert_eq!(same.divergence(), None);
-    let found = other
-        .divergence()
-        .expect("the replica that differs found out");
-    assert_eq!(found.index, 4);
-    assert_eq!(found.theirs, super::snapshot::hex(&leaders_digest));
-    assert_ne!(found.ours, found.theirs);
+    let Some(super::Divergence::Digest {
+        index,
+        ours,
+        theirs,
+    }) = other.divergence()
+    else {
+        panic!("the replica that differs did not find out");
+    };
+    assert_eq!(index, 4);
+    assert_eq!(theirs, super::snapshot::hex(&leaders_digest));
+    assert_ne!(ours, theirs);
     // A member with no record at the compared index (restarted, or restored from a snapshot
     // past it) compares nothing.
     let fresh = StateMachine::new(settings, None).unwrap();
     fresh.restore(&leader.snapshot()).unwrap();
-    fresh.apply(6, &replication::encode(&vec![check(&leader)]));
+    fresh
+        .apply(6, &replication::encode(&vec![check(&leader)]))
+        .unwrap();
     assert_eq!(fresh.divergence(), None);
 }
 
@@ -493,10 +510,13 @@ fn replicas_with_different_native_stacks_trap_at_the_same_depth() {
             let replies: Vec<Vec<Vec<Reply>>> = machines
                 .iter()
                 .map(|m| {
-                    let mut replies = vec![m.apply(1, &loads)];
+                    let mut replies = vec![m.apply(1, &loads).unwrap()];
                     for (i, entry) in ["shallow", "deep", "reenter"].into_iter().enumerate() {
                         let index = i as u64 + 2;
-                        replies.push(m.apply(index, &write_call("r", RECURSER, entry, index)));
+                        replies.push(
+                            m.apply(index, &write_call("r", RECURSER, entry, index))
+                                .unwrap(),
+                        );
                     }
                     replies
                 })
