@@ -331,6 +331,10 @@ fn modules_and_write_calls_replicate_with_the_same_fuel() {
         );
     }
     assert!(err(&mut f, &["FCALL", "probe.incr", "1", "{t}a"]).starts_with("MOVED "));
+    // As documented: a call without keys is a read of slot 0, redirected from a follower
+    // unless READONLY; keyless commands are answered by any member from its own state.
+    assert!(err(&mut f, &["FCALL_RO", "probe.nkeys", "0"]).starts_with("MOVED 0 "));
+    assert!(matches!(cmd(&mut f, &["DBSIZE"]).unwrap(), Value::Int(_)));
     let fuel = module_field(&mut l, "probe", "fuel_total");
     assert!(matches!(fuel, Value::Int(n) if n > 0));
     for id in followers(&cluster, leader) {
@@ -352,6 +356,10 @@ fn modules_and_write_calls_replicate_with_the_same_fuel() {
         assert_eq!(
             cmd(&mut c, &["FCALL_RO", "probe.get_via_call", "1", "{t}a"]).unwrap(),
             bulk("5")
+        );
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", "probe.nkeys", "0"]).unwrap(),
+            Value::Int(0)
         );
     }
     assert_eq!(
