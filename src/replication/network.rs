@@ -407,7 +407,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
 }
 
 /// Serves Raft RPCs for `group` from `listener` until `shutdown` fires. A connection must pass
-/// the handshake under `bus.auth` within [`HANDSHAKE_TIMEOUT`] before its first RPC; beyond
+/// the handshake under `bus.auth` within `HANDSHAKE_TIMEOUT` (2 s) before its first RPC; beyond
 /// [`MAX_CONNECTIONS`] new connections are closed at once.
 pub async fn serve<L: Listener, R: MachineResponse>(
     mut listener: L,
