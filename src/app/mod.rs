@@ -210,6 +210,7 @@ impl App {
             auth,
             clocks,
             cluster: state.cluster_id_handle(),
+            dials: Arc::default(),
         };
         #[cfg(feature = "fault-injection")]
         state.sabotage_clock(options.clock.clone());

@@ -253,6 +253,7 @@ mod tests {
             state_check_index: 0,
             diverged: None,
             clock_refusals: 0,
+            bus_dials: 0,
         };
         let text = nodes(&topology);
         let lines: Vec<&str> = text.split_terminator('\n').collect();
@@ -287,6 +288,7 @@ mod tests {
             state_check_index: 0,
             diverged: None,
             clock_refusals: 0,
+            bus_dials: 0,
         };
         let Reply::Array(ranges) = slots(&topology) else {
             panic!()

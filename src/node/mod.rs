@@ -105,6 +105,8 @@ pub struct Topology {
     pub clock_bound_ms: u64,
     /// Messages refused because a peer's clock was too far off, since start.
     pub clock_refusals: u64,
+    /// Connections dialled to peers, since start.
+    pub bus_dials: u64,
     /// The log index of the latest state check applied here (0: none yet).
     pub state_check_index: u64,
     /// Why this replica stopped serving, when a state check found it different.
@@ -132,6 +134,8 @@ pub struct Node {
     clock: Arc<Clock>,
     /// What the cluster bus knows of the peers' clocks.
     clocks: Arc<replication::PeerClocks>,
+    /// Connections dialled to peers.
+    dials: Arc<std::sync::atomic::AtomicU64>,
     expire_cursor: Mutex<u64>,
     disk: Arc<DiskStats>,
     /// The storage writer task, awaited on shutdown so the data directory is released.
@@ -162,6 +166,7 @@ impl Node {
         bus: replication::Bus,
     ) -> Result<Node, StartError> {
         let clocks = bus.clocks.clone();
+        let dials = bus.dials.clone();
         let started =
             replication::start(options.id, options.raft, disk, state.clone(), dialer, bus).await?;
         let raft = started.raft;
@@ -183,6 +188,7 @@ impl Node {
             me: options.me,
             clock,
             clocks,
+            dials,
             expire_cursor: Mutex::new(0),
             disk: started.stats,
             writer: Mutex::new(Some(started.writer)),
@@ -240,6 +246,7 @@ impl Node {
             applied: m.last_applied.map_or(0, |l| l.index),
             clock_bound_ms: self.clocks.bound(),
             clock_refusals: self.clocks.refusals(),
+            bus_dials: self.dials.load(std::sync::atomic::Ordering::Relaxed),
             state_check_index: self.state.checkpoint().map_or(0, |(index, _)| index),
             diverged: self.state.divergence().map(|d| d.to_string()),
         }

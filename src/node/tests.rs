@@ -116,6 +116,7 @@ async fn start_on<K: replication::Disk>(
                 Duration::from_secs(1),
             )),
             cluster: Arc::default(),
+            dials: Arc::default(),
         },
     )
     .await

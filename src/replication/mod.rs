@@ -13,7 +13,9 @@
 //! writer), `disk.rs` (the [`Disk`] trait and its redb implementation: the log in a redb
 //! file, the snapshot in a file of its own), `state.rs` ([`Applier`], the state machine
 //! adapter: applied position, membership, snapshots),
-//! `network.rs` (Raft RPCs over framed TCP, client and server), `auth.rs` (the cluster bus
+//! `network.rs` (Raft RPCs over framed TCP, client and server), `conn.rs` (a request and
+//! its answer on a connection; authenticated connections kept between clients, so a read's
+//! leadership check does not dial), `auth.rs` (the cluster bus
 //! handshake and frame tags under the cluster secret), `clocks.rs` (peers whose clocks differ
 //! from ours by more than the cluster's bound are refused; no vote for one lease after start),
 //! `runtime.rs` (openraft's async
@@ -21,6 +23,7 @@
 
 mod auth;
 mod clocks;
+mod conn;
 mod disk;
 mod log;
 mod network;

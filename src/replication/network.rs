@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use super::auth::{AuthError, BusAuth, Session, TAG};
 use super::clocks::{Before, PeerClocks};
+use super::conn::{Conn, DialError, Idle, Permit, dial, round_trip};
 use super::{Raft, Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::{Dialer, Listener};
 use crate::peers::{Member, NodeId};
@@ -52,9 +53,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 /// How long a connecting peer has to prove itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Connecting gives up after this long even if openraft's budget is longer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -84,6 +82,8 @@ pub struct Bus {
     /// The id of the cluster this node belongs to, as its state machine has applied it (0:
     /// none yet).
     pub cluster: Arc<AtomicU64>,
+    /// Connections this node has dialled to peers, since start.
+    pub dials: Arc<AtomicU64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +128,7 @@ pub struct Network<D: Dialer, R> {
     dialer: Arc<D>,
     bus: Bus,
     group: u64,
+    idle: Arc<Idle<D::Stream>>,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -138,6 +139,7 @@ impl<D: Dialer, R> Network<D, R> {
             dialer,
             bus,
             group,
+            idle: Arc::new(Idle::default()),
             response: std::marker::PhantomData,
         }
     }
@@ -154,6 +156,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Networ
             bus: self.bus.clone(),
             group: self.group,
             conn: None,
+            idle: self.idle.clone(),
             response: std::marker::PhantomData,
         }
     }
@@ -166,8 +169,19 @@ pub struct Peer<D: Dialer, R> {
     dialer: Arc<D>,
     bus: Bus,
     group: u64,
-    conn: Option<(Framed<D::Stream, LengthDelimitedCodec>, Session)>,
+    /// The connection (kept when this client is dropped if its last exchange completed).
+    conn: Option<(Conn<D::Stream>, Permit)>,
+    idle: Arc<Idle<D::Stream>>,
     response: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<D: Dialer, R> Drop for Peer<D, R> {
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.conn.take() {
+            self.idle
+                .put(self.target, std::mem::take(&mut self.addr), conn);
+        }
+    }
 }
 
 /// Why a call failed, before it is mapped to openraft's error for the RPC at hand.
@@ -249,34 +263,24 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         }
     }
 
+    /// Dials the peer and passes the bus handshake.
+    async fn connect(&self) -> Result<Conn<D::Stream>, CallError> {
+        self.bus.dials.fetch_add(1, Ordering::Relaxed);
+        let (auth, target) = (&self.bus.auth, self.target);
+        match dial(&*self.dialer, &self.addr, auth, target, self.group, codec()).await {
+            Ok(mut conn) => {
+                conn.0.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
+                Ok(conn)
+            }
+            Err(DialError::Unreachable(e)) => Err(CallError::Unreachable(e)),
+            Err(DialError::Handshake(e)) => Err(CallError::Network(std::io::Error::other(
+                format!("cluster bus handshake with node {target}: {e}"),
+            ))),
+        }
+    }
+
     /// One request and its response, with both clocks checked.
     async fn exchange(&mut self, rpc: Rpc<R>) -> Result<Response, CallError> {
-        if self.conn.is_none() {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.dialer.connect(&self.addr))
-                .await
-                .map_err(|_| {
-                    CallError::Unreachable(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    ))
-                })?
-                .map_err(CallError::Unreachable)?;
-            let mut conn = Framed::new(stream, codec());
-            let session = self
-                .bus
-                .auth
-                .dial(&mut conn, self.target, self.group)
-                .await
-                .map_err(|e| {
-                    CallError::Network(std::io::Error::other(format!(
-                        "cluster bus handshake with node {}: {e}",
-                        self.target
-                    )))
-                })?;
-            conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
-            self.conn = Some((conn, session));
-        }
-        let (conn, session) = self.conn.as_mut().expect("connected above");
         let clocks = &self.bus.clocks;
         let sent_ms = clocks.now_ms();
         let request = encode(&Request {
@@ -285,22 +289,39 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
             sent_ms,
             rpc,
         });
-        conn.send(session.seal(request))
-            .await
-            .map_err(CallError::Network)?;
-        let frame = conn
-            .next()
-            .await
-            .ok_or_else(|| {
-                CallError::Network(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "peer closed the connection",
-                ))
-            })?
-            .map_err(CallError::Network)?;
-        let frame = session
-            .open(frame)
-            .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
+        let frame = match self.conn.take() {
+            // Its own connection (a replication stream keeps one): a failure ends the call.
+            Some((mut conn, permit)) => {
+                let frame = round_trip(&mut conn, request)
+                    .await
+                    .map_err(CallError::Network)?;
+                self.conn = Some((conn, permit));
+                frame
+            }
+            None => {
+                let permit = self.idle.permit(self.target).await;
+                // An idle connection the peer has closed since (it restarted): one retry.
+                let reused = match self.idle.take(self.target, &self.addr) {
+                    Some(mut conn) => round_trip(&mut conn, request.clone())
+                        .await
+                        .ok()
+                        .map(|frame| (conn, frame)),
+                    None => None,
+                };
+                let (conn, frame) = match reused {
+                    Some(done) => done,
+                    None => {
+                        let mut conn = self.connect().await?;
+                        let frame = round_trip(&mut conn, request)
+                            .await
+                            .map_err(CallError::Network)?;
+                        (conn, frame)
+                    }
+                };
+                self.conn = Some((conn, permit));
+                frame
+            }
+        };
         let answer =
             decode::<Answer>(&frame).map_err(|e| CallError::Network(std::io::Error::other(e)))?;
         let received_ms = clocks.now_ms();

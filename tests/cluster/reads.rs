@@ -63,3 +63,20 @@ fn a_long_read_only_call_per_core_changes_no_term_and_writes_go_on() {
     assert_eq!(term(&cluster, leader), before, "an election ran meanwhile");
     assert_eq!(cluster.wait_for_leader(ELECTION), leader);
 }
+
+/// openraft asks for a new client to each follower for every linearizable read: the bus keeps
+/// idle connections, so reads reuse them rather than dial (and handshake) each time.
+#[test]
+fn linearizable_reads_reuse_bus_connections() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let mut c = cluster.client(leader);
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    let dials_before = cluster.info_u64(leader, "cluster_bus_dials");
+    for _ in 0..300 {
+        let v: String = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+        assert_eq!(v, "v");
+    }
+    let dials = cluster.info_u64(leader, "cluster_bus_dials") - dials_before;
+    assert!(dials < 30, "300 reads dialled the followers {dials} times");
+}
