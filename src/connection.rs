@@ -79,7 +79,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => match read {
                     Ok(0) | Err(_) => return,
-                    Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                    Ok(n) => {
+                        shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        // Everything in the buffer was sent before this moment.
+                        session.arrived = Some(shared.node.read_epoch());
+                    }
                 },
                 _ = shutdown.changed() => return,
             }

@@ -28,7 +28,7 @@ use crate::net::{Dialer, Listener, TcpDialer};
 use crate::node::{Node, NodeOptions, StartError};
 use crate::peers::{Member, NodeId};
 use crate::replication::{
-    self, Bus, BusAuth, DEFAULT_GROUP, Disk, Entropy, PeerClocks, RedbDisk, os_entropy,
+    self, Bus, BusAuth, DEFAULT_GROUP, Disk, Entropy, PeerClocks, WalDisk, os_entropy,
 };
 use crate::state_machine::StateMachine;
 use crate::wasm::EngineSettings;
@@ -107,13 +107,15 @@ impl<D, K> std::fmt::Debug for Environment<D, K> {
     }
 }
 
-impl Environment<TcpDialer, RedbDisk> {
+impl Environment<TcpDialer, WalDisk> {
     /// A server's environment: TCP, the system clock, and under `data_dir` the Raft log
-    /// (`raft/raft.redb`) and the compile cache (`wasm-cache/`).
+    /// (`raft/wal/`), the latest snapshot (`raft/raft.snapshot`) and the compile cache
+    /// (`wasm-cache/`). A log an older version kept in `raft/raft.redb` is moved into
+    /// `raft/wal/` first.
     pub fn on_disk(data_dir: &Path) -> Result<Self, StartError> {
         let raft = data_dir.join("raft");
         std::fs::create_dir_all(&raft)?;
-        let disk = RedbDisk::open(&raft.join("raft.redb"))
+        let disk = replication::open_log(&raft)
             .map_err(|e| StartError::Replication(replication::ReplicationError::Disk(e)))?;
         Ok(Environment {
             dialer: Arc::new(TcpDialer),

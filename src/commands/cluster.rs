@@ -254,6 +254,7 @@ mod tests {
             diverged: None,
             clock_refusals: 0,
             bus_dials: 0,
+            read_rounds: 0,
         };
         let text = nodes(&topology);
         let lines: Vec<&str> = text.split_terminator('\n').collect();
@@ -289,6 +290,7 @@ mod tests {
             diverged: None,
             clock_refusals: 0,
             bus_dials: 0,
+            read_rounds: 0,
         };
         let Reply::Array(ranges) = slots(&topology) else {
             panic!()

@@ -148,7 +148,7 @@ async fn run(
     read_only: bool,
 ) -> Result<Reply, CommandError> {
     super::same_slot(&call.keys)?;
-    let reads = super::read_mode(session);
+    let reads = super::read_mode(shared, session);
     let limits = call_limits(shared);
     Ok(shared
         .node

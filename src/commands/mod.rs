@@ -215,12 +215,13 @@ async fn run(
     result.unwrap_or_else(Reply::error)
 }
 
-/// How this session's reads may be served.
-fn read_mode(session: &Session) -> ReadMode {
+/// How this session's reads may be served: linearizable reads confirm leadership in a round
+/// that started after the request's bytes arrived.
+fn read_mode(shared: &Shared, session: &Session) -> ReadMode {
     if session.readonly {
         ReadMode::Local
     } else {
-        ReadMode::Linearizable
+        ReadMode::Linearizable(session.arrived.unwrap_or_else(|| shared.node.read_epoch()))
     }
 }
 
@@ -250,7 +251,12 @@ async fn data(
     }
     let ctx = shared.node.parse_ctx();
     match node::parse(spec.name, &argv[1..], &ctx) {
-        Some(Ok(op)) => shared.node.execute(op, &ctx, read_mode(session)).await,
+        Some(Ok(op)) => {
+            shared
+                .node
+                .execute(op, &ctx, read_mode(shared, session))
+                .await
+        }
         Some(Err(e)) => Reply::error(e),
         None => Reply::error(unknown_command(argv)),
     }

@@ -258,6 +258,7 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("cluster_clock_bound_ms", &topology.clock_bound_ms);
             line("cluster_clock_refusals", &topology.clock_refusals);
             line("cluster_bus_dials", &topology.bus_dials);
+            line("cluster_read_rounds", &topology.read_rounds);
             line("cluster_state_check_index", &topology.state_check_index);
             line(
                 "cluster_state_diverged",

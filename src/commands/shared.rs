@@ -11,7 +11,7 @@ use crate::clients::{ClientInfo, Clients};
 use crate::command_table;
 use crate::config::Config;
 use crate::node::Node;
-use crate::node::WatchToken;
+use crate::node::{ReadEpoch, WatchToken};
 use crate::stats::{LocalStats, Stats};
 
 /// The Redis version Ferrite reports to clients (HELLO, INFO), i.e. the command set it follows.
@@ -115,6 +115,9 @@ pub struct Session {
     pub close: bool,
     /// `READONLY`: reads may be served from this node's state even when it does not lead.
     pub readonly: bool,
+    /// When the requests being run arrived (set by the connection after each read from the
+    /// socket; `None`: now). Reads of a pipeline share a leadership confirmation.
+    pub arrived: Option<ReadEpoch>,
     /// Statistics not yet merged into the shared ones (merged after each batch).
     pub stats: LocalStats,
 }
@@ -131,6 +134,7 @@ impl Session {
             watches: Vec::new(),
             close: false,
             readonly: false,
+            arrived: None,
             stats: LocalStats::default(),
         }
     }

@@ -137,7 +137,7 @@ async fn exec(shared: &Shared, session: &mut Session) -> Reply {
         let exec = Op::Exec { ops, watches };
         shared
             .node
-            .execute(exec, &ctx, super::read_mode(session))
+            .execute(exec, &ctx, super::read_mode(shared, session))
             .await
     };
     let batch = match batch {

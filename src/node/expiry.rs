@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::{Node, ReadMode};
+use super::Node;
 use crate::keyspace::Op;
 use crate::reply::Reply;
 
@@ -35,7 +35,7 @@ impl Node {
             let found = keys.len();
             if found > 0
                 && let Reply::Int(n) = self
-                    .execute(Op::PurgeExpired { keys }, &ctx, ReadMode::Linearizable)
+                    .execute(Op::PurgeExpired { keys }, &ctx, self.linearizable())
                     .await
             {
                 removed += n as usize;

@@ -204,7 +204,7 @@ impl Node {
         let unknown = queued.iter().any(|q| {
             matches!(q, Queued::Call { module, .. } if self.state.modules().get(module).is_none())
         });
-        if unknown && let Err(e) = self.read_barrier(ReadMode::Linearizable, Some(slot)).await {
+        if unknown && let Err(e) = self.read_barrier(self.linearizable(), Some(slot)).await {
             return Reply::error(e);
         }
         let steps = queued

@@ -4,6 +4,8 @@
 //! orchestration around it:
 //! - `routing.rs`: where a command may run (`MOVED`, `CLUSTERDOWN`, read index) and the
 //!   read path;
+//! - `read_index.rs`: the read-index queue, one leadership confirmation shared by every read
+//!   waiting;
 //! - `proposals.rs`: the write path, writes proposed to the log in batches and answered with
 //!   the reply their own apply produced (`UNCERTAIN` when the outcome is unknown);
 //! - `functions.rs`: WASM.LOAD/UNLOAD checked before they enter the log, calls routed to the
@@ -23,6 +25,7 @@ mod expiry;
 mod functions;
 mod membership;
 mod proposals;
+mod read_index;
 mod routing;
 
 #[cfg(test)]
@@ -32,6 +35,7 @@ pub use crate::clock::{Clock, WallClock, system_clock, system_time_ms};
 pub use error::{MembershipError, NodeError, StartError, Uncertain};
 pub use functions::Queued;
 pub use proposals::Ticket;
+pub use read_index::ReadEpoch;
 pub use routing::ReadMode;
 
 /// The data commands' parser and the values it makes: the command layer parses a data command
@@ -107,6 +111,8 @@ pub struct Topology {
     pub clock_refusals: u64,
     /// Connections dialled to peers, since start.
     pub bus_dials: u64,
+    /// Leadership confirmations run for linearizable reads, since start.
+    pub read_rounds: u64,
     /// The log index of the latest state check applied here (0: none yet).
     pub state_check_index: u64,
     /// Why this replica stopped serving, when a state check found it different.
@@ -142,6 +148,8 @@ pub struct Node {
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Writes waiting to be proposed (see `proposals.rs`).
     proposals: proposals::Queue,
+    /// Linearizable reads waiting for a leadership confirmation (see `read_index.rs`).
+    reads: Arc<read_index::ReadIndex>,
     write_timeout: Duration,
     max_entry_bytes: usize,
 }
@@ -175,6 +183,7 @@ impl Node {
         clock.advance_to(state.applied_ms());
         let proposals =
             proposals::start(raft.clone(), options.write_timeout, options.max_entry_bytes);
+        let reads = routing::read_index(raft.clone(), options.write_timeout);
         tokio::spawn(membership::log_role_changes(options.id, metrics.clone()));
         tokio::spawn(checks::stop_on_divergence(
             raft.clone(),
@@ -193,6 +202,7 @@ impl Node {
             disk: started.stats,
             writer: Mutex::new(Some(started.writer)),
             proposals,
+            reads,
             write_timeout: options.write_timeout,
             max_entry_bytes: options.max_entry_bytes,
         })
@@ -247,6 +257,7 @@ impl Node {
             clock_bound_ms: self.clocks.bound(),
             clock_refusals: self.clocks.refusals(),
             bus_dials: self.dials.load(std::sync::atomic::Ordering::Relaxed),
+            read_rounds: self.reads.rounds(),
             state_check_index: self.state.checkpoint().map_or(0, |(index, _)| index),
             diverged: self.state.divergence().map(|d| d.to_string()),
         }

@@ -2,13 +2,18 @@
 //!
 //! A write runs only on the leader ([`Node::must_lead`]: `MOVED` to the leader elsewhere,
 //! `CLUSTERDOWN` without one). A read runs against this node's state once
-//! [`Node::read_barrier`] allows it: on the leader after a read-index round (linearizable), or
-//! anywhere for sessions that asked for stale reads (`READONLY`, `*_RO` calls).
+//! [`Node::read_barrier`] allows it: on the leader after a read-index round (linearizable, the
+//! round shared with every read waiting: `read_index.rs`), or anywhere for sessions that asked
+//! for stale reads (`READONLY`, `*_RO` calls).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::{RaftMetrics, ServerState};
 
-use super::{KeyspaceStats, Node, NodeError};
+use super::read_index::{ReadEpoch, ReadIndex};
+use super::{KeyspaceStats, Node, NodeError, Raft};
 use crate::keyspace::{Ctx, Op, ParseCtx, WatchToken};
 use crate::peers::{Member, NodeId};
 use crate::reply::Reply;
@@ -18,8 +23,9 @@ use crate::state_machine::LogCommand;
 /// How a read may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
-    /// On the leader, after confirming leadership (read index); elsewhere `MOVED`.
-    Linearizable,
+    /// On the leader, after a leadership confirmation that started after the request arrived
+    /// (at the epoch given: [`Node::read_epoch`]); elsewhere `MOVED`.
+    Linearizable(ReadEpoch),
     /// Against local state, possibly stale (`READONLY` clients, `*_RO` calls).
     Local,
 }
@@ -36,7 +42,33 @@ fn sole_voter_caught_up(m: &RaftMetrics<NodeId, Member>, me: NodeId) -> bool {
             .is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
+/// The read-index queue of a node: a round asks openraft to confirm leadership with a
+/// heartbeat quorum and answers the commit index of that moment.
+pub(super) fn read_index(raft: Raft, timeout: Duration) -> Arc<ReadIndex> {
+    ReadIndex::new(Box::new(move || {
+        let raft = raft.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, raft.get_read_log_id()).await {
+                Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
+                Ok(Err(e)) => Err(NodeError::ReadNotConfirmed(Box::new(e))),
+                Err(_) => Err(NodeError::ReadTimedOut),
+            }
+        })
+    }))
+}
+
 impl Node {
+    /// The epoch of a request received now: a linearizable read made with it waits for a
+    /// leadership confirmation that starts later.
+    pub fn read_epoch(&self) -> ReadEpoch {
+        self.reads.epoch()
+    }
+
+    /// Linearizable reads for a request received now.
+    pub fn linearizable(&self) -> ReadMode {
+        ReadMode::Linearizable(self.read_epoch())
+    }
+
     /// Runs `op`, created at `ctx.now_ms`: writes through the log, reads as `mode` allows.
     pub async fn execute(&self, op: Op, ctx: &ParseCtx, mode: ReadMode) -> Reply {
         let slot = op.keys().first().map(|k| key_slot(k));
@@ -133,9 +165,10 @@ impl Node {
         slot: Option<u16>,
     ) -> Result<(), NodeError> {
         self.must_serve()?;
-        if mode == ReadMode::Local {
-            return Ok(());
-        }
+        let since = match mode {
+            ReadMode::Local => return Ok(()),
+            ReadMode::Linearizable(since) => since,
+        };
         {
             // One look at the metrics on the common path (the leader serving a read).
             let m = self.metrics.borrow();
@@ -156,10 +189,24 @@ impl Node {
         if crate::sabotage::on(crate::sabotage::Sabotage::SkipReadBarrier) {
             return Ok(());
         }
-        match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(NodeError::ReadNotConfirmed(Box::new(e))),
-            Err(_) => Err(NodeError::ReadTimedOut),
+        tokio::time::timeout(self.write_timeout, self.read_index_applied(since))
+            .await
+            .map_err(|_| NodeError::ReadTimedOut)?
+    }
+
+    /// Waits for a confirmation round that started after `since`, then until this node has
+    /// applied up to that round's read index.
+    async fn read_index_applied(&self, since: ReadEpoch) -> Result<(), NodeError> {
+        let index = self.reads.confirm(since).await?;
+        let applied = |m: &RaftMetrics<NodeId, Member>| m.last_applied.map_or(0, |l| l.index);
+        if applied(&self.metrics.borrow()) >= index {
+            return Ok(());
         }
+        let mut metrics = self.metrics.clone();
+        metrics
+            .wait_for(|m| applied(m) >= index)
+            .await
+            .map(|_| ())
+            .map_err(|_| NodeError::ShuttingDown)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::replication::RedbDisk;
+use crate::replication::WalDisk;
 
 /// How long any wait in these tests may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -29,7 +29,7 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 
 /// A one-member node on a temporary data directory, leading.
 async fn single_node(dir: &std::path::Path) -> Node {
-    let disk = Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap());
+    let disk = Arc::new(WalDisk::open(&dir.join("wal"), dir.join("raft.snapshot")).unwrap());
     single_node_on(
         dir,
         disk,
@@ -127,7 +127,7 @@ async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
     let op = crate::keyspace::parse(name, &args(words), &ctx)
         .unwrap()
         .unwrap();
-    node.execute(op, &ctx, ReadMode::Linearizable).await
+    node.execute(op, &ctx, node.linearizable()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +164,8 @@ async fn expiry_cycle_purges_expired_keys_through_the_write_path() {
 async fn a_read_never_judges_expiry_before_an_applied_write() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+    let disk =
+        Arc::new(WalDisk::open(&dir.path().join("wal"), dir.path().join("raft.snapshot")).unwrap());
     let wall = Arc::new(AtomicU64::new(1_000_000));
     let source = wall.clone();
     let clock = Arc::new(Clock::new(Arc::new(move || source.load(Ordering::Relaxed))));
@@ -189,7 +190,7 @@ async fn a_read_never_judges_expiry_before_an_applied_write() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        node.execute(op, &ahead, ReadMode::Linearizable).await,
+        node.execute(op, &ahead, node.linearizable()).await,
         Reply::ok()
     );
     // This node's wall clock still says 1,000,000: k would look alive.
@@ -278,7 +279,8 @@ async fn a_committed_entry_that_cannot_be_read_stops_the_replica_for_good() {
     }
     // Restarted, the node meets the same entry again: re-applying it at start (when its
     // commit was saved) fails the start, or applying it once committed again stops the node.
-    let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+    let disk =
+        Arc::new(WalDisk::open(&dir.path().join("wal"), dir.path().join("raft.snapshot")).unwrap());
     match start_on(
         dir.path(),
         disk,
@@ -305,7 +307,7 @@ async fn a_committed_entry_that_cannot_be_read_stops_the_replica_for_good() {
 /// cannot commit. With `hold_snapshots`, saving a snapshot never finishes (a very large one
 /// on a slow disk).
 struct GatedDisk {
-    inner: Arc<RedbDisk>,
+    inner: Arc<WalDisk>,
     open: tokio::sync::watch::Receiver<bool>,
     hold_snapshots: bool,
     snapshot_saves: std::sync::atomic::AtomicUsize,
@@ -318,7 +320,7 @@ impl GatedDisk {
         hold_snapshots: bool,
     ) -> Arc<GatedDisk> {
         Arc::new(GatedDisk {
-            inner: Arc::new(RedbDisk::open(&dir.join("raft.redb")).unwrap()),
+            inner: Arc::new(WalDisk::open(&dir.join("wal"), dir.join("raft.snapshot")).unwrap()),
             open,
             hold_snapshots,
             snapshot_saves: Default::default(),

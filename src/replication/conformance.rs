@@ -1,5 +1,6 @@
-//! openraft's storage conformance suite, run against the durable store: the redb disk, the
-//! group-commit log store and the state machine adapter, over a small test machine.
+//! openraft's storage conformance suite, run against the durable store: the append-only log
+//! (and the redb store older versions kept), the group-commit log store and the state machine
+//! adapter, over a small test machine.
 
 use std::sync::{Arc, Mutex};
 
@@ -34,25 +35,36 @@ impl Machine for Recorder {
     }
 }
 
-struct Builder;
+/// A store that can be opened in a directory.
+trait TestDisk: Disk + Sized {
+    fn open_in(dir: &std::path::Path) -> std::io::Result<Self>;
+}
+
+impl TestDisk for WalDisk {
+    fn open_in(dir: &std::path::Path) -> std::io::Result<Self> {
+        WalDisk::open(&dir.join("wal"), dir.join("raft.snapshot"))
+    }
+}
+
+impl TestDisk for RedbDisk {
+    fn open_in(dir: &std::path::Path) -> std::io::Result<Self> {
+        RedbDisk::open(&dir.join("raft.redb"))
+    }
+}
+
+struct Builder<K>(std::marker::PhantomData<K>);
 
 type Config = TypeConfig<u64>;
 
-impl StoreBuilder<Config, LogStore<u64>, Applier<Recorder, RedbDisk>, tempfile::TempDir>
-    for Builder
+impl<K: TestDisk> StoreBuilder<Config, LogStore<u64>, Applier<Recorder, K>, tempfile::TempDir>
+    for Builder<K>
 {
     async fn build(
         &self,
-    ) -> Result<
-        (
-            tempfile::TempDir,
-            LogStore<u64>,
-            Applier<Recorder, RedbDisk>,
-        ),
-        StorageError<NodeId>,
-    > {
+    ) -> Result<(tempfile::TempDir, LogStore<u64>, Applier<Recorder, K>), StorageError<NodeId>>
+    {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Arc::new(RedbDisk::open(&dir.path().join("raft.redb")).unwrap());
+        let disk = Arc::new(K::open_in(dir.path()).unwrap());
         let recovered = disk.recover().unwrap();
         let (writer, _, _) = Writer::start(disk.clone());
         let log = LogStore::recover(&recovered, writer.clone()).unwrap();
@@ -65,7 +77,12 @@ impl StoreBuilder<Config, LogStore<u64>, Applier<Recorder, RedbDisk>, tempfile::
 
 #[test]
 fn the_durable_store_passes_openraft_conformance() {
-    Suite::test_all(Builder).unwrap();
+    Suite::test_all(Builder::<WalDisk>(Default::default())).unwrap();
+}
+
+#[test]
+fn the_old_redb_store_passes_openraft_conformance() {
+    Suite::test_all(Builder::<RedbDisk>(Default::default())).unwrap();
 }
 
 /// What the suite cannot see: a store reopened from disk holds what was written before.
@@ -75,13 +92,12 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
 
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("raft.redb");
     let entry = |index: u64| Entry::<Config> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Payload(Bytes::from(vec![index as u8]))),
     };
     {
-        let disk = Arc::new(RedbDisk::open(&path).unwrap());
+        let disk = Arc::new(WalDisk::open_in(dir.path()).unwrap());
         let recovered = disk.recover().unwrap();
         let (writer, stats, _) = Writer::start(disk.clone());
         let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
@@ -117,16 +133,7 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
             .unwrap();
         assert_eq!(machine.applied.lock().unwrap().len(), 30);
     }
-    // The writer task lets go of the file once it sees its queue closed.
-    let mut reopened = RedbDisk::open(&path);
-    for _ in 0..1000 {
-        if reopened.is_ok() {
-            break;
-        }
-        tokio::task::yield_now().await;
-        reopened = RedbDisk::open(&path);
-    }
-    let disk = Arc::new(reopened.unwrap());
+    let disk = Arc::new(WalDisk::open_in(dir.path()).unwrap());
     let recovered = disk.recover().unwrap();
     let (writer, _, _) = Writer::start(disk.clone());
     let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
@@ -148,30 +155,54 @@ async fn a_reopened_store_recovers_log_vote_and_snapshot() {
     );
 }
 
-/// A data directory written before snapshots had a file of their own: the snapshot inside the
-/// log's store is moved out at start, and the state comes back from it.
+/// A data directory written before the append-only log (and before snapshots had a file of
+/// their own): its redb store is moved into the log with entries, vote and committed position,
+/// the snapshot inside it is moved out at start, and the state comes back from it.
 #[tokio::test]
-async fn a_snapshot_kept_in_the_log_store_by_an_older_version_is_moved_and_restored() {
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, LogId, SnapshotMeta};
+async fn a_redb_store_of_an_older_version_is_moved_into_the_log() {
+    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    use openraft::{
+        CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, SnapshotMeta, Vote,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raft.redb");
     let applied: Vec<(u64, Vec<u8>)> = (1..=30).map(|i| (i, vec![i as u8])).collect();
+    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
     let old = state::OldSnapshot {
         meta: SnapshotMeta {
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 30)),
+            last_log_id: Some(log_id(30)),
             ..Default::default()
         },
         data: encode(&applied),
     };
-    RedbDisk::open(&path)
-        .unwrap()
-        .put_old_snapshot(&encode(&old));
-    for _ in 0..2 {
-        let disk = Arc::new(RedbDisk::open(&path).unwrap());
+    {
+        let redb = Arc::new(RedbDisk::open(&path).unwrap());
+        redb.put_old_snapshot(&encode(&old));
+        let mut ops = vec![
+            DiskOp::Vote(encode(&Vote::<NodeId>::new(1, 1))),
+            DiskOp::PurgeUpTo {
+                index: 30,
+                log_id: encode(&log_id(30)),
+            },
+        ];
+        ops.extend((31..=40).map(|index| DiskOp::Append {
+            index,
+            entry: encode(&Entry::<Config> {
+                log_id: log_id(index),
+                payload: EntryPayload::Blank,
+            }),
+        }));
+        redb.write(ops).await.unwrap();
+    }
+    for round in 0..2 {
+        let disk = Arc::new(open_log(dir.path()).unwrap());
+        assert!(!path.exists(), "the redb store is gone once moved");
         let recovered = disk.recover().unwrap();
         let (writer, _, task) = Writer::start(disk.clone());
+        let mut log = LogStore::recover(&recovered, writer.clone()).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        assert_eq!(log.try_get_log_entries(31..=40).await.unwrap().len(), 10);
         let machine = Arc::new(Recorder::default());
         let mut sm = Applier::recover(&recovered, machine.clone(), &writer, disk.clone())
             .await
@@ -180,12 +211,10 @@ async fn a_snapshot_kept_in_the_log_store_by_an_older_version_is_moved_and_resto
         assert_eq!(last.map(|l| l.index), Some(30));
         assert_eq!(*machine.applied.lock().unwrap(), applied);
         assert!(disk.load_snapshot().await.unwrap().is_some());
-        assert_eq!(
-            disk.recover().unwrap().old_snapshot,
-            None,
-            "the old copy is gone"
-        );
-        drop((sm, writer, disk));
+        if round == 1 {
+            assert_eq!(recovered.old_snapshot, None, "the old copy is gone");
+        }
+        drop((sm, log, writer, disk));
         task.await.unwrap();
     }
 }

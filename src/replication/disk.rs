@@ -77,6 +77,31 @@ pub trait Disk: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
+/// Opens the log kept under `raft` (a node's `raft/` directory): the append-only log in
+/// `wal/`, with the snapshot at `raft.snapshot`. A log an older version kept in `raft.redb` is
+/// moved into `wal/` first (the old store is deleted once the move is durable).
+pub fn open_log(raft: &Path) -> io::Result<super::WalDisk> {
+    use super::WalDisk;
+    let wal = raft.join("wal");
+    let snapshot = raft.join("raft.snapshot");
+    let redb = raft.join("raft.redb");
+    if !WalDisk::exists(&wal) && redb.exists() {
+        let (ops, old_snapshot) = RedbDisk::open(&redb)?.export()?;
+        let disk = WalDisk::create_from(&wal, snapshot, &ops, old_snapshot)?;
+        std::fs::remove_file(&redb)?;
+        tracing::info!(
+            operations = ops.len(),
+            "moved the raft log from raft.redb to wal/"
+        );
+        return Ok(disk);
+    }
+    if redb.exists() {
+        // The move completed, but a crash kept it from deleting the old store.
+        std::fs::remove_file(&redb)?;
+    }
+    WalDisk::open(&wal, snapshot)
+}
+
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
@@ -85,20 +110,81 @@ const PURGED: &str = "purged";
 /// Where versions before snapshot files kept the snapshot.
 const OLD_SNAPSHOT: &str = "snapshot";
 
-/// The Raft log in one redb file. A committed redb write transaction is durable (fsynced), so
-/// one transaction per batch is one fsync per batch: the group commit.
-///
-/// The snapshot is a file beside it (`raft.snapshot` for `raft.redb`): its bytes and their
-/// SHA-256, written to a temporary file, synced, renamed over the old one and the directory
-/// synced, so it is always either the old snapshot or the new one, and damage is detected.
+/// The Raft log in one redb file, as versions before the append-only log kept it: read once to
+/// move an existing data directory to [`super::WalDisk`], and kept as a second implementation
+/// of [`Disk`] for tests. A committed redb write transaction is durable (fsynced), so one
+/// transaction per batch is one fsync per batch. The snapshot is a [`SnapshotFile`] beside it
+/// (`raft.snapshot` for `raft.redb`).
 #[derive(Debug)]
 pub struct RedbDisk {
     db: redb::Database,
-    snapshot: PathBuf,
+    snapshot: SnapshotFile,
+}
+
+/// The latest snapshot in a file of its own: its bytes and their SHA-256, written to a
+/// temporary file, synced, renamed over the old one and the directory synced, so it is always
+/// either the old snapshot or the new one, and damage is detected.
+#[derive(Debug)]
+pub(super) struct SnapshotFile {
+    path: PathBuf,
+}
+
+impl SnapshotFile {
+    /// The snapshot kept at `path`.
+    pub(super) fn at(path: PathBuf) -> SnapshotFile {
+        SnapshotFile { path }
+    }
+
+    /// Replaces the stored snapshot, durably.
+    pub(super) fn save(&self, snapshot: &[u8]) -> io::Result<()> {
+        let partial = self.path.with_extension("snapshot.partial");
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(snapshot)?;
+        file.write_all(&Sha256::digest(snapshot))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&partial, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The stored snapshot, if any; an error if it is damaged.
+    pub(super) fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        let mut bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let damaged = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the snapshot {} is damaged (its checksum does not match)",
+                    self.path.display()
+                ),
+            )
+        };
+        let body = bytes.len().checked_sub(32).ok_or_else(damaged)?;
+        if Sha256::digest(&bytes[..body])[..] != bytes[body..] {
+            return Err(damaged());
+        }
+        bytes.truncate(body);
+        Ok(Some(bytes))
+    }
 }
 
 fn io_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
+}
+
+/// Runs file work that blocks (writes, syncs) on tokio's blocking threads, off the async
+/// workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(io_error)?
 }
 
 impl RedbDisk {
@@ -115,7 +201,7 @@ impl RedbDisk {
         txn.commit().map_err(io_error)?;
         Ok(RedbDisk {
             db,
-            snapshot: path.with_extension("snapshot"),
+            snapshot: SnapshotFile::at(path.with_extension("snapshot")),
         })
     }
 
@@ -130,41 +216,38 @@ impl RedbDisk {
         txn.commit().unwrap();
     }
 
-    fn save_now(&self, snapshot: &[u8]) -> io::Result<()> {
-        let partial = self.snapshot.with_extension("snapshot.partial");
-        let mut file = std::fs::File::create(&partial)?;
-        file.write_all(snapshot)?;
-        file.write_all(&Sha256::digest(snapshot))?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&partial, &self.snapshot)?;
-        if let Some(dir) = self.snapshot.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-
-    fn load_now(&self) -> io::Result<Option<Vec<u8>>> {
-        let mut bytes = match std::fs::read(&self.snapshot) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+    /// Everything stored, as the operations that would store it again (entries with their
+    /// indexes), and the snapshot an older version kept in the store: what moving the log to
+    /// another store takes.
+    pub fn export(&self) -> io::Result<(Vec<DiskOp>, Option<Vec<u8>>)> {
+        let txn = self.db.begin_read().map_err(io_error)?;
+        let log = txn.open_table(LOG).map_err(io_error)?;
+        let meta = txn.open_table(META).map_err(io_error)?;
+        let get = |key: &str| -> io::Result<Option<Vec<u8>>> {
+            Ok(meta.get(key).map_err(io_error)?.map(|v| v.value().to_vec()))
         };
-        let damaged = || {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the snapshot {} is damaged (its checksum does not match)",
-                    self.snapshot.display()
-                ),
-            )
-        };
-        let body = bytes.len().checked_sub(32).ok_or_else(damaged)?;
-        if Sha256::digest(&bytes[..body])[..] != bytes[body..] {
-            return Err(damaged());
+        let mut ops = Vec::new();
+        ops.extend(get(VOTE)?.map(DiskOp::Vote));
+        ops.extend(get(COMMITTED)?.map(DiskOp::Committed));
+        let mut entries = Vec::new();
+        for item in log.iter().map_err(io_error)? {
+            let (index, value) = item.map_err(io_error)?;
+            entries.push(DiskOp::Append {
+                index: index.value(),
+                entry: value.value().to_vec(),
+            });
         }
-        bytes.truncate(body);
-        Ok(Some(bytes))
+        if let Some(log_id) = get(PURGED)? {
+            // The purged index is inside the encoded id; the entry before the first kept one
+            // is as good for deciding what may be dropped.
+            let index = match entries.first() {
+                Some(DiskOp::Append { index, .. }) => index.saturating_sub(1),
+                _ => 0,
+            };
+            ops.push(DiskOp::PurgeUpTo { index, log_id });
+        }
+        ops.extend(entries);
+        Ok((ops, get(OLD_SNAPSHOT)?))
     }
 
     fn write_now(&self, ops: Vec<DiskOp>) -> Result<(), redb::Error> {
@@ -227,19 +310,13 @@ impl Disk for RedbDisk {
         let disk = self.clone();
         async move {
             // The commit blocks on fsync: keep it off the async workers.
-            tokio::task::spawn_blocking(move || disk.write_now(ops).map_err(io_error))
-                .await
-                .map_err(io_error)?
+            blocking(move || disk.write_now(ops).map_err(io_error)).await
         }
     }
 
     fn load_snapshot(self: &Arc<Self>) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send {
         let disk = self.clone();
-        async move {
-            tokio::task::spawn_blocking(move || disk.load_now())
-                .await
-                .map_err(io_error)?
-        }
+        async move { blocking(move || disk.snapshot.load()).await }
     }
 
     fn save_snapshot(
@@ -247,11 +324,7 @@ impl Disk for RedbDisk {
         snapshot: Arc<Vec<u8>>,
     ) -> impl Future<Output = io::Result<()>> + Send {
         let disk = self.clone();
-        async move {
-            tokio::task::spawn_blocking(move || disk.save_now(&snapshot))
-                .await
-                .map_err(io_error)?
-        }
+        async move { blocking(move || disk.snapshot.save(&snapshot)).await }
     }
 }
 

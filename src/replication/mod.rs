@@ -29,6 +29,7 @@ mod log;
 mod network;
 mod runtime;
 mod state;
+mod wal;
 
 #[cfg(test)]
 mod conformance;
@@ -46,11 +47,12 @@ use thiserror::Error;
 
 pub use auth::{AuthError, BusAuth, Entropy, os_entropy};
 pub use clocks::{PeerClocks, Skew};
-pub use disk::{Disk, DiskOp, Recovered, RedbDisk};
+pub use disk::{Disk, DiskOp, Recovered, RedbDisk, open_log};
 pub use log::{DiskStats, LogStore, Writer};
 pub use network::{Bus, MAX_CONNECTIONS, Network, serve};
 pub use runtime::{FerriteRuntime, next_random, seed_rng};
 pub use state::Applier;
+pub use wal::WalDisk;
 
 use crate::net::Dialer;
 use crate::peers::{Member, NodeId};

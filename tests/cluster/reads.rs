@@ -80,3 +80,30 @@ fn linearizable_reads_reuse_bus_connections() {
     let dials = cluster.info_u64(leader, "cluster_bus_dials") - dials_before;
     assert!(dials < 30, "300 reads dialled the followers {dials} times");
 }
+
+/// Reads share leadership confirmations (the read-index queue): a pipeline of reads, all sent
+/// before the leader read them off the socket, is served by a round or two, not one round per
+/// read; each read still sees every write acknowledged before it.
+#[test]
+fn pipelined_reads_share_a_leadership_round() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let mut c = cluster.client(leader);
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("SET").arg(format!("k{i}")).arg(i).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let rounds_before = cluster.info_u64(leader, "cluster_read_rounds");
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("GET").arg(format!("k{i}"));
+    }
+    let got: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(got, (0..200).collect::<Vec<i64>>());
+    let rounds = cluster.info_u64(leader, "cluster_read_rounds") - rounds_before;
+    assert!(
+        (1..=10).contains(&rounds),
+        "200 pipelined reads ran {rounds} leadership rounds"
+    );
+}

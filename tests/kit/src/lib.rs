@@ -11,12 +11,13 @@
 //!   name when it passes.
 //! - [`resp`]: a RESP2 client, over any async stream (the simulation drives turmoil's sockets
 //!   with it) or over a blocking TCP stream (readiness probes).
-//! - [`bench`]: `redis-benchmark` runs, parsed.
+//! - [`bench`]: `redis-benchmark` runs, parsed; [`plot`]: line charts of their figures as SVG.
 //!
 //! Every child process is killed when its handle drops.
 
 pub mod bench;
 pub mod net;
+pub mod plot;
 pub mod resp;
 pub mod wait;
 
