@@ -37,8 +37,8 @@ pub(super) type Permit = OwnedSemaphorePermit;
 /// An authenticated connection to a peer.
 pub(super) type Conn<S> = (Framed<S, LengthDelimitedCodec>, Session);
 
-/// Idle connections by peer and address.
-type ByPeer<S> = HashMap<(NodeId, String), Vec<Conn<S>>>;
+/// Idle connections by peer, with the address they were dialled at.
+type ByPeer<S> = HashMap<NodeId, (String, Vec<Conn<S>>)>;
 
 /// The idle connections of one node's clients, and a limit on the open ones per peer.
 pub(super) struct Idle<S> {
@@ -72,16 +72,23 @@ impl<S> Idle<S> {
 
     /// An idle connection to `target` at `addr`, if one is kept.
     pub(super) fn take(&self, target: NodeId, addr: &str) -> Option<Conn<S>> {
-        self.conns
-            .lock()
-            .get_mut(&(target, addr.to_owned()))
-            .and_then(Vec::pop)
+        match self.conns.lock().get_mut(&target) {
+            Some((at, kept)) if at == addr => kept.pop(),
+            _ => None,
+        }
     }
 
     /// Keeps `conn` to `target` at `addr` for the next client, unless enough are kept.
     pub(super) fn put(&self, target: NodeId, addr: String, conn: Conn<S>) {
         let mut conns = self.conns.lock();
-        let kept = conns.entry((target, addr)).or_default();
+        let (at, kept) = conns
+            .entry(target)
+            .or_insert_with(|| (addr.clone(), Vec::new()));
+        if *at != addr {
+            // The peer moved: what was kept for its old address is of no more use.
+            *at = addr;
+            kept.clear();
+        }
         if kept.len() < IDLE_PER_PEER {
             kept.push(conn);
         }

@@ -92,10 +92,6 @@ impl<M: Machine, D: Disk> std::fmt::Debug for Applier<M, D> {
     }
 }
 
-fn corrupt(e: CodecError) -> ReplicationError {
-    ReplicationError::Corrupt(e)
-}
-
 impl<M: Machine, D: Disk> Applier<M, D> {
     /// The state machine as of the latest snapshot on `disk` (or empty), applying to
     /// `machine`. A snapshot an older version kept in the log's store is moved to its own
@@ -136,7 +132,7 @@ impl<M: Machine, D: Disk> Applier<M, D> {
             built: Arc::new(AtomicU64::new(0)),
         };
         if let Some(bytes) = &snapshot {
-            let (meta, data) = split_snapshot(bytes).map_err(corrupt)?;
+            let (meta, data) = split_snapshot(bytes).map_err(ReplicationError::Corrupt)?;
             crate::blocking::off_the_workers(|| sm.machine.restore(data))
                 .map_err(|e| ReplicationError::Restore(Box::new(e)))?;
             sm.applied = meta.last_log_id;
