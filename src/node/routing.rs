@@ -35,9 +35,10 @@ pub enum ReadMode {
 /// (entries apply in order, and its term's first entry came after them), and every write it
 /// acknowledged was applied first. A read needs no quorum round.
 fn sole_voter_caught_up(m: &RaftMetrics<NodeId, Member>, me: NodeId) -> bool {
-    let mut voters = m.membership_config.membership().voter_ids();
-    voters.next() == Some(me)
-        && voters.next().is_none()
+    // The configuration's sets as they are (`voter_ids` would collect them into a new set on
+    // every read).
+    let joint = m.membership_config.membership().get_joint_config();
+    matches!(joint.as_slice(), [voters] if voters.len() == 1 && voters.contains(&me))
         && m.last_applied
             .is_some_and(|l| l.leader_id.term == m.current_term)
 }

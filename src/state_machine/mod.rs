@@ -50,6 +50,8 @@ pub struct StateMachine {
     /// Set once, when a `Check` entry showed that this member's state differs from the
     /// proposing leader's: the member stops serving (the node watches this).
     divergence: tokio::sync::watch::Sender<Option<Divergence>>,
+    /// Whether `divergence` is set: what every command checks, without the watch's lock.
+    diverged: std::sync::atomic::AtomicBool,
     /// The node's own clock, read only by the `ApplyLocalTime` sabotage switch.
     #[cfg(feature = "fault-injection")]
     local_clock: std::sync::OnceLock<Arc<crate::clock::Clock>>,
@@ -125,6 +127,7 @@ impl StateMachine {
             cluster_id: Arc::default(),
             checkpoint: parking_lot::Mutex::new(None),
             divergence: tokio::sync::watch::Sender::new(None),
+            diverged: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "fault-injection")]
             local_clock: std::sync::OnceLock::new(),
         })
@@ -191,6 +194,9 @@ impl StateMachine {
 
     /// Where this member's state was found to differ from the leader's, if it was.
     pub fn divergence(&self) -> Option<Divergence> {
+        if !self.diverged.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.divergence.borrow().clone()
     }
 
@@ -209,6 +215,8 @@ impl StateMachine {
             }
             first
         });
+        self.diverged
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Applies a `Check` entry found at log `index`: compares the proposer's earlier record
