@@ -113,7 +113,7 @@ const OLD_SNAPSHOT: &str = "snapshot";
 /// The Raft log in one redb file, as versions before the append-only log kept it: read once to
 /// move an existing data directory to [`super::WalDisk`], and kept as a second implementation
 /// of [`Disk`] for tests. A committed redb write transaction is durable (fsynced), so one
-/// transaction per batch is one fsync per batch. The snapshot is a [`SnapshotFile`] beside it
+/// transaction per batch is one fsync per batch. The snapshot is a `SnapshotFile` beside it
 /// (`raft.snapshot` for `raft.redb`).
 #[derive(Debug)]
 pub struct RedbDisk {

@@ -10,8 +10,10 @@
 //! same order.
 //!
 //! Files: `log.rs` (the log store: an in-memory mirror of the log and the group-commit
-//! writer), `disk.rs` (the [`Disk`] trait and its redb implementation: the log in a redb
-//! file, the snapshot in a file of its own), `state.rs` ([`Applier`], the state machine
+//! writer), `disk.rs` (the [`Disk`] trait, the snapshot file, [`open_log`], and the redb
+//! store older versions kept the log in, moved out at start), `wal/` ([`WalDisk`]: the log as
+//! append-only segment files, one write and one `fdatasync` per batch), `state.rs`
+//! ([`Applier`], the state machine
 //! adapter: applied position, membership, snapshots),
 //! `network.rs` (Raft RPCs over framed TCP, client and server), `conn.rs` (a request and
 //! its answer on a connection; authenticated connections kept between clients, so a read's
