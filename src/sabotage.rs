@@ -13,8 +13,15 @@ use std::cell::Cell;
 pub enum Sabotage {
     /// The leader answers reads without confirming it still leads (no read index).
     SkipReadBarrier,
-    /// The log store tells Raft entries are durable before the disk write completed.
+    /// Entries count as durable before the disk write completed: every wait of `durable.rs`
+    /// is skipped (the three switches below at once).
     AckBeforeFsync,
+    /// A follower answers AppendEntries before the entries are on its disk.
+    AnswerBeforeFsync,
+    /// A node applies entries before they are on its own disk.
+    ApplyBeforeFsync,
+    /// A leader tells followers a commit position beyond its own disk.
+    CommitBeyondDisk,
     /// Entries are applied at the applying node's own clock rather than the time they carry.
     ApplyLocalTime,
 }
@@ -25,6 +32,9 @@ impl Sabotage {
             Sabotage::SkipReadBarrier => 1,
             Sabotage::AckBeforeFsync => 2,
             Sabotage::ApplyLocalTime => 4,
+            Sabotage::AnswerBeforeFsync => 8,
+            Sabotage::ApplyBeforeFsync => 16,
+            Sabotage::CommitBeyondDisk => 32,
         }
     }
 }

@@ -382,16 +382,23 @@ fn histories_under_faults_are_linearizable_replay_exactly_and_catch_sabotage() {
     );
 
     // The checker can fail: each switch that breaks the system is caught within the CI seeds.
-    // (A chosen seed list may be too short to catch them: then this only reports.)
+    // (A chosen seed list may be too short to catch them: then this only reports.) The waits
+    // that AckBeforeFsync skips at once are also switched off one by one; the apply's and the
+    // commit clamp's alone need a rarer crash (a leader lost between its reply and its own
+    // sync, then a leader elected without the entry) than these seeds hold, so those two are
+    // only reported.
     let ci_seeds = std::env::var("FERRITE_SIM_SEEDS").is_err();
-    for which in [
-        Sabotage::SkipReadBarrier,
-        Sabotage::AckBeforeFsync,
-        Sabotage::ApplyLocalTime,
+    for (which, required) in [
+        (Sabotage::SkipReadBarrier, true),
+        (Sabotage::AckBeforeFsync, true),
+        (Sabotage::ApplyLocalTime, true),
+        (Sabotage::AnswerBeforeFsync, true),
+        (Sabotage::ApplyBeforeFsync, false),
+        (Sabotage::CommitBeyondDisk, false),
     ] {
         match caught(which, &seeds) {
             Some((seed, why)) => println!("{which:?} caught at seed {seed}: {why}"),
-            None if ci_seeds => panic!("{which:?} went unnoticed in every seed"),
+            None if ci_seeds && required => panic!("{which:?} went unnoticed in every seed"),
             None => println!("{which:?} not caught by these seeds"),
         }
     }

@@ -235,6 +235,7 @@ impl App {
                 Some(tokio::spawn(replication::serve(
                     peers,
                     shared.node.raft().clone(),
+                    shared.node.durable().clone(),
                     bus,
                     DEFAULT_GROUP,
                     shared.shutdown.subscribe(),

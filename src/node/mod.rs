@@ -148,6 +148,8 @@ pub struct Node {
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Writes waiting to be proposed (see `proposals.rs`).
     proposals: proposals::Queue,
+    /// How far the log is on disk (the cluster port's answers wait for it).
+    durable: replication::Durable,
     /// Linearizable reads waiting for a leadership confirmation (see `read_index.rs`).
     reads: Arc<read_index::ReadIndex>,
     write_timeout: Duration,
@@ -201,6 +203,7 @@ impl Node {
             expire_cursor: Mutex::new(0),
             disk: started.stats,
             writer: Mutex::new(Some(started.writer)),
+            durable: started.durable,
             proposals,
             reads,
             write_timeout: options.write_timeout,
@@ -211,6 +214,12 @@ impl Node {
     /// The Raft handle (the cluster port serves its RPCs).
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// How far this node's log is on disk (the cluster port answers AppendEntries only for
+    /// entries on it).
+    pub fn durable(&self) -> &replication::Durable {
+        &self.durable
     }
 
     /// This node's Raft id.

@@ -190,13 +190,15 @@ impl Node {
         if crate::sabotage::on(crate::sabotage::Sabotage::SkipReadBarrier) {
             return Ok(());
         }
-        tokio::time::timeout(self.write_timeout, self.read_index_applied(since))
-            .await
-            .map_err(|_| NodeError::ReadTimedOut)?
+        self.read_index_applied(since).await
     }
 
     /// Waits for a confirmation round that started after `since`, then until this node has
     /// applied up to that round's read index.
+    ///
+    /// Each round is bounded by the write timeout (`read_index`), so a read waits at most for
+    /// the round out when it arrived and the one after it; the wait for the apply has a
+    /// timeout of its own. No timer is set per read on the common path.
     async fn read_index_applied(&self, since: ReadEpoch) -> Result<(), NodeError> {
         let index = self.reads.confirm(since).await?;
         let applied = |m: &RaftMetrics<NodeId, Member>| m.last_applied.map_or(0, |l| l.index);
@@ -204,10 +206,15 @@ impl Node {
             return Ok(());
         }
         let mut metrics = self.metrics.clone();
-        metrics
-            .wait_for(|m| applied(m) >= index)
-            .await
-            .map(|_| ())
-            .map_err(|_| NodeError::ShuttingDown)
+        match tokio::time::timeout(
+            self.write_timeout,
+            metrics.wait_for(|m| applied(m) >= index),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(NodeError::ReadTimedOut),
+        }
     }
 }

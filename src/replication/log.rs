@@ -1,11 +1,13 @@
 //! The Raft log store: the log in memory for reads, made durable by one writer task that
 //! commits whatever has queued up in a single disk write (group commit).
 //!
-//! openraft's contract for `append` is that entries are readable as soon as it returns and
-//! durable once the callback fires. The in-memory mirror gives the first at once; the writer
-//! fires each callback only after the disk write holding its entries has completed. While one
-//! write is in flight, later appends queue up and go together in the next one, so with many
-//! concurrent clients the cost of an fsync is shared.
+//! Entries are readable as soon as `append` returns (the in-memory mirror), and the append's
+//! callback fires at once too, before the disk write: openraft 0.9 would otherwise hold a
+//! leader's entries back from its followers until its own fsync ended. The writer publishes
+//! how far the log is on disk, and `durable.rs` holds back what must not be seen before then
+//! (a follower's answer, an apply, the commit position sent). While one write is in flight,
+//! later appends queue up and go together in the next one, so with many concurrent clients
+//! the cost of an fsync is shared.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -16,9 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::disk::{Disk, DiskOp, Recovered};
+use super::durable::{Durable, Mark, MarkSender, Queued};
 use super::{CodecError, Response, TypeConfig, decode, encode};
 use crate::peers::NodeId;
 
@@ -35,16 +38,22 @@ pub struct DiskStats {
 }
 
 /// What to do once a job's write is durable.
-enum Done<R: Response> {
+enum Done {
     Nothing,
-    Flushed(LogFlushed<TypeConfig<R>>),
+    /// The log on disk now ends at this entry.
+    Appended(LogId<NodeId>),
+    /// The log on disk was cut back to this entry (a truncation); then answer.
+    Truncated(Option<LogId<NodeId>>, oneshot::Sender<io::Result<()>>),
     Notify(oneshot::Sender<io::Result<()>>),
 }
 
-struct Job<R: Response> {
+struct Job {
     op: DiskOp,
-    done: Done<R>,
+    done: Done,
 }
+
+/// The committed position waiting to be written with the next batch: its index, encoded.
+type Committed = Option<(u64, Vec<u8>)>;
 
 /// The queue to the writer task, shared by the handles of the log store, so everything reaches
 /// the disk in the order it was queued. (Snapshots are saved apart: [`Disk::save_snapshot`].)
@@ -54,18 +63,25 @@ struct Job<R: Response> {
 /// batch of a leader, or one AppendEntries of a follower, both capped in bytes) waits here
 /// beside the committed position.
 pub struct Writer<R: Response> {
-    jobs: mpsc::UnboundedSender<Job<R>>,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// What was queued so far; held while sending, so the count follows the queue's order.
+    queued: Arc<Mutex<Queued>>,
     /// The latest committed position, written with the next batch rather than on its own:
     /// openraft treats a lost committed position as merely behind, so it need not cost an
     /// fsync of its own.
-    committed: Arc<Mutex<Option<Vec<u8>>>>,
+    committed: Arc<Mutex<Committed>>,
+    mark: MarkSender,
+    response: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: Response> Clone for Writer<R> {
     fn clone(&self) -> Self {
         Writer {
             jobs: self.jobs.clone(),
+            queued: self.queued.clone(),
             committed: self.committed.clone(),
+            mark: self.mark.clone(),
+            response: std::marker::PhantomData,
         }
     }
 }
@@ -86,12 +102,17 @@ impl<R: Response> Writer<R> {
     pub fn start<D: Disk>(
         disk: Arc<D>,
     ) -> (Writer<R>, Arc<DiskStats>, tokio::task::JoinHandle<()>) {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job<R>>();
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let stats = Arc::new(DiskStats::default());
         let counters = stats.clone();
         let committed = Arc::new(Mutex::new(None));
         let latest_committed = committed.clone();
+        let mark = Arc::new(watch::Sender::new(Mark::default()));
+        let marker = mark.clone();
         let task = tokio::spawn(async move {
+            // The last log index written or being written: a committed position is written
+            // only with (or after) the entry it names, never ahead of it.
+            let mut through = None;
             while let Some(first) = queue.recv().await {
                 let mut jobs = vec![first];
                 while jobs.len() < MAX_BATCH {
@@ -104,14 +125,28 @@ impl<R: Response> Writer<R> {
                     .iter()
                     .filter(|j| matches!(j.op, DiskOp::Append { .. }))
                     .count();
+                let count = jobs.len() as u64;
                 let (mut ops, dones): (Vec<_>, Vec<_>) =
                     jobs.into_iter().map(|j| (j.op, j.done)).unzip();
-                let latest = latest_committed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                if let Some(c) = latest {
-                    ops.push(DiskOp::Committed(c));
+                let start = through.or(marker.borrow().through);
+                through = ops.iter().fold(start, |t, op| match op {
+                    DiskOp::Append { index, .. } => Some(t.map_or(*index, |t: u64| t.max(*index))),
+                    DiskOp::TruncateFrom(index) => {
+                        index.checked_sub(1).and_then(|i| t.map(|t| t.min(i)))
+                    }
+                    _ => t,
+                });
+                {
+                    let mut latest = latest_committed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if latest
+                        .as_ref()
+                        .is_some_and(|(index, _)| through.is_some_and(|t| *index <= t))
+                        && let Some((_, c)) = latest.take()
+                    {
+                        ops.push(DiskOp::Committed(c));
+                    }
                 }
                 let result = disk.write(ops).await;
                 counters.writes.fetch_add(1, Ordering::Relaxed);
@@ -121,25 +156,74 @@ impl<R: Response> Writer<R> {
                 if let Err(e) = &result {
                     tracing::error!(cause = %e, "raft storage write failed");
                 }
+                let mut mark = *marker.borrow();
+                mark.jobs += count;
+                mark.failed |= result.is_err();
+                if result.is_ok() {
+                    mark.through = through;
+                }
                 for done in dones {
                     let result = result.as_ref().map(|_| ()).map_err(copy_error);
                     match done {
                         Done::Nothing => {}
-                        Done::Flushed(callback) => callback.log_io_completed(result),
+                        Done::Appended(last) => {
+                            if result.is_ok() {
+                                mark.last = Some(last);
+                            }
+                        }
+                        Done::Truncated(kept, tx) => {
+                            if result.is_ok() && mark.last.map(|l| l.index) > kept.map(|k| k.index)
+                            {
+                                mark.last = kept;
+                            }
+                            let _ = tx.send(result);
+                        }
                         Done::Notify(tx) => {
                             let _ = tx.send(result);
                         }
                     }
                 }
+                marker.send_replace(mark);
             }
         });
-        (Writer { jobs, committed }, stats, task)
+        let writer = Writer {
+            jobs,
+            queued: Arc::default(),
+            committed,
+            mark,
+            response: std::marker::PhantomData,
+        };
+        (writer, stats, task)
     }
 
-    fn queue(&self, op: DiskOp, done: Done<R>) -> io::Result<()> {
+    fn queue(&self, op: DiskOp, done: Done) -> io::Result<()> {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = match &op {
+            DiskOp::Append { index, .. } => Some(*index),
+            DiskOp::TruncateFrom(index) => index
+                .checked_sub(1)
+                .and_then(|i| queued.last.map(|l| l.min(i))),
+            _ => queued.last,
+        };
         self.jobs
             .send(Job { op, done })
-            .map_err(|_| io::Error::other("the raft storage writer has stopped"))
+            .map_err(|_| io::Error::other("the raft storage writer has stopped"))?;
+        queued.jobs += 1;
+        queued.last = last;
+        Ok(())
+    }
+
+    /// How far the log is on disk.
+    pub fn durable(&self) -> Durable {
+        Durable::new(self.mark.subscribe(), self.queued.clone())
+    }
+
+    /// The log read back at start-up ends at `last`, on disk.
+    fn recovered(&self, last: Option<LogId<NodeId>>) {
+        self.mark.send_modify(|m| {
+            m.last = last;
+            m.through = last.map(|l| l.index);
+        });
     }
 
     /// Queues `op` and waits until it is durable.
@@ -197,6 +281,14 @@ impl<R: Response> LogStore<R> {
             let entry: Entry<TypeConfig<R>> = decode(bytes)?;
             inner.log.insert(entry.log_id.index, entry);
         }
+        writer.recovered(
+            inner
+                .log
+                .values()
+                .next_back()
+                .map(|e| e.log_id)
+                .or(inner.purged),
+        );
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             writer,
@@ -273,7 +365,7 @@ impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
                 .writer
                 .committed
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(encode(c));
+                .unwrap_or_else(PoisonError::into_inner) = Some((c.index, encode(c)));
         }
         self.lock().committed = committed;
         Ok(())
@@ -293,6 +385,7 @@ impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
         I::IntoIter: Send,
     {
         let mut ops = Vec::new();
+        let mut last_id = None;
         {
             let mut inner = self.lock();
             for entry in entries {
@@ -300,37 +393,47 @@ impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
                     index: entry.log_id.index,
                     entry: encode(&entry),
                 });
+                last_id = Some(entry.log_id);
                 inner.log.insert(entry.log_id.index, entry);
             }
         }
-        // The callback rides with the last operation: it fires once all of them are durable.
-        let Some(last) = ops.pop() else {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        };
-        for op in ops {
+        // Done once queued: durability is waited for where it shows (`durable.rs`). The last
+        // operation moves the mark of what is on disk.
+        if let (Some(last), Some(last_id)) = (ops.pop(), last_id) {
+            for op in ops {
+                self.writer
+                    .queue(op, Done::Nothing)
+                    .map_err(|e| write_error(&e))?;
+            }
             self.writer
-                .queue(op, Done::Nothing)
+                .queue(last, Done::Appended(last_id))
                 .map_err(|e| write_error(&e))?;
         }
-        #[cfg(feature = "fault-injection")]
-        if crate::sabotage::on(crate::sabotage::Sabotage::AckBeforeFsync) {
-            callback.log_io_completed(Ok(()));
-            return self
-                .writer
-                .queue(last, Done::Nothing)
-                .map_err(|e| write_error(&e));
-        }
-        self.writer
-            .queue(last, Done::Flushed(callback))
-            .map_err(|e| write_error(&e))
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.lock().log.split_off(&log_id.index);
+        let kept = {
+            let mut inner = self.lock();
+            inner.log.split_off(&log_id.index);
+            inner
+                .log
+                .values()
+                .next_back()
+                .map(|e| e.log_id)
+                .or(inner.purged)
+        };
+        let (tx, rx) = oneshot::channel();
         self.writer
-            .write(DiskOp::TruncateFrom(log_id.index))
-            .await
+            .queue(
+                DiskOp::TruncateFrom(log_id.index),
+                Done::Truncated(kept, tx),
+            )
+            .map_err(|e| write_error(&e))?;
+        rx.await
+            .map_err(|_| io::Error::other("the raft storage writer has stopped"))
+            .and_then(|r| r)
             .map_err(|e| write_error(&e))
     }
 

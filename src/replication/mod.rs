@@ -27,9 +27,11 @@ mod auth;
 mod clocks;
 mod conn;
 mod disk;
+mod durable;
 mod log;
 mod network;
 mod runtime;
+mod serve;
 mod state;
 mod wal;
 
@@ -50,9 +52,11 @@ use thiserror::Error;
 pub use auth::{AuthError, BusAuth, Entropy, os_entropy};
 pub use clocks::{PeerClocks, Skew};
 pub use disk::{Disk, DiskOp, Recovered, RedbDisk, open_log};
+pub use durable::Durable;
 pub use log::{DiskStats, LogStore, Writer};
-pub use network::{Bus, MAX_CONNECTIONS, Network, serve};
+pub use network::{Bus, MAX_CONNECTIONS, Network};
 pub use runtime::{FerriteRuntime, next_random, seed_rng};
+pub use serve::serve;
 pub use state::Applier;
 pub use wal::WalDisk;
 
@@ -235,6 +239,8 @@ pub struct Started<R: Response> {
     pub raft: Raft<R>,
     /// Group-commit figures.
     pub stats: Arc<DiskStats>,
+    /// How far the log is on disk: the bus answers AppendEntries only for entries on it.
+    pub durable: Durable,
     /// Resolves once the storage writer has stopped and let go of the disk (after the Raft
     /// node has shut down).
     pub writer: tokio::task::JoinHandle<()>,
@@ -256,13 +262,15 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
     let (writer, stats, writer_task) = Writer::start(disk.clone());
     let log = LogStore::recover(&recovered, writer.clone())?;
     let sm = Applier::recover(&recovered, machine, &writer, disk).await?;
-    let network = Network::new(dialer, bus, DEFAULT_GROUP);
+    let durable = writer.durable();
+    let network = Network::new(dialer, bus, DEFAULT_GROUP, durable.clone());
     let raft = Raft::new(id, config, network, log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
     Ok(Started {
         raft,
         stats,
+        durable,
         writer: writer_task,
     })
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -27,19 +26,20 @@ use openraft::raft::{
 };
 use openraft::{Entry, EntryPayload};
 use serde::{Deserialize, Serialize};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::LengthDelimitedCodec;
 use tracing::{debug, warn};
 
-use super::auth::{AuthError, BusAuth, Session, TAG};
+use super::auth::{BusAuth, TAG};
 use super::clocks::{Before, PeerClocks};
 use super::conn::{Conn, DialError, Idle, Permit, dial, round_trip};
-use super::{Raft, Response as MachineResponse, TypeConfig, decode, encode};
-use crate::net::{Dialer, Listener};
+use super::durable::Durable;
+use super::{Response as MachineResponse, TypeConfig, decode, encode};
+use crate::net::Dialer;
 use crate::peers::{Member, NodeId};
 
 /// Largest frame either side accepts from an authenticated peer: room for a batch of large
 /// entries or a snapshot chunk.
-const MAX_FRAME: usize = 1 << 30;
+pub(super) const MAX_FRAME: usize = 1 << 30;
 
 /// Most bytes of entry payloads one AppendEntries carries (unless a single entry is larger:
 /// it travels alone). openraft gives an AppendEntries one heartbeat interval to be sent,
@@ -52,24 +52,24 @@ pub const MAX_APPEND_BYTES: usize = 2 << 20;
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// How long a connecting peer has to prove itself.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
-struct Request<R: MachineResponse> {
-    group: u64,
+pub(super) struct Request<R: MachineResponse> {
+    pub(super) group: u64,
     /// The sender's cluster id (0: it has applied none yet).
-    cluster: u64,
+    pub(super) cluster: u64,
     /// The sender's clock when it sent this.
-    sent_ms: u64,
-    rpc: Rpc<R>,
+    pub(super) sent_ms: u64,
+    pub(super) rpc: Rpc<R>,
 }
 
 /// A response with the responder's clock when it answered.
 #[derive(Debug, Serialize, Deserialize)]
-struct Answer {
-    sent_ms: u64,
-    response: Response,
+pub(super) struct Answer {
+    pub(super) sent_ms: u64,
+    pub(super) response: Response,
 }
 
 /// What a node brings to the cluster bus: the proof that it belongs, and its clock.
@@ -88,7 +88,7 @@ pub struct Bus {
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
-enum Rpc<R: MachineResponse> {
+pub(super) enum Rpc<R: MachineResponse> {
     Append(AppendEntriesRequest<TypeConfig<R>>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig<R>>),
@@ -97,7 +97,7 @@ enum Rpc<R: MachineResponse> {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Response {
+pub(super) enum Response {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
@@ -117,7 +117,7 @@ enum Response {
     OtherCluster(u64),
 }
 
-fn codec() -> LengthDelimitedCodec {
+pub(super) fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec()
@@ -128,17 +128,20 @@ pub struct Network<D: Dialer, R> {
     dialer: Arc<D>,
     bus: Bus,
     group: u64,
+    durable: Durable,
     idle: Arc<Idle<D::Stream>>,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<D: Dialer, R> Network<D, R> {
-    /// RPCs for `group`, dialled through `dialer`, on `bus`.
-    pub fn new(dialer: Arc<D>, bus: Bus, group: u64) -> Network<D, R> {
+    /// RPCs for `group`, dialled through `dialer`, on `bus`; the commit position sent never
+    /// passes this node's last entry on disk (`durable`).
+    pub fn new(dialer: Arc<D>, bus: Bus, group: u64, durable: Durable) -> Network<D, R> {
         Network {
             dialer,
             bus,
             group,
+            durable,
             idle: Arc::new(Idle::default()),
             response: std::marker::PhantomData,
         }
@@ -155,6 +158,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Networ
             dialer: self.dialer.clone(),
             bus: self.bus.clone(),
             group: self.group,
+            durable: self.durable.clone(),
             conn: None,
             idle: self.idle.clone(),
             response: std::marker::PhantomData,
@@ -169,6 +173,7 @@ pub struct Peer<D: Dialer, R> {
     dialer: Arc<D>,
     bus: Bus,
     group: u64,
+    durable: Durable,
     /// The connection (kept when this client is dropped if its last exchange completed).
     conn: Option<(Conn<D::Stream>, Permit)>,
     idle: Arc<Idle<D::Stream>>,
@@ -366,9 +371,11 @@ fn entries_that_fit<R: MachineResponse>(entries: &[Entry<TypeConfig<R>>]) -> Opt
 impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig<R>>,
+        mut rpc: AppendEntriesRequest<TypeConfig<R>>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // Followers apply only what is on this leader's disk too (`durable.rs`).
+        rpc.leader_commit = self.durable.clamp(rpc.leader_commit);
         // Too many bytes for one request: openraft retries at once with this many entries.
         if let Some(fit) = entries_that_fit(&rpc.entries)
             && (fit as usize) < rpc.entries.len()
@@ -423,140 +430,6 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
             }
             Ok(_) => Err(unexpected().into_rpc()),
             Err(e) => Err(e.into_rpc()),
-        }
-    }
-}
-
-/// Serves Raft RPCs for `group` from `listener` until `shutdown` fires. A connection must pass
-/// the handshake under `bus.auth` within `HANDSHAKE_TIMEOUT` (2 s) before its first RPC; beyond
-/// [`MAX_CONNECTIONS`] new connections are closed at once.
-pub async fn serve<L: Listener, R: MachineResponse>(
-    mut listener: L,
-    raft: Raft<R>,
-    bus: Bus,
-    group: u64,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer, _)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
-                        debug!(%peer, "cluster bus full; closing a new connection");
-                        continue;
-                    }
-                    let raft = raft.clone();
-                    let bus = bus.clone();
-                    connections.spawn(async move {
-                        let mut conn = Framed::new(stream, codec());
-                        let handshake = bus.auth.accept(&mut conn, group);
-                        let proved =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-                                .await
-                                .unwrap_or_else(|_| {
-                                    Err(AuthError::Io(std::io::Error::new(
-                                        std::io::ErrorKind::TimedOut,
-                                        "handshake timed out",
-                                    )))
-                                });
-                        match proved {
-                            Ok((node, session)) => {
-                                conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
-                                debug!(%peer, node, "raft peer connected");
-                                serve_connection(conn, session, raft, &bus, node, group).await;
-                                debug!(%peer, node, "raft peer disconnected");
-                            }
-                            Err(e) => warn!(%peer, cause = %e, "cluster bus: connection refused"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!(cause = %e, "raft accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
-        }
-    }
-    connections.abort_all();
-}
-
-/// Whether a log ending at `last` holds more than a cluster's beginning: the initial
-/// membership (index 0) and a first leader's empty entry (index 1).
-fn history(last: Option<&openraft::LogId<NodeId>>) -> bool {
-    last.is_some_and(|l| l.index > 1)
-}
-
-/// Whether this node's own log holds more than a cluster's beginning.
-fn own_history<R: MachineResponse>(raft: &Raft<R>) -> bool {
-    raft.metrics()
-        .borrow()
-        .last_log_index
-        .is_some_and(|index| index > 1)
-}
-
-async fn serve_connection<S, R: MachineResponse>(
-    mut conn: Framed<S, LengthDelimitedCodec>,
-    mut session: Session,
-    raft: Raft<R>,
-    bus: &Bus,
-    peer: NodeId,
-    group: u64,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    while let Some(Ok(frame)) = conn.next().await {
-        let frame = match session.open(frame) {
-            Ok(frame) => frame,
-            Err(e) => {
-                warn!(cause = %e, "cluster bus: closing the connection");
-                return;
-            }
-        };
-        let request: Request<R> = match decode(&frame) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(cause = %e, "undecodable raft request; closing the connection");
-                return;
-            }
-        };
-        let clocks = &bus.clocks;
-        let cluster = bus.cluster.load(Ordering::Relaxed);
-        let response = if request.group != group {
-            Response::UnknownGroup(request.group)
-        } else if cluster != 0 && request.cluster != 0 && request.cluster != cluster {
-            debug!(
-                peer,
-                ours = cluster,
-                theirs = request.cluster,
-                "cluster bus: refusing a node of another cluster"
-            );
-            Response::OtherCluster(cluster)
-        } else if clocks.check_request(peer, request.sent_ms).is_err() {
-            Response::ClockAhead
-        } else {
-            match request.rpc {
-                Rpc::Append(r) => Response::Append(raft.append_entries(r).await),
-                Rpc::Vote(_) if !clocks.grants_votes() => Response::NoVoteYet,
-                // A node whose log holds nothing beyond a cluster's beginning (an empty disk:
-                // it may have voted before it lost it) votes only for a candidate whose log
-                // holds nothing more either: in a new cluster's first elections.
-                Rpc::Vote(ref r) if history(r.last_log_id.as_ref()) && !own_history(&raft) => {
-                    Response::NoStateNoVote
-                }
-                Rpc::Vote(r) => Response::Vote(raft.vote(r).await),
-                Rpc::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
-                Rpc::Ping => Response::Pong,
-            }
-        };
-        let answer = Answer {
-            sent_ms: clocks.now_ms(),
-            response,
-        };
-        if conn.send(session.seal(encode(&answer))).await.is_err() {
-            return;
         }
     }
 }

@@ -17,6 +17,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::disk::{Disk, DiskOp, Recovered};
+use super::durable::Durable;
 use super::log::Writer;
 use super::{CodecError, Machine, ReplicationError, Response, TypeConfig, decode, encode};
 use crate::peers::{Member, NodeId};
@@ -82,6 +83,8 @@ pub struct Applier<M: Machine, D: Disk> {
     saved: Arc<Saved<M::Response, D>>,
     /// Distinguishes snapshots built at the same log position.
     built: Arc<AtomicU64>,
+    /// How far the log is on disk: an entry is applied only once it is (`durable.rs`).
+    durable: Durable,
 }
 
 impl<M: Machine, D: Disk> std::fmt::Debug for Applier<M, D> {
@@ -122,6 +125,7 @@ impl<M: Machine, D: Disk> Applier<M, D> {
         }
         let mut sm = Applier {
             machine,
+            durable: writer.durable(),
             applied: None,
             membership: StoredMembership::default(),
             saved: Arc::new(Saved {
@@ -184,7 +188,14 @@ impl<M: Machine, D: Disk> RaftStateMachine<TypeConfig<M::Response>> for Applier<
         I: IntoIterator<Item = Entry<TypeConfig<M::Response>>> + Send,
         I::IntoIter: Send,
     {
-        let mut responses = Vec::new();
+        let entries: Vec<_> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.durable
+                .entry(last.log_id.index)
+                .await
+                .map_err(|e| StorageError::from(StorageIOError::apply(last.log_id, &e)))?;
+        }
+        let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
             let response = match entry.payload {
                 EntryPayload::Blank => M::Response::default(),

