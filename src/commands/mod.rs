@@ -229,11 +229,16 @@ fn read_mode(shared: &Shared, session: &Session) -> ReadMode {
 /// shard today, but clients and scripts written against it stay portable).
 fn same_slot<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), CommandError> {
     let mut keys = keys.into_iter();
-    if let Some(first) = keys.next() {
-        let slot = crate::slot::key_slot(first);
-        if keys.any(|k| crate::slot::key_slot(k) != slot) {
-            return Err(CommandError::CrossSlot);
-        }
+    let (Some(first), Some(second)) = (keys.next(), keys.next()) else {
+        // One key or none: nothing to compare, no hash to compute.
+        return Ok(());
+    };
+    let slot = crate::slot::key_slot(first);
+    if std::iter::once(second)
+        .chain(keys)
+        .any(|k| crate::slot::key_slot(k) != slot)
+    {
+        return Err(CommandError::CrossSlot);
     }
     Ok(())
 }

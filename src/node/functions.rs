@@ -93,7 +93,7 @@ impl Node {
         let module = match found.flatten() {
             Some(module) if writes(&module) => module,
             _ => {
-                if let Err(e) = self.read_barrier(reads, Some(slot.unwrap_or(0))).await {
+                if let Err(e) = self.read_barrier(reads, || Some(slot.unwrap_or(0))).await {
                     return Reply::error(e);
                 }
                 match self.state.modules().get(name) {
@@ -204,7 +204,7 @@ impl Node {
         let unknown = queued.iter().any(|q| {
             matches!(q, Queued::Call { module, .. } if self.state.modules().get(module).is_none())
         });
-        if unknown && let Err(e) = self.read_barrier(self.linearizable(), Some(slot)).await {
+        if unknown && let Err(e) = self.read_barrier(self.linearizable(), || Some(slot)).await {
             return Reply::error(e);
         }
         let steps = queued

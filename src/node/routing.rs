@@ -72,17 +72,19 @@ impl Node {
 
     /// Runs `op`, created at `ctx.now_ms`: writes through the log, reads as `mode` allows.
     pub async fn execute(&self, op: Op, ctx: &ParseCtx, mode: ReadMode) -> Reply {
-        let slot = op.keys().first().map(|k| key_slot(k));
         let result = if op.is_write() {
+            let slot = op.keys().first().map_or(0, |k| key_slot(k));
             self.propose(
                 LogCommand::Op {
                     now_ms: ctx.now_ms,
                     op,
                 },
-                slot.unwrap_or(0),
+                slot,
             )
             .await
         } else {
+            // The slot is hashed only if the read is refused (MOVED names it).
+            let slot = || op.keys().first().map(|k| key_slot(k));
             match self.read_barrier(mode, slot).await {
                 Ok(()) => {
                     let now_ms = self.read_time(ctx.now_ms);
@@ -163,7 +165,7 @@ impl Node {
     pub(super) async fn read_barrier(
         &self,
         mode: ReadMode,
-        slot: Option<u16>,
+        slot: impl FnOnce() -> Option<u16>,
     ) -> Result<(), NodeError> {
         self.must_serve()?;
         let since = match mode {
@@ -176,7 +178,7 @@ impl Node {
             let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id);
             if !leads {
                 drop(m);
-                return match slot {
+                return match slot() {
                     // Keyless reads (DBSIZE, SCAN) answer on any member, as on a replica.
                     None => Ok(()),
                     Some(slot) => self.must_lead(slot),

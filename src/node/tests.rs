@@ -411,6 +411,51 @@ async fn gated_node(
     (node, gate)
 }
 
+/// A one-member leader counts its own copy of an entry from the moment the entry is queued
+/// for the disk, so the entry commits at once; it must still neither answer the write nor show
+/// it to a read until the disk holds it (`replication::durable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_neither_answered_nor_readable_before_its_entry_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, gate) = gated_node(dir.path(), Duration::from_millis(400), DEFAULT_ENTRY).await;
+    let ctx = node.parse_ctx();
+    let op = crate::keyspace::parse("set", &args(&["k", "v"]), &ctx)
+        .unwrap()
+        .unwrap();
+    let ticket = node.submit(op, &ctx).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Nil, or TRYAGAIN when the read waits for an apply that waits for the disk.
+    let read = run(&node, "get", &["k"]).await;
+    assert_ne!(
+        read,
+        Reply::Bulk(Bytes::from_static(b"v")),
+        "a read saw a write its disk does not hold"
+    );
+    uncertain(ticket).await;
+    gate.send_replace(true);
+    until_set(&node, "k").await;
+}
+
+/// Waits for `ticket`'s answer, which must be UNCERTAIN (the write never reached the disk in
+/// time).
+async fn uncertain(ticket: super::Ticket) {
+    let reply = within("an answer", ticket.wait()).await;
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("UNCERTAIN")),
+        "{reply:?}"
+    );
+}
+
+/// Waits until `key` reads as "v".
+async fn until_set(node: &Node, key: &str) {
+    within("the write to apply", async {
+        while run(node, "get", &[key]).await != Reply::Bulk(Bytes::from_static(b"v")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,19 +476,10 @@ async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
     drop(submit("gone"));
     let kept = submit("kept");
     for ticket in [first, kept] {
-        let reply = within("an answer", ticket.wait()).await;
-        assert!(
-            matches!(&reply, Reply::Error(e) if e.starts_with("UNCERTAIN")),
-            "{reply:?}"
-        );
+        uncertain(ticket).await;
     }
     gate.send_replace(true);
-    within("the proposed writes to commit", async {
-        while run(&node, "get", &["kept"]).await != Reply::Bulk(Bytes::from_static(b"v")) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_set(&node, "kept").await;
     assert_eq!(
         run(&node, "get", &["gone"]).await,
         Reply::Nil,
