@@ -422,8 +422,29 @@ async fn a_write_is_neither_answered_nor_readable_before_its_entry_is_on_disk() 
     let op = crate::keyspace::parse("set", &args(&["k", "v"]), &ctx)
         .unwrap()
         .unwrap();
+    let entry = node.metrics.borrow().last_log_index.map_or(0, |i| i + 1);
     let ticket = node.submit(op, &ctx).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The entry commits (the leader counts its queued copy), yet it must not apply while the
+    // disk is shut.
+    within("the entry to commit", async {
+        while node
+            .raft
+            .with_raft_state(|st| st.committed.map_or(0, |c| c.index))
+            .await
+            .unwrap()
+            < entry
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let mut metrics = node.metrics.clone();
+    let applied = tokio::time::timeout(
+        Duration::from_millis(200),
+        metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= entry)),
+    )
+    .await;
+    assert!(applied.is_err(), "an entry applied before it was on disk");
     // Nil, or TRYAGAIN when the read waits for an apply that waits for the disk.
     let read = run(&node, "get", &["k"]).await;
     assert_ne!(

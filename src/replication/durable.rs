@@ -38,9 +38,7 @@ use crate::peers::NodeId;
 pub(super) struct Mark {
     /// Jobs written, counted in the order they were queued.
     pub(super) jobs: u64,
-    /// The index of the last log entry on disk.
-    pub(super) through: Option<u64>,
-    /// The last log entry on disk that openraft appended (its id, for [`Durable::clamp`]).
+    /// The last log entry on disk.
     pub(super) last: Option<LogId<NodeId>>,
     /// A write failed: nothing will become durable any more.
     pub(super) failed: bool,
@@ -55,7 +53,7 @@ pub(super) struct Queued {
     /// Jobs queued (the writer counts them in the same order).
     pub(super) jobs: u64,
     /// The last log entry queued for the disk (lowered by a truncation).
-    pub(super) last: Option<u64>,
+    pub(super) last: Option<LogId<NodeId>>,
 }
 
 /// A reader of how far the log is on disk.
@@ -104,10 +102,11 @@ impl Durable {
         if skipped(crate::sabotage::Sabotage::ApplyBeforeFsync) {
             return Ok(());
         }
-        let Some(target) = self.queued_now().last.map(|l| l.min(index)) else {
+        let Some(target) = self.queued_now().last.map(|l| l.index.min(index)) else {
             return Ok(());
         };
-        self.until(|m| m.through.is_some_and(|t| t >= target)).await
+        self.until(|m| m.last.is_some_and(|l| l.index >= target))
+            .await
     }
 
     /// Waits until every write queued before this call is on disk.

@@ -37,19 +37,38 @@ pub struct DiskStats {
     pub entries: AtomicU64,
 }
 
-/// What to do once a job's write is durable.
-enum Done {
-    Nothing,
-    /// The log on disk now ends at this entry.
-    Appended(LogId<NodeId>),
-    /// The log on disk was cut back to this entry (a truncation); then answer.
-    Truncated(Option<LogId<NodeId>>, oneshot::Sender<io::Result<()>>),
-    Notify(oneshot::Sender<io::Result<()>>),
+/// How a job moves the end of the log on disk.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// It does not (a vote, a purge, ...).
+    Same,
+    /// The log now ends at this entry (an append).
+    At(LogId<NodeId>),
+    /// Every entry from `from` on is gone, so the log ends at `kept` if it reached `from` (a
+    /// truncation; `kept` is the last entry before `from`, queued earlier).
+    Cut {
+        from: u64,
+        kept: Option<LogId<NodeId>>,
+    },
+}
+
+impl End {
+    /// Where the log ends after this job, if it ended at `end` before.
+    fn after(self, end: Option<LogId<NodeId>>) -> Option<LogId<NodeId>> {
+        match self {
+            End::Same => end,
+            End::At(id) => Some(id),
+            End::Cut { from, kept } if end.is_some_and(|e| e.index >= from) => kept,
+            End::Cut { .. } => end,
+        }
+    }
 }
 
 struct Job {
     op: DiskOp,
-    done: Done,
+    end: End,
+    /// Told once the job is durable (or failed).
+    done: Option<oneshot::Sender<io::Result<()>>>,
 }
 
 /// The committed position waiting to be written with the next batch: its index, encoded.
@@ -110,9 +129,6 @@ impl<R: Response> Writer<R> {
         let mark = Arc::new(watch::Sender::new(Mark::default()));
         let marker = mark.clone();
         let task = tokio::spawn(async move {
-            // The last log index written or being written: a committed position is written
-            // only with (or after) the entry it names, never ahead of it.
-            let mut through = None;
             while let Some(first) = queue.recv().await {
                 let mut jobs = vec![first];
                 while jobs.len() < MAX_BATCH {
@@ -126,23 +142,23 @@ impl<R: Response> Writer<R> {
                     .filter(|j| matches!(j.op, DiskOp::Append { .. }))
                     .count();
                 let count = jobs.len() as u64;
-                let (mut ops, dones): (Vec<_>, Vec<_>) =
-                    jobs.into_iter().map(|j| (j.op, j.done)).unzip();
-                let start = through.or(marker.borrow().through);
-                through = ops.iter().fold(start, |t, op| match op {
-                    DiskOp::Append { index, .. } => Some(t.map_or(*index, |t: u64| t.max(*index))),
-                    DiskOp::TruncateFrom(index) => {
-                        index.checked_sub(1).and_then(|i| t.map(|t| t.min(i)))
-                    }
-                    _ => t,
-                });
+                // Where the log ends once this batch is written (the one before it is): a
+                // committed position is written only with or after the entry it names.
+                let start = marker.borrow().last;
+                let end = jobs.iter().fold(start, |e, j| j.end.after(e));
+                let mut ops = Vec::with_capacity(jobs.len() + 1);
+                let mut dones = Vec::new();
+                for job in jobs {
+                    ops.push(job.op);
+                    dones.extend(job.done);
+                }
                 {
                     let mut latest = latest_committed
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
                     if latest
                         .as_ref()
-                        .is_some_and(|(index, _)| through.is_some_and(|t| *index <= t))
+                        .is_some_and(|(index, _)| end.is_some_and(|e| *index <= e.index))
                         && let Some((_, c)) = latest.take()
                     {
                         ops.push(DiskOp::Committed(c));
@@ -160,28 +176,10 @@ impl<R: Response> Writer<R> {
                 mark.jobs += count;
                 mark.failed |= result.is_err();
                 if result.is_ok() {
-                    mark.through = through;
+                    mark.last = end;
                 }
                 for done in dones {
-                    let result = result.as_ref().map(|_| ()).map_err(copy_error);
-                    match done {
-                        Done::Nothing => {}
-                        Done::Appended(last) => {
-                            if result.is_ok() {
-                                mark.last = Some(last);
-                            }
-                        }
-                        Done::Truncated(kept, tx) => {
-                            if result.is_ok() && mark.last.map(|l| l.index) > kept.map(|k| k.index)
-                            {
-                                mark.last = kept;
-                            }
-                            let _ = tx.send(result);
-                        }
-                        Done::Notify(tx) => {
-                            let _ = tx.send(result);
-                        }
-                    }
+                    let _ = done.send(result.as_ref().map(|_| ()).map_err(copy_error));
                 }
                 marker.send_replace(mark);
             }
@@ -196,20 +194,14 @@ impl<R: Response> Writer<R> {
         (writer, stats, task)
     }
 
-    fn queue(&self, op: DiskOp, done: Done) -> io::Result<()> {
+    fn queue(&self, job: Job) -> io::Result<()> {
         let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
-        let last = match &op {
-            DiskOp::Append { index, .. } => Some(*index),
-            DiskOp::TruncateFrom(index) => index
-                .checked_sub(1)
-                .and_then(|i| queued.last.map(|l| l.min(i))),
-            _ => queued.last,
-        };
+        let end = job.end.after(queued.last);
         self.jobs
-            .send(Job { op, done })
+            .send(job)
             .map_err(|_| io::Error::other("the raft storage writer has stopped"))?;
         queued.jobs += 1;
-        queued.last = last;
+        queued.last = end;
         Ok(())
     }
 
@@ -220,16 +212,22 @@ impl<R: Response> Writer<R> {
 
     /// The log read back at start-up ends at `last`, on disk.
     fn recovered(&self, last: Option<LogId<NodeId>>) {
-        self.mark.send_modify(|m| {
-            m.last = last;
-            m.through = last.map(|l| l.index);
-        });
+        self.mark.send_modify(|m| m.last = last);
     }
 
     /// Queues `op` and waits until it is durable.
     pub async fn write(&self, op: DiskOp) -> io::Result<()> {
+        self.write_moving(op, End::Same).await
+    }
+
+    /// Queues `op`, which moves the end of the log as `end` says, and waits until it is durable.
+    async fn write_moving(&self, op: DiskOp, end: End) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.queue(op, Done::Notify(tx))?;
+        self.queue(Job {
+            op,
+            end,
+            done: Some(tx),
+        })?;
         rx.await
             .map_err(|_| io::Error::other("the raft storage writer has stopped"))?
     }
@@ -384,31 +382,22 @@ impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
         I: IntoIterator<Item = Entry<TypeConfig<R>>> + Send,
         I::IntoIter: Send,
     {
-        let mut ops = Vec::new();
-        let mut last_id = None;
-        {
-            let mut inner = self.lock();
-            for entry in entries {
-                ops.push(DiskOp::Append {
-                    index: entry.log_id.index,
-                    entry: encode(&entry),
-                });
-                last_id = Some(entry.log_id);
-                inner.log.insert(entry.log_id.index, entry);
-            }
-        }
-        // Done once queued: durability is waited for where it shows (`durable.rs`). The last
-        // operation moves the mark of what is on disk.
-        if let (Some(last), Some(last_id)) = (ops.pop(), last_id) {
-            for op in ops {
-                self.writer
-                    .queue(op, Done::Nothing)
-                    .map_err(|e| write_error(&e))?;
-            }
+        // Done once queued: durability is waited for where it shows (`durable.rs`).
+        let mut inner = self.lock();
+        for entry in entries {
             self.writer
-                .queue(last, Done::Appended(last_id))
+                .queue(Job {
+                    op: DiskOp::Append {
+                        index: entry.log_id.index,
+                        entry: encode(&entry),
+                    },
+                    end: End::At(entry.log_id),
+                    done: None,
+                })
                 .map_err(|e| write_error(&e))?;
+            inner.log.insert(entry.log_id.index, entry);
         }
+        drop(inner);
         callback.log_io_completed(Ok(()));
         Ok(())
     }
@@ -424,16 +413,15 @@ impl<R: Response> RaftLogStorage<TypeConfig<R>> for LogStore<R> {
                 .map(|e| e.log_id)
                 .or(inner.purged)
         };
-        let (tx, rx) = oneshot::channel();
         self.writer
-            .queue(
+            .write_moving(
                 DiskOp::TruncateFrom(log_id.index),
-                Done::Truncated(kept, tx),
+                End::Cut {
+                    from: log_id.index,
+                    kept,
+                },
             )
-            .map_err(|e| write_error(&e))?;
-        rx.await
-            .map_err(|_| io::Error::other("the raft storage writer has stopped"))
-            .and_then(|r| r)
+            .await
             .map_err(|e| write_error(&e))
     }
 
