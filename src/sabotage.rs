@@ -24,6 +24,10 @@ pub enum Sabotage {
     CommitBeyondDisk,
     /// Entries are applied at the applying node's own clock rather than the time they carry.
     ApplyLocalTime,
+    /// A leader's lease never runs out for reads: once a majority accepted a heartbeat of its
+    /// leadership, it answers reads from its own state for as long as it believes it leads,
+    /// though followers (and it) grant votes again after the usual span.
+    LeaseOutlivesVotes,
 }
 
 impl Sabotage {
@@ -35,6 +39,7 @@ impl Sabotage {
             Sabotage::AnswerBeforeFsync => 8,
             Sabotage::ApplyBeforeFsync => 16,
             Sabotage::CommitBeyondDisk => 32,
+            Sabotage::LeaseOutlivesVotes => 64,
         }
     }
 }

@@ -390,6 +390,7 @@ fn histories_under_faults_are_linearizable_replay_exactly_and_catch_sabotage() {
     let ci_seeds = std::env::var("FERRITE_SIM_SEEDS").is_err();
     for (which, required) in [
         (Sabotage::SkipReadBarrier, true),
+        (Sabotage::LeaseOutlivesVotes, true),
         (Sabotage::AckBeforeFsync, true),
         (Sabotage::ApplyLocalTime, true),
         (Sabotage::AnswerBeforeFsync, true),

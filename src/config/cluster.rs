@@ -74,6 +74,11 @@ pub struct ClusterConfig {
     /// WASM.LOAD's module) one log entry may hold; larger writes are refused. An entry must
     /// reach a follower's disk within one heartbeat.
     pub max_entry_bytes: u64,
+    /// Whether the leader answers linearizable reads under its lease (after a majority
+    /// accepted a heartbeat less than 0.9 × `election_timeout_max_ms` ago), with no round of
+    /// heartbeats per read. Safe while members' clocks run at rates within a tenth of each
+    /// other; off, every read waits for a heartbeat round (etcd's ReadIndex).
+    pub lease_reads: bool,
     /// How long one piece of a snapshot transfer may take, the last one including the
     /// follower's restore (every key and every module compiled); past it the leader starts the
     /// transfer again. Also how long a stalled transfer holds up that follower's replication.
@@ -99,6 +104,7 @@ impl Default for ClusterConfig {
             state_check_interval_ms: DEFAULT_STATE_CHECK_INTERVAL_MS,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
+            lease_reads: true,
         }
     }
 }

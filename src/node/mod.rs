@@ -150,6 +150,8 @@ pub struct Node {
     proposals: proposals::Queue,
     /// How far the log is on disk (the cluster port's answers wait for it).
     durable: replication::Durable,
+    /// The leader's lease: linearizable reads under it answer at once.
+    lease: Arc<replication::Lease>,
     /// Linearizable reads waiting for a leadership confirmation (see `read_index.rs`).
     reads: Arc<read_index::ReadIndex>,
     write_timeout: Duration,
@@ -204,6 +206,7 @@ impl Node {
             disk: started.stats,
             writer: Mutex::new(Some(started.writer)),
             durable: started.durable,
+            lease: started.lease,
             proposals,
             reads,
             write_timeout: options.write_timeout,
@@ -220,6 +223,12 @@ impl Node {
     /// entries on it).
     pub fn durable(&self) -> &replication::Durable {
         &self.durable
+    }
+
+    /// The leader's lease over its followers' votes (the cluster port refuses votes while it
+    /// holds).
+    pub fn lease(&self) -> &Arc<replication::Lease> {
+        &self.lease
     }
 
     /// This node's Raft id.

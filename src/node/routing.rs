@@ -39,8 +39,14 @@ fn sole_voter_caught_up(m: &RaftMetrics<NodeId, Member>, me: NodeId) -> bool {
     // every read).
     let joint = m.membership_config.membership().get_joint_config();
     matches!(joint.as_slice(), [voters] if voters.len() == 1 && voters.contains(&me))
-        && m.last_applied
-            .is_some_and(|l| l.leader_id.term == m.current_term)
+        && applied_own_term(m)
+}
+
+/// Whether this node applied an entry of the current term: as leader, then, every entry an
+/// earlier leader committed is applied here.
+fn applied_own_term(m: &RaftMetrics<NodeId, Member>) -> bool {
+    m.last_applied
+        .is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
 /// The read-index queue of a node: a round asks openraft to confirm leadership with a
@@ -184,7 +190,11 @@ impl Node {
                     Some(slot) => self.must_lead(slot),
                 };
             }
-            if sole_voter_caught_up(&m, self.id) {
+            // A sole voter, or a leader under its lease once it applied an entry of its own
+            // term: every acknowledged write is in its state (`replication::Lease`).
+            if sole_voter_caught_up(&m, self.id)
+                || (applied_own_term(&m) && self.lease.serves_reads(&m))
+            {
                 return Ok(());
             }
         }

@@ -91,6 +91,7 @@ async fn start_on<K: replication::Disk>(
             snapshot_logs: 100,
             keep_logs: 10,
             snapshot_timeout: Duration::from_secs(10),
+            lease_reads: true,
         },
         write_timeout,
         clock,

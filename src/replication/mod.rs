@@ -28,6 +28,7 @@ mod clocks;
 mod conn;
 mod disk;
 mod durable;
+mod lease;
 mod log;
 mod network;
 mod runtime;
@@ -53,6 +54,7 @@ pub use auth::{AuthError, BusAuth, Entropy, os_entropy};
 pub use clocks::{PeerClocks, Skew};
 pub use disk::{Disk, DiskOp, Recovered, RedbDisk, open_log};
 pub use durable::Durable;
+pub use lease::Lease;
 pub use log::{DiskStats, LogStore, Writer};
 pub use network::{Bus, MAX_CONNECTIONS, Network};
 pub use runtime::{FerriteRuntime, next_random, seed_rng};
@@ -189,6 +191,9 @@ pub struct Settings {
     pub keep_logs: u64,
     /// How long one snapshot RPC may take, the last one including the follower's restore.
     pub snapshot_timeout: Duration,
+    /// Whether a leader answers linearizable reads under its lease ([`Lease`]) rather than
+    /// with a round of heartbeats each.
+    pub lease_reads: bool,
 }
 
 impl Settings {
@@ -241,6 +246,9 @@ pub struct Started<R: Response> {
     pub stats: Arc<DiskStats>,
     /// How far the log is on disk: the bus answers AppendEntries only for entries on it.
     pub durable: Durable,
+    /// The leader's lease over its followers' votes: reads under it need no heartbeat round,
+    /// and the bus refuses votes while it holds.
+    pub lease: Arc<Lease>,
     /// Resolves once the storage writer has stopped and let go of the disk (after the Raft
     /// node has shut down).
     pub writer: tokio::task::JoinHandle<()>,
@@ -263,7 +271,8 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
     let log = LogStore::recover(&recovered, writer.clone())?;
     let sm = Applier::recover(&recovered, machine, &writer, disk).await?;
     let durable = writer.durable();
-    let network = Network::new(dialer, bus, DEFAULT_GROUP, durable.clone());
+    let lease = Arc::new(Lease::new(id, settings.election_max, settings.lease_reads));
+    let network = Network::new(dialer, bus, DEFAULT_GROUP, durable.clone(), lease.clone());
     let raft = Raft::new(id, config, network, log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
@@ -271,6 +280,7 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
         raft,
         stats,
         durable,
+        lease,
         writer: writer_task,
     })
 }

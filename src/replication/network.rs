@@ -26,6 +26,7 @@ use openraft::raft::{
 };
 use openraft::{Entry, EntryPayload};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tokio_util::codec::LengthDelimitedCodec;
 use tracing::{debug, warn};
 
@@ -33,6 +34,7 @@ use super::auth::{BusAuth, TAG};
 use super::clocks::{Before, PeerClocks};
 use super::conn::{Conn, DialError, Idle, Permit, dial, round_trip};
 use super::durable::Durable;
+use super::lease::Lease;
 use super::{Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::Dialer;
 use crate::peers::{Member, NodeId};
@@ -115,6 +117,9 @@ pub(super) enum Response {
     NoStateNoVote,
     /// The receiver belongs to another cluster (this id).
     OtherCluster(u64),
+    /// The receiver leads under a lease and grants no vote while it holds (added last: the
+    /// variants before it keep their numbers on the wire).
+    Leading,
 }
 
 pub(super) fn codec() -> LengthDelimitedCodec {
@@ -129,19 +134,28 @@ pub struct Network<D: Dialer, R> {
     bus: Bus,
     group: u64,
     durable: Durable,
+    lease: Arc<Lease>,
     idle: Arc<Idle<D::Stream>>,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<D: Dialer, R> Network<D, R> {
     /// RPCs for `group`, dialled through `dialer`, on `bus`; the commit position sent never
-    /// passes this node's last entry on disk (`durable`).
-    pub fn new(dialer: Arc<D>, bus: Bus, group: u64, durable: Durable) -> Network<D, R> {
+    /// passes this node's last entry on disk (`durable`), and every AppendEntries a follower
+    /// accepts extends `lease`.
+    pub fn new(
+        dialer: Arc<D>,
+        bus: Bus,
+        group: u64,
+        durable: Durable,
+        lease: Arc<Lease>,
+    ) -> Network<D, R> {
         Network {
             dialer,
             bus,
             group,
             durable,
+            lease,
             idle: Arc::new(Idle::default()),
             response: std::marker::PhantomData,
         }
@@ -159,6 +173,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Networ
             bus: self.bus.clone(),
             group: self.group,
             durable: self.durable.clone(),
+            lease: self.lease.clone(),
             conn: None,
             idle: self.idle.clone(),
             response: std::marker::PhantomData,
@@ -174,6 +189,7 @@ pub struct Peer<D: Dialer, R> {
     bus: Bus,
     group: u64,
     durable: Durable,
+    lease: Arc<Lease>,
     /// The connection (kept when this client is dropped if its last exchange completed).
     conn: Option<(Conn<D::Stream>, Permit)>,
     idle: Arc<Idle<D::Stream>>,
@@ -247,6 +263,10 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         match self.exchange(rpc).await? {
             Response::NoVoteYet => Err(CallError::Network(std::io::Error::other(format!(
                 "node {} started less than a lease ago and grants no vote yet",
+                self.target
+            )))),
+            Response::Leading => Err(CallError::Network(std::io::Error::other(format!(
+                "node {} leads under a lease and grants no vote while it holds",
                 self.target
             )))),
             Response::NoStateNoVote => Err(CallError::Network(std::io::Error::other(format!(
@@ -390,8 +410,17 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
+        let (leader, sent) = (rpc.vote.leader_id, Instant::now());
         match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
-            Ok(Response::Append(Ok(r))) => Ok(r),
+            Ok(Response::Append(Ok(r))) => {
+                // Any answer but a higher vote means the follower took this node's
+                // leadership as current when it handled the request: it refuses votes for a
+                // while from then on.
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    self.lease.acked(leader, self.target, sent);
+                }
+                Ok(r)
+            }
             Ok(Response::Append(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

@@ -1,6 +1,7 @@
 //! The server side of the cluster bus: authenticated connections from peers, each answering
 //! one Raft RPC at a time (`network.rs` holds the wire format and the client side).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tracing::{debug, warn};
 
 use super::auth::{AuthError, Session, TAG};
 use super::durable::Durable;
+use super::lease::Lease;
 use super::network::{
     Answer, Bus, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_FRAME, Request, Response, Rpc, codec,
 };
@@ -24,6 +26,7 @@ pub async fn serve<L: Listener, R: MachineResponse>(
     mut listener: L,
     raft: Raft<R>,
     durable: Durable,
+    lease: Arc<Lease>,
     bus: Bus,
     group: u64,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -39,6 +42,7 @@ pub async fn serve<L: Listener, R: MachineResponse>(
                     }
                     let raft = raft.clone();
                     let durable = durable.clone();
+                    let lease = lease.clone();
                     let bus = bus.clone();
                     connections.spawn(async move {
                         let mut conn = Framed::new(stream, codec());
@@ -56,7 +60,7 @@ pub async fn serve<L: Listener, R: MachineResponse>(
                             Ok((node, session)) => {
                                 conn.codec_mut().set_max_frame_length(MAX_FRAME + TAG);
                                 debug!(%peer, node, "raft peer connected");
-                                let node_ctx = Serving { raft, durable, bus: &bus, peer: node, group };
+                                let node_ctx = Serving { raft, durable, lease, bus: &bus, peer: node, group };
                                 serve_connection(conn, session, node_ctx).await;
                                 debug!(%peer, node, "raft peer disconnected");
                             }
@@ -94,6 +98,7 @@ fn own_history<R: MachineResponse>(raft: &Raft<R>) -> bool {
 struct Serving<'a, R: MachineResponse> {
     raft: Raft<R>,
     durable: Durable,
+    lease: Arc<Lease>,
     bus: &'a Bus,
     peer: NodeId,
     group: u64,
@@ -109,6 +114,7 @@ async fn serve_connection<S, R: MachineResponse>(
     let Serving {
         raft,
         durable,
+        lease,
         bus,
         peer,
         group,
@@ -155,6 +161,9 @@ async fn serve_connection<S, R: MachineResponse>(
                     Response::Append(answer)
                 }
                 Rpc::Vote(_) if !clocks.grants_votes() => Response::NoVoteYet,
+                // A leader that may be answering reads under its lease keeps its vote too
+                // (`lease.rs`).
+                Rpc::Vote(_) if lease.holds(&raft.metrics().borrow()) => Response::Leading,
                 // A node whose log holds nothing beyond a cluster's beginning (an empty disk:
                 // it may have voted before it lost it) votes only for a candidate whose log
                 // holds nothing more either: in a new cluster's first elections.

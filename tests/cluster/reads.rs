@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferrite_testkit::{Cluster, cmd, error_line, wait_until};
+use ferrite_testkit::{Cluster, ConfigFile, cmd, error_line, wait_until};
 use redis::Value;
 
 use super::{ELECTION, load_probe};
@@ -64,11 +64,18 @@ fn a_long_read_only_call_per_core_changes_no_term_and_writes_go_on() {
     assert_eq!(cluster.wait_for_leader(ELECTION), leader);
 }
 
+/// A cluster whose leader confirms leadership with a heartbeat round for every batch of reads
+/// (no lease).
+fn read_index_cluster() -> (Cluster, ConfigFile) {
+    let config = ConfigFile::new("[cluster]\nlease_reads = false\n");
+    (Cluster::start(3, &["--config", config.arg()]), config)
+}
+
 /// openraft asks for a new client to each follower for every linearizable read: the bus keeps
 /// idle connections, so reads reuse them rather than dial (and handshake) each time.
 #[test]
 fn linearizable_reads_reuse_bus_connections() {
-    let cluster = Cluster::start(3, &[]);
+    let (cluster, _config) = read_index_cluster();
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let mut c = cluster.client(leader);
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
@@ -86,7 +93,7 @@ fn linearizable_reads_reuse_bus_connections() {
 /// read; each read still sees every write acknowledged before it.
 #[test]
 fn pipelined_reads_share_a_leadership_round() {
-    let cluster = Cluster::start(3, &[]);
+    let (cluster, _config) = read_index_cluster();
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let mut c = cluster.client(leader);
     let mut pipe = redis::pipe();
@@ -106,4 +113,40 @@ fn pipelined_reads_share_a_leadership_round() {
         (1..=10).contains(&rounds),
         "200 pipelined reads ran {rounds} leadership rounds"
     );
+}
+
+/// Under its lease (the default) a leader answers reads with no heartbeat round, each seeing
+/// the writes acknowledged before it; once its followers are gone and the lease has run out,
+/// it answers no read from its own state any more (a new leader may be writing elsewhere).
+#[test]
+fn a_leader_reads_under_its_lease_and_stops_once_the_lease_runs_out() {
+    let config = ConfigFile::new("[cluster]\nwrite_timeout_ms = 1000\n");
+    let mut cluster = Cluster::start(3, &["--config", config.arg()]);
+    let leader = cluster.wait_for_leader(ELECTION);
+    let mut c = cluster.client(leader);
+    let rounds_before = cluster.info_u64(leader, "cluster_read_rounds");
+    for i in 0..200 {
+        let key = format!("k{i}");
+        assert_eq!(cmd(&mut c, &["SET", &key, "v"]).unwrap(), Value::Okay);
+        assert_eq!(
+            cmd(&mut c, &["GET", &key]).unwrap(),
+            Value::BulkString(b"v".to_vec()),
+            "{key}"
+        );
+    }
+    let rounds = cluster.info_u64(leader, "cluster_read_rounds") - rounds_before;
+    assert!(rounds <= 2, "200 reads under the lease ran {rounds} rounds");
+
+    for id in (1..=3).filter(|&id| id != leader) {
+        cluster.kill(id);
+    }
+    // The lease is 0.9 s after the last heartbeat a follower accepted (election timeout
+    // 1 s); past it the read needs a round, which no follower answers.
+    std::thread::sleep(Duration::from_millis(1500));
+    let read = cmd(&mut c, &["GET", "k1"]);
+    assert!(
+        read.is_err(),
+        "a leader without followers answered a read: {read:?}"
+    );
+    assert!(cluster.info_u64(leader, "cluster_read_rounds") > rounds_before + rounds);
 }
