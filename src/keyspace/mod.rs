@@ -358,8 +358,8 @@ impl Keyspace {
         Some(entry)
     }
 
-    /// Inserts or replaces `key` with `value` and expiry `expire_at`.
-    fn store(&mut self, key: Bytes, value: Value, expire_at: Option<u64>) {
+    /// Inserts or replaces `key` with `value` and expiry `expire_at`; the entry replaced.
+    fn store(&mut self, key: Bytes, value: Value, expire_at: Option<u64>) -> Option<Entry> {
         if !self.tombstones.is_empty() {
             self.tombstones.remove(&key);
         }
@@ -371,11 +371,11 @@ impl Keyspace {
         if expire_at.is_some() {
             self.volatile += 1;
         }
-        if let Some(old) = self.entries.insert(key, entry)
-            && old.expire_at.is_some()
-        {
+        let old = self.entries.insert(key, entry);
+        if old.as_ref().is_some_and(|o| o.expire_at.is_some()) {
             self.volatile -= 1;
         }
+        old
     }
 
     /// Removes `key`; returns its entry.
@@ -434,7 +434,9 @@ impl Keyspace {
                 return Err(KeyspaceError::WrongType);
             }
             Some(_) => {}
-            None => self.store(key.clone(), make(), None),
+            None => {
+                self.store(key.clone(), make(), None);
+            }
         }
         let seq = self.seq;
         let entry = self.entries.get_mut(key).expect("present");

@@ -85,7 +85,7 @@ pub fn open_log(raft: &Path) -> io::Result<super::WalDisk> {
     let wal = raft.join("wal");
     let snapshot = raft.join("raft.snapshot");
     let redb = raft.join("raft.redb");
-    if !WalDisk::exists(&wal) && redb.exists() {
+    if !wal.is_dir() && redb.exists() {
         let (ops, old_snapshot) = RedbDisk::open(&redb)?.export()?;
         let disk = WalDisk::create_from(&wal, snapshot, &ops, old_snapshot)?;
         std::fs::remove_file(&redb)?;

@@ -32,43 +32,37 @@ pub(super) fn encode_op(buf: &mut Vec<u8>, op: &DiskOp) {
             buf.push(TRUNCATE);
             buf.extend_from_slice(&index.to_le_bytes());
         }
-        DiskOp::PurgeUpTo { index, log_id } => {
-            buf.push(PURGE);
-            buf.extend_from_slice(&index.to_le_bytes());
-            put_bytes(buf, log_id);
-        }
-        DiskOp::Vote(v) => {
-            buf.push(VOTE);
-            put_bytes(buf, v);
-        }
-        DiskOp::Committed(c) => {
-            buf.push(COMMITTED);
-            put_bytes(buf, c);
-        }
+        DiskOp::PurgeUpTo { index, log_id } => put_purge(buf, *index, log_id),
+        DiskOp::Vote(v) => put_tagged(buf, VOTE, v),
+        DiskOp::Committed(c) => put_tagged(buf, COMMITTED, c),
         DiskOp::DropOldSnapshot => buf.push(DROP_OLD_SNAPSHOT),
     }
+}
+
+fn put_tagged(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    buf.push(tag);
+    put_bytes(buf, bytes);
+}
+
+fn put_purge(buf: &mut Vec<u8>, index: u64, log_id: &[u8]) {
+    buf.push(PURGE);
+    buf.extend_from_slice(&index.to_le_bytes());
+    put_bytes(buf, log_id);
 }
 
 /// The ops restating `meta`, first in every segment.
 pub(super) fn encode_meta(buf: &mut Vec<u8>, meta: &Meta) {
     if let Some(v) = &meta.vote {
-        encode_op(buf, &DiskOp::Vote(v.clone()));
+        put_tagged(buf, VOTE, v);
     }
     if let Some(c) = &meta.committed {
-        encode_op(buf, &DiskOp::Committed(c.clone()));
+        put_tagged(buf, COMMITTED, c);
     }
     if let Some((index, log_id)) = &meta.purged {
-        encode_op(
-            buf,
-            &DiskOp::PurgeUpTo {
-                index: *index,
-                log_id: log_id.clone(),
-            },
-        );
+        put_purge(buf, *index, log_id);
     }
     if let Some(s) = &meta.old_snapshot {
-        buf.push(OLD_SNAPSHOT);
-        put_bytes(buf, s);
+        put_tagged(buf, OLD_SNAPSHOT, s);
     }
 }
 

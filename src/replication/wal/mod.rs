@@ -184,11 +184,6 @@ impl WalDisk {
         Ok(disk)
     }
 
-    /// Whether `dir` holds a log.
-    pub fn exists(dir: &Path) -> bool {
-        dir.is_dir()
-    }
-
     /// Writes `ops` (another store's content, as operations) and `old_snapshot` as a new log
     /// in `dir`, durably, then opens it. The log is made under a temporary name and renamed
     /// once complete, so a crash leaves either no log or the whole of it.
