@@ -28,6 +28,10 @@ pub enum Sabotage {
     /// leadership, it answers reads from its own state for as long as it believes it leads,
     /// though followers (and it) grant votes again after the usual span.
     LeaseOutlivesVotes,
+    /// The simulation slows the clock of a leader it cuts off to a twentieth of its rate, far
+    /// beyond the drift the lease allows for: its lease then lasts past the write timeout that
+    /// moves the writers to a new leader (read by the simulation's nemesis).
+    ClockRatesApart,
 }
 
 impl Sabotage {
@@ -40,6 +44,7 @@ impl Sabotage {
             Sabotage::ApplyBeforeFsync => 16,
             Sabotage::CommitBeyondDisk => 32,
             Sabotage::LeaseOutlivesVotes => 64,
+            Sabotage::ClockRatesApart => 128,
         }
     }
 }

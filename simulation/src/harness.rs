@@ -11,6 +11,7 @@ use std::time::Duration;
 use ferrite::app::{App, Environment, Process};
 use ferrite::commands::Shared;
 use ferrite::config::{Config, Peers};
+use ferrite::replication::ClockRate;
 
 use crate::{SimDialer, SimDisk, SimListener};
 
@@ -43,6 +44,37 @@ pub type Live = Arc<Mutex<BTreeMap<u64, Arc<Shared>>>>;
 /// Each host's wall-clock offset from simulated time, in ms (node ids 1 to 3 in order): the
 /// nemesis sets and jumps them while the nodes run.
 pub type Offsets = Arc<[AtomicI64; 4]>;
+
+thread_local! {
+    /// Each host's clock rate (node ids 1 to 4 in order) and the rate it was drawn with, per
+    /// simulation.
+    static RATES: std::cell::RefCell<Vec<(ClockRate, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Host `id`'s clock rate in this simulation (which the nemesis may change).
+pub fn clock_rate(id: u64) -> ClockRate {
+    RATES.with(|r| r.borrow()[id as usize - 1].0.clone())
+}
+
+/// Puts every host's clock back at the rate it was drawn with.
+pub fn reset_clock_rates() {
+    RATES.with(|r| r.borrow().iter().for_each(|(rate, drawn)| rate.set(*drawn)));
+}
+
+/// Draws each host's clock rate for `seed`: within ±5% of simulated time, so a follower's
+/// clock runs at most 10.5% faster than a leader's, inside the 10% the leader lease allows
+/// for (`cluster.max_clock_drift_percent`). (The `ClockRatesApart` sabotage has the nemesis
+/// slow a leader it cuts off to a twentieth of its rate, far beyond.)
+fn draw_clock_rates(seed: u64) {
+    let mut rng = Rng(seed ^ 0x0C10_C4A7_E5EE_D000);
+    let rates = (0..4)
+        .map(|_| {
+            let rate = 0.95 + 0.1 * (rng.between(0, 10_001) as f64 / 10_000.0);
+            (ClockRate::new(rate), rate)
+        })
+        .collect();
+    RATES.with(|r| *r.borrow_mut() = rates);
+}
 
 /// A small deterministic generator (splitmix64) for schedules and workloads.
 #[derive(Debug, Clone)]
@@ -106,6 +138,8 @@ pub async fn run_node(
     live: Live,
     offsets: Offsets,
 ) -> Result<(), Box<dyn Error>> {
+    // This host's own monotonic clock (openraft's timers, the leader lease).
+    ferrite::replication::use_clock_rate(&clock_rate(id));
     let peers = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", CPORT)).await?);
     let clients = SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?);
     let env = Environment {
@@ -266,6 +300,7 @@ pub fn simulation(seed: u64, duration: Duration) -> turmoil::Sim<'static> {
     align_task_ids();
     ferrite::replication::seed_rng(seed);
     crate::seed_entropy(seed);
+    draw_clock_rates(seed);
     turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
@@ -278,7 +313,58 @@ pub fn simulation(seed: u64, duration: Duration) -> turmoil::Sim<'static> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use ferrite::replication::{ClockRate, LocalInstant, sleep_local, use_clock_rate};
+
     use super::parse_seeds;
+
+    /// A host whose clock runs at half rate reads half of simulated time, and a sleep on its
+    /// clock (as openraft's timers sleep) lasts twice as long in simulated time; another
+    /// host's clock is untouched.
+    #[test]
+    fn a_host_clock_runs_at_its_own_rate() {
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_secs(60))
+            .build();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for (host, rate) in [("slow", 0.5), ("plain", 1.0)] {
+            let seen = seen.clone();
+            sim.client(host, async move {
+                let clock = ClockRate::new(rate);
+                if rate != 1.0 {
+                    use_clock_rate(&clock);
+                }
+                let local = LocalInstant::now();
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                let read = LocalInstant::now() - local;
+                let at = tokio::time::Instant::now();
+                sleep_local(Duration::from_secs(1)).await;
+                let slept = at.elapsed();
+                // A rate changed on the way: the clock goes on from where it was.
+                clock.set(rate * 2.0);
+                let before = LocalInstant::now();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let after = LocalInstant::now() - before;
+                seen.lock().unwrap().push((host, read, slept, after));
+                Ok(())
+            });
+        }
+        sim.run().unwrap();
+        let seen = seen.lock().unwrap();
+        let of = |name| *seen.iter().find(|s| s.0 == name).unwrap();
+        assert_eq!(of("slow").1, Duration::from_secs(2), "{seen:?}");
+        assert_eq!(of("slow").2, Duration::from_secs(2), "{seen:?}");
+        assert_eq!(of("plain").1, Duration::from_secs(4), "{seen:?}");
+        assert_eq!(of("plain").2, Duration::from_secs(1), "{seen:?}");
+        assert_eq!(of("slow").3, Duration::from_secs(1), "{seen:?}");
+        assert_eq!(
+            of("plain").3,
+            Duration::from_secs(1),
+            "a clock never followed"
+        );
+    }
 
     #[test]
     fn the_seed_list_is_parsed_strictly() {

@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use ferrite::sabotage::{self, Sabotage};
 use ferrite_simulation::harness::{
-    HOSTS, Live, Offsets, Rng, add_hosts, leader, seeds, simulation, step,
+    HOSTS, Live, Offsets, Rng, add_hosts, clock_rate, leader, reset_clock_rates, seeds, simulation,
+    step,
 };
 use ferrite_simulation::workload::{
     CLIENTS, Shared, WORKLOAD, check_history, client, coordinator, note,
@@ -163,6 +164,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
             for (i, offset) in base.iter().enumerate() {
                 offsets[i].store(*offset, Ordering::Relaxed);
             }
+            reset_clock_rates();
             for disk in &disks {
                 disk.slow_ms.store(0, Ordering::Relaxed);
             }
@@ -189,6 +191,14 @@ fn run(seed: u64) -> Result<Outcome, String> {
                         sim.partition(HOSTS[i], *other);
                     }
                     note(&history, at, format!("{fault:?}: n{} cut off", i + 1));
+                    if matches!(fault, Fault::IsolateLeader)
+                        && sabotage::on(Sabotage::ClockRatesApart)
+                    {
+                        // Its lease then outlasts, in real time, the followers' refusal and
+                        // the writers' timeout at it (at a quarter of its rate, the lease ended
+                        // before any writer had moved to the new leader: not caught in 1-50).
+                        clock_rate(i as u64 + 1).set(0.05);
+                    }
                 }
                 Fault::LeaderCannotSend => {
                     for (_, other) in others(current) {
@@ -391,6 +401,7 @@ fn histories_under_faults_are_linearizable_replay_exactly_and_catch_sabotage() {
     for (which, required) in [
         (Sabotage::SkipReadBarrier, true),
         (Sabotage::LeaseOutlivesVotes, true),
+        (Sabotage::ClockRatesApart, true),
         (Sabotage::AckBeforeFsync, true),
         (Sabotage::ApplyLocalTime, true),
         (Sabotage::AnswerBeforeFsync, true),

@@ -349,6 +349,7 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>
             keep_logs: c.snapshot_keep_logs,
             snapshot_timeout: Duration::from_millis(c.snapshot_timeout_ms),
             lease_reads: c.lease_reads,
+            clock_drift_percent: c.max_clock_drift_percent,
         },
         write_timeout: Duration::from_millis(c.write_timeout_ms),
         clock,

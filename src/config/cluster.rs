@@ -22,6 +22,8 @@ pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 5_000;
 /// Default largest difference allowed between two members' clocks.
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 250;
+/// Default drift between members' clock rates the leader lease allows for, in percent.
+pub const DEFAULT_MAX_CLOCK_DRIFT_PERCENT: u64 = 10;
 /// Default largest write one log entry may hold: 16 MiB.
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 << 20;
 /// Default time between state checks (the leader proposes one; every member compares).
@@ -75,10 +77,14 @@ pub struct ClusterConfig {
     /// reach a follower's disk within one heartbeat.
     pub max_entry_bytes: u64,
     /// Whether the leader answers linearizable reads under its lease (after a majority
-    /// accepted a heartbeat less than 0.9 × `election_timeout_max_ms` ago), with no round of
-    /// heartbeats per read. Safe while members' clocks run at rates within a tenth of each
-    /// other; off, every read waits for a heartbeat round (etcd's ReadIndex).
+    /// accepted a heartbeat less than `election_timeout_max_ms` × (1 − drift) ago), with no
+    /// round of heartbeats per read; off, every read waits for a heartbeat round (etcd's
+    /// ReadIndex).
     pub lease_reads: bool,
+    /// The drift the lease allows for, in percent: how much faster a follower's clock may run
+    /// than the leader's. The leader's lease is this much shorter than the span followers
+    /// refuse votes for.
+    pub max_clock_drift_percent: u64,
     /// How long one piece of a snapshot transfer may take, the last one including the
     /// follower's restore (every key and every module compiled); past it the leader starts the
     /// transfer again. Also how long a stalled transfer holds up that follower's replication.
@@ -105,6 +111,7 @@ impl Default for ClusterConfig {
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
             lease_reads: true,
+            max_clock_drift_percent: DEFAULT_MAX_CLOCK_DRIFT_PERCENT,
         }
     }
 }
@@ -169,6 +176,12 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster.max_entry_bytes",
                 "must be between 1024 and 1073741824".into(),
+            ));
+        }
+        if !(1..=90).contains(&self.max_clock_drift_percent) {
+            return Err(invalid(
+                "cluster.max_clock_drift_percent",
+                "must be between 1 and 90".into(),
             ));
         }
         if self.max_clock_offset_ms == 0

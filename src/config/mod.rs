@@ -437,6 +437,19 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_allows_for_a_drift_between_one_and_ninety_percent() {
+        let mut c = Config::default();
+        assert_eq!(c.cluster.max_clock_drift_percent, 10);
+        for bad in [0, 91] {
+            c.cluster.max_clock_drift_percent = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("cluster.max_clock_drift_percent"), "{err}");
+        }
+        c.cluster.max_clock_drift_percent = 90;
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn the_cluster_port_defaults_to_ten_thousand_above_the_client_port() {
         let mut c = Config::default();
         assert_eq!(c.cluster_port(), 16379);

@@ -92,6 +92,7 @@ async fn start_on<K: replication::Disk>(
             keep_logs: 10,
             snapshot_timeout: Duration::from_secs(10),
             lease_reads: true,
+            clock_drift_percent: 10,
         },
         write_timeout,
         clock,

@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::local_time::LocalInstant;
 use crate::clock::Clock;
 use crate::peers::NodeId;
 
@@ -74,7 +75,8 @@ pub enum Before {
 pub struct PeerClocks {
     clock: Arc<Clock>,
     bound: u64,
-    started: Instant,
+    /// On this node's own clock, like openraft's side of the lease.
+    started: LocalInstant,
     vote_hold: Duration,
     /// Peers refused, with when they were last measured and how far off they were.
     refused: Mutex<HashMap<NodeId, (Instant, Skew)>>,
@@ -100,7 +102,7 @@ impl PeerClocks {
         PeerClocks {
             clock,
             bound: bound_ms,
-            started: Instant::now(),
+            started: LocalInstant::now(),
             vote_hold,
             refused: Mutex::default(),
             any_refused: AtomicBool::new(false),
@@ -126,7 +128,7 @@ impl PeerClocks {
 
     /// Whether this node grants votes yet (one lease after it started).
     pub fn grants_votes(&self) -> bool {
-        self.started.elapsed() >= self.vote_hold
+        LocalInstant::now() - self.started >= self.vote_hold
     }
 
     /// Checks a request from `peer` sent at its time `sent_ms`, received now.

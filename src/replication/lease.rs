@@ -7,9 +7,11 @@
 //! the leader sent at `t`, no candidate can gather a majority before `t + election_timeout_max`
 //! by their clocks. The leader records when it sent each request a follower accepted
 //! ([`Lease::acked`]) and holds the lease until the majority's send time plus
-//! [`Lease::length`], a tenth shorter than the followers' span so that clocks running at
-//! rates up to that far apart (NTP keeps them within a thousandth) cannot open a gap. Only
-//! rates matter: both ends measure a span on their own monotonic clock; offsets never enter.
+//! [`Lease::length`], shorter than the followers' span by the drift allowed
+//! (`cluster.max_clock_drift_percent`, 10% by default) so that clocks running at rates up to
+//! that far apart (NTP keeps them within a thousandth) cannot open a gap. Only rates matter:
+//! both ends measure a span on their own monotonic clock (`local_time.rs`, which the fault
+//! simulation runs at a rate of its own on each host); offsets never enter.
 //!
 //! The leader's own vote must be held too (in a cluster of three it is one of the two votes a
 //! candidate needs), and openraft lets a leader grant a vote once its own span has passed. The
@@ -29,9 +31,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::local_time::LocalInstant;
 use openraft::{LeaderId, RaftMetrics, ServerState};
 use parking_lot::Mutex;
-use tokio::time::Instant;
 
 use crate::peers::{Member, NodeId};
 
@@ -40,7 +42,7 @@ use crate::peers::{Member, NodeId};
 struct Acks {
     /// The leadership the acks are for; others are forgotten when it changes.
     leader: Option<LeaderId<NodeId>>,
-    sent: HashMap<NodeId, Instant>,
+    sent: HashMap<NodeId, LocalInstant>,
 }
 
 /// A leader's lease over its followers' votes.
@@ -56,12 +58,13 @@ pub struct Lease {
 
 impl Lease {
     /// The lease of node `me` over followers that refuse votes for `follower_span` after a
-    /// heartbeat (openraft's `election_timeout_max`), used for reads when `reads` is set.
-    pub fn new(me: NodeId, follower_span: Duration, reads: bool) -> Lease {
+    /// heartbeat (openraft's `election_timeout_max`), allowing for followers' clocks running
+    /// up to `drift` faster than this node's (0.1: 10%), used for reads when `reads` is set.
+    pub fn new(me: NodeId, follower_span: Duration, drift: f64, reads: bool) -> Lease {
         Lease {
             me,
             acks: Mutex::default(),
-            length: follower_span.mul_f64(0.9),
+            length: follower_span.mul_f64(1.0 - drift.clamp(0.0, 0.99)),
             reads,
         }
     }
@@ -72,7 +75,7 @@ impl Lease {
     }
 
     /// `peer` accepted a request that `leader` sent at `sent`.
-    pub fn acked(&self, leader: LeaderId<NodeId>, peer: NodeId, sent: Instant) {
+    pub fn acked(&self, leader: LeaderId<NodeId>, peer: NodeId, sent: LocalInstant) {
         if !self.reads {
             return;
         }
@@ -123,7 +126,7 @@ impl Lease {
         if acks.leader != Some(m.vote.leader_id) {
             return false;
         }
-        let now = Instant::now();
+        let now = LocalInstant::now();
         let fresh = voters
             .iter()
             .filter(|v| **v != me)
@@ -165,10 +168,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_majority_of_fresh_acks_holds_the_lease_until_it_runs_out() {
-        let lease = Lease::new(1, Duration::from_millis(1000), true);
+        let lease = Lease::new(1, Duration::from_millis(1000), 0.1, true);
         let m = leading(1, 2, &[1, 2, 3]);
         assert!(!lease.holds(&m), "no follower has answered yet");
-        let sent = Instant::now();
+        let sent = LocalInstant::now();
         lease.acked(leader(2, 1), 2, sent);
         assert!(
             lease.holds(&m),
@@ -179,27 +182,27 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!lease.holds(&m), "a tenth short of the followers' span");
         // An answer to an older request does not move the lease back.
-        lease.acked(leader(2, 1), 2, Instant::now());
+        lease.acked(leader(2, 1), 2, LocalInstant::now());
         lease.acked(leader(2, 1), 2, sent);
         assert!(lease.holds(&m));
     }
 
     #[tokio::test(start_paused = true)]
     async fn acks_count_only_for_the_leadership_they_were_sent_under() {
-        let lease = Lease::new(1, Duration::from_millis(1000), true);
-        lease.acked(leader(2, 1), 2, Instant::now());
+        let lease = Lease::new(1, Duration::from_millis(1000), 0.1, true);
+        lease.acked(leader(2, 1), 2, LocalInstant::now());
         assert!(!lease.holds(&leading(1, 3, &[1, 2, 3])), "a later term");
         let five = leading(1, 2, &[1, 2, 3, 4, 5]);
         assert!(!lease.holds(&five), "one follower of four is no majority");
-        lease.acked(leader(2, 1), 4, Instant::now());
+        lease.acked(leader(2, 1), 4, LocalInstant::now());
         assert!(lease.holds(&five));
         let mut follower = leading(1, 2, &[1, 2, 3]);
         follower.state = ServerState::Follower;
         assert!(!lease.holds(&follower), "only a leader holds a lease");
         assert!(!lease.holds(&leading(1, 2, &[2, 3, 4])), "not a voter");
         assert!(lease.holds(&leading(1, 7, &[1])), "a sole voter");
-        let off = Lease::new(1, Duration::from_millis(1000), false);
-        off.acked(leader(2, 1), 2, Instant::now());
+        let off = Lease::new(1, Duration::from_millis(1000), 0.1, false);
+        off.acked(leader(2, 1), 2, LocalInstant::now());
         assert!(!off.holds(&leading(1, 2, &[1, 2, 3])), "lease reads off");
     }
 }

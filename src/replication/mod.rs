@@ -29,6 +29,7 @@ mod conn;
 mod disk;
 mod durable;
 mod lease;
+mod local_time;
 mod log;
 mod network;
 mod runtime;
@@ -55,6 +56,7 @@ pub use clocks::{PeerClocks, Skew};
 pub use disk::{Disk, DiskOp, Recovered, RedbDisk, open_log};
 pub use durable::Durable;
 pub use lease::Lease;
+pub use local_time::{ClockRate, LocalInstant, sleep_local, use_clock_rate};
 pub use log::{DiskStats, LogStore, Writer};
 pub use network::{Bus, MAX_CONNECTIONS, Network};
 pub use runtime::{FerriteRuntime, next_random, seed_rng};
@@ -194,6 +196,9 @@ pub struct Settings {
     /// Whether a leader answers linearizable reads under its lease ([`Lease`]) rather than
     /// with a round of heartbeats each.
     pub lease_reads: bool,
+    /// How much faster than the leader's a follower's clock may run, in percent; the lease is
+    /// that much shorter than the span followers refuse votes for.
+    pub clock_drift_percent: u64,
 }
 
 impl Settings {
@@ -271,7 +276,12 @@ pub async fn start<M: Machine, D: Disk, N: Dialer>(
     let log = LogStore::recover(&recovered, writer.clone())?;
     let sm = Applier::recover(&recovered, machine, &writer, disk).await?;
     let durable = writer.durable();
-    let lease = Arc::new(Lease::new(id, settings.election_max, settings.lease_reads));
+    let lease = Arc::new(Lease::new(
+        id,
+        settings.election_max,
+        settings.clock_drift_percent as f64 / 100.0,
+        settings.lease_reads,
+    ));
     let network = Network::new(dialer, bus, DEFAULT_GROUP, durable.clone(), lease.clone());
     let raft = Raft::new(id, config, network, log, sm)
         .await

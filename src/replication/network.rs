@@ -26,7 +26,6 @@ use openraft::raft::{
 };
 use openraft::{Entry, EntryPayload};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use tokio_util::codec::LengthDelimitedCodec;
 use tracing::{debug, warn};
 
@@ -35,6 +34,7 @@ use super::clocks::{Before, PeerClocks};
 use super::conn::{Conn, DialError, Idle, Permit, dial, round_trip};
 use super::durable::Durable;
 use super::lease::Lease;
+use super::local_time::LocalInstant;
 use super::{Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::Dialer;
 use crate::peers::{Member, NodeId};
@@ -410,7 +410,7 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
-        let (leader, sent) = (rpc.vote.leader_id, Instant::now());
+        let (leader, sent) = (rpc.vote.leader_id, LocalInstant::now());
         match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
             Ok(Response::Append(Ok(r))) => {
                 // Any answer but a higher vote means the follower took this node's

@@ -1,16 +1,19 @@
 //! openraft's async runtime: tokio, except for the random numbers behind election timeouts,
 //! which come from a per-thread generator that a simulation can seed ([`seed_rng`]), so a
-//! turmoil run replays exactly. In a server the generator starts at a random point.
+//! turmoil run replays exactly (in a server the generator starts at a random point), and the
+//! clock, which is this node's own (`local_time.rs`).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use openraft::OptionalSend;
 use openraft::async_runtime::{AsyncRuntime, TokioOneShotSender};
-use openraft::{OptionalSend, TokioInstant};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+
+use super::local_time::{LocalInstant, sleep_local, tokio_span};
 
 thread_local! {
     static RNG_STATE: Cell<u64> = Cell::new({
@@ -48,7 +51,7 @@ impl AsyncRuntime for FerriteRuntime {
     type JoinError = tokio::task::JoinError;
     type JoinHandle<T: OptionalSend + 'static> = tokio::task::JoinHandle<T>;
     type Sleep = tokio::time::Sleep;
-    type Instant = TokioInstant;
+    type Instant = LocalInstant;
     type TimeoutError = tokio::time::error::Elapsed;
     type Timeout<R, T: Future<Output = R> + OptionalSend> = tokio::time::Timeout<T>;
     type ThreadLocalRng = SmallRng;
@@ -65,25 +68,25 @@ impl AsyncRuntime for FerriteRuntime {
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
-        tokio::time::sleep(duration)
+        sleep_local(duration)
     }
 
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        tokio::time::sleep_until(deadline)
+        tokio::time::sleep_until(deadline.to_tokio())
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(
         duration: Duration,
         future: F,
     ) -> Self::Timeout<R, F> {
-        tokio::time::timeout(duration, future)
+        tokio::time::timeout(tokio_span(duration), future)
     }
 
     fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
         deadline: Self::Instant,
         future: F,
     ) -> Self::Timeout<R, F> {
-        tokio::time::timeout_at(deadline, future)
+        tokio::time::timeout_at(deadline.to_tokio(), future)
     }
 
     fn is_panic(join_error: &Self::JoinError) -> bool {
