@@ -7,7 +7,7 @@
 //! the leader sent at `t`, no candidate can gather a majority before `t + election_timeout_max`
 //! by their clocks. The leader records when it sent each request a follower accepted
 //! ([`Lease::acked`]) and holds the lease until the majority's send time plus
-//! [`Lease::length`], shorter than the followers' span by the drift allowed
+//! the lease's length, shorter than the followers' span by the drift allowed
 //! (`cluster.max_clock_drift_percent`, 10% by default) so that clocks running at rates up to
 //! that far apart (NTP keeps them within a thousandth) cannot open a gap. Only rates matter:
 //! both ends measure a span on their own monotonic clock (`local_time.rs`, which the fault
@@ -31,10 +31,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::local_time::LocalInstant;
 use openraft::{LeaderId, RaftMetrics, ServerState};
 use parking_lot::Mutex;
 
+use super::local_time::LocalInstant;
 use crate::peers::{Member, NodeId};
 
 /// When each follower last accepted a request, by the time the leader sent it.
@@ -50,6 +50,7 @@ struct Acks {
 pub struct Lease {
     me: NodeId,
     acks: Mutex<Acks>,
+    /// How long after a majority accepted a request the lease holds.
     length: Duration,
     /// Whether reads may be served under the lease (`cluster.lease_reads`). Off, no lease is
     /// ever held and the bus refuses no vote for one.
@@ -69,11 +70,6 @@ impl Lease {
         }
     }
 
-    /// How long after a majority accepted a request the lease holds.
-    pub fn length(&self) -> Duration {
-        self.length
-    }
-
     /// `peer` accepted a request that `leader` sent at `sent`.
     pub fn acked(&self, leader: LeaderId<NodeId>, peer: NodeId, sent: LocalInstant) {
         if !self.reads {
@@ -90,7 +86,7 @@ impl Lease {
 
     /// Whether this node, as its metrics `m` show it, leads under a lease now: it leads a
     /// configuration that is not changing, and enough of its other voters accepted a request
-    /// it sent less than [`Lease::length`] ago to make a majority with it. A sole voter
+    /// it sent less than the lease's length ago to make a majority with it. A sole voter
     /// always does.
     pub fn holds(&self, m: &RaftMetrics<NodeId, Member>) -> bool {
         self.held(m, self.length)
