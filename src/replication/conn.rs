@@ -7,7 +7,7 @@
 //! here before it dials, and gives its connection back when it is dropped, if its last
 //! exchange completed.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -37,20 +37,22 @@ pub(super) type Permit = OwnedSemaphorePermit;
 /// An authenticated connection to a peer.
 pub(super) type Conn<S> = (Framed<S, LengthDelimitedCodec>, Session);
 
-/// Idle connections by peer, with the address they were dialled at.
-type ByPeer<S> = HashMap<NodeId, (String, Vec<Conn<S>>)>;
+/// Idle connections by peer, with the address they were dialled at. Ordered by peer: when a
+/// node stops, its kept connections close in this order, and the fault simulation replays a
+/// seed only if that order is the same on every run (a hash map's is not).
+type ByPeer<S> = BTreeMap<NodeId, (String, Vec<Conn<S>>)>;
 
 /// The idle connections of one node's clients, and a limit on the open ones per peer.
 pub(super) struct Idle<S> {
     conns: parking_lot::Mutex<ByPeer<S>>,
-    open: parking_lot::Mutex<HashMap<NodeId, Arc<Semaphore>>>,
+    open: parking_lot::Mutex<BTreeMap<NodeId, Arc<Semaphore>>>,
 }
 
 impl<S> Default for Idle<S> {
     fn default() -> Self {
         Idle {
-            conns: parking_lot::Mutex::new(HashMap::new()),
-            open: parking_lot::Mutex::new(HashMap::new()),
+            conns: parking_lot::Mutex::new(BTreeMap::new()),
+            open: parking_lot::Mutex::new(BTreeMap::new()),
         }
     }
 }
