@@ -202,3 +202,33 @@ pub(super) fn pool_thread(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::{Engine, Instance, Module, Store};
+
+    /// The module `tests/wasm/calls.rs` calls 10,000 times to show that every call starts from
+    /// a pristine instance: here, two calls on one instance show that it notices each thing
+    /// an earlier call leaves behind (so its answer of 0 there means something).
+    #[test]
+    fn the_pristine_probe_notices_everything_a_reused_instance_keeps() {
+        let wat = include_str!("../../tests/wasm/modules/pristine.wat");
+        let engine = Engine::default();
+        let module = Module::new(&engine, wat).unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        let main = instance
+            .get_typed_func::<(i32, i32), i64>(&mut store, "main")
+            .unwrap();
+        assert_eq!(
+            main.call(&mut store, (0, 0)).unwrap(),
+            0,
+            "a fresh instance"
+        );
+        assert_eq!(
+            main.call(&mut store, (0, 0)).unwrap(),
+            0b11_1111,
+            "every mark of the first call"
+        );
+    }
+}

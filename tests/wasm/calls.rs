@@ -361,3 +361,43 @@ fn redis_cli_loads_a_module_file_with_x() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "20");
 }
+
+#[test]
+fn every_call_starts_from_a_pristine_instance() {
+    // 10,000 calls of a module that reports what an earlier call left behind in its globals,
+    // data, stack, heap and grown memory (`modules/pristine.wat`; a unit test in
+    // `src/wasm/pool.rs` shows that it notices each), as read-only and as write calls in turn,
+    // by both command families, on pooled slots that are reset in place between calls.
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(
+        &mut c,
+        "pristine",
+        "pristine.wat",
+        &["PERMISSIONS", "READ", "WRITE"],
+    )
+    .unwrap();
+    let calls: [&[&str]; 4] = [
+        &["WASM.CALL_RO", "pristine"],
+        &["WASM.CALL", "pristine"],
+        &["FCALL_RO", "pristine.main", "0"],
+        &["FCALL", "pristine.main", "0"],
+    ];
+    for batch in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            let call = calls[(batch + i) % calls.len()];
+            pipe.cmd(call[0]).arg(&call[1..]);
+        }
+        let answers: Vec<i64> = pipe.query(&mut c).unwrap();
+        for (i, found) in answers.into_iter().enumerate() {
+            assert_eq!(
+                found,
+                0,
+                "call {} ({:?}) found what an earlier call left (bit mask in pristine.wat)",
+                batch * 100 + i,
+                calls[(batch + i) % calls.len()]
+            );
+        }
+    }
+}
