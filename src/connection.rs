@@ -115,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if request.is_empty() {
                 continue;
             }
-            if commands::deferrable(session, &request) && queued.len() < MAX_QUEUED_WRITES {
+            if commands::deferrable(shared, session, &request) && queued.len() < MAX_QUEUED_WRITES {
                 // Queued to the log now, answered in order below.
                 queued.push_back(commands::execute_deferred(shared, session, request));
                 continue;

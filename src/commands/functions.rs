@@ -10,7 +10,7 @@ use super::{CommandError, Session, Shared};
 use crate::args::{is, parse_i64, text};
 use crate::command_table::Functions;
 use crate::config::{DefaultPermissions, WasmConfig, WasmSecurity};
-use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, Queued, WasmError};
+use crate::node::{CallLimits, CallMode, LoadedModule, Permissions, Queued, Ticket, WasmError};
 use crate::reply::Reply;
 
 pub(super) async fn execute(
@@ -101,6 +101,33 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
         keys: keys.to_vec(),
         args: call_args.to_vec(),
     })
+}
+
+/// Whether the call command `command` with `args` goes through the log, so that a connection
+/// may queue it without waiting ([`submit`]): `WASM.CALL` or `FCALL` of a module loaded with
+/// WRITE.
+pub(super) fn defers(shared: &Shared, command: Functions, args: &[Bytes]) -> bool {
+    matches!(command, Functions::Call | Functions::Fcall)
+        && args
+            .first()
+            .is_some_and(|word| shared.node.is_write_call(&target(word).0))
+}
+
+/// Queues a call that [`defers`] accepted for the log, without waiting for its reply.
+pub(super) fn submit(shared: &Shared, command: Functions, args: &[Bytes]) -> Result<Ticket, Reply> {
+    let call = match command {
+        Functions::Call => parse_wasm_call(args),
+        _ => parse_fcall(args),
+    }
+    .map_err(Reply::error)?;
+    super::same_slot(&call.keys).map_err(Reply::error)?;
+    shared.node.submit_call(
+        &call.module,
+        &call.entry,
+        &call.keys,
+        &call.args,
+        call_limits(shared),
+    )
 }
 
 /// The limits calls start with: this node's configuration now.

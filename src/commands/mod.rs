@@ -79,14 +79,19 @@ fn account(shared: &Shared, session: &mut Session, index: usize, started: Instan
     }
 }
 
-/// Whether `argv` is a data write this session may pipeline ([`execute_deferred`]): a keyspace
-/// write outside MULTI. A connection queues such writes to the log back to back, without
+/// Whether `argv` is a write this session may pipeline ([`execute_deferred`]): a keyspace
+/// write, or a call that goes through the log (`FCALL` or `WASM.CALL` of a module loaded with
+/// WRITE), outside MULTI. A connection queues such writes to the log back to back, without
 /// waiting for each reply, so the writes of one pipeline share log entries and fsyncs.
-pub fn deferrable(session: &Session, argv: &[Bytes]) -> bool {
-    session.multi.is_none()
-        && session.authenticated
-        && command_table::lookup(&argv[0])
-            .is_some_and(|s| s.is_write() && s.handler == Handler::Data)
+pub fn deferrable(shared: &Shared, session: &Session, argv: &[Bytes]) -> bool {
+    if session.multi.is_some() || !session.authenticated {
+        return false;
+    }
+    match command_table::lookup(&argv[0]).map(|s| (s.is_write(), s.handler)) {
+        Some((true, Handler::Data)) => true,
+        Some((_, Handler::Functions(command))) => functions::defers(shared, command, &argv[1..]),
+        _ => false,
+    }
 }
 
 /// The result of [`execute_deferred`].
@@ -120,28 +125,33 @@ pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>
         session.stats.record_rejected();
         return Step::Now(rejected(shared, Some(index), e));
     }
-    let reply = match same_slot(spec.keys(&argv)) {
-        Err(e) => Reply::error(e),
-        Ok(()) => {
-            let ctx = shared.node.parse_ctx();
-            match node::parse(spec.name, &argv[1..], &ctx) {
-                Some(Ok(op)) => match shared.node.submit(op, &ctx) {
-                    Ok(ticket) => {
-                        return Step::Later(Deferred {
-                            ticket,
-                            index,
-                            started,
-                        });
-                    }
-                    Err(e) => Reply::error(e),
-                },
-                Some(Err(e)) => Reply::error(e),
-                None => Reply::error(unknown_command(&argv)),
-            }
+    let submitted = match spec.handler {
+        Handler::Functions(command) => functions::submit(shared, command, &argv[1..]),
+        _ => submit_op(shared, spec, &argv),
+    };
+    let reply = match submitted {
+        Ok(ticket) => {
+            return Step::Later(Deferred {
+                ticket,
+                index,
+                started,
+            });
         }
+        Err(reply) => reply,
     };
     account(shared, session, index, started, &reply);
     Step::Now(reply)
+}
+
+/// Parses the data write `argv` and queues it for the log.
+fn submit_op(shared: &Shared, spec: &CommandSpec, argv: &[Bytes]) -> Result<Ticket, Reply> {
+    same_slot(spec.keys(argv)).map_err(Reply::error)?;
+    let ctx = shared.node.parse_ctx();
+    match node::parse(spec.name, &argv[1..], &ctx) {
+        Some(Ok(op)) => shared.node.submit(op, &ctx).map_err(Reply::error),
+        Some(Err(e)) => Err(Reply::error(e)),
+        None => Err(Reply::error(unknown_command(argv))),
+    }
 }
 
 /// Waits for a deferred write's reply and counts it.

@@ -66,6 +66,46 @@ impl Node {
         self.state.functions().cache_counts()
     }
 
+    /// Whether a call of module `name` that is not read-only would go through the log now:
+    /// the module is loaded with WRITE. Such a call can be queued without waiting
+    /// ([`Node::submit_call`]).
+    pub fn is_write_call(&self, name: &str) -> bool {
+        self.state
+            .modules()
+            .get(name)
+            .is_some_and(|m| m.permissions.contains(Permissions::WRITE))
+    }
+
+    /// Queues a call of `entry` of module `name` for the log as a write call and returns at
+    /// once; the reply comes from the [`Ticket`](super::Ticket). Calls queued one after another
+    /// apply in that order, so a client's pipeline of write calls shares log entries. Should
+    /// the module have lost WRITE since [`Node::is_write_call`] (replaced meanwhile), the call
+    /// still runs at apply, in log order, and any write it tries is refused there, as in any
+    /// call of a module without WRITE.
+    pub fn submit_call(
+        &self,
+        name: &str,
+        entry: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        limits: CallLimits,
+    ) -> Result<super::Ticket, Reply> {
+        let slot = keys.first().map_or(0, |k| key_slot(k));
+        let module = self
+            .state
+            .modules()
+            .get(name)
+            .ok_or_else(|| Reply::error(WasmError::NoSuchModule(name.to_owned())))?;
+        if !module.exports.iter().any(|e| e == entry) {
+            return Err(Reply::error(WasmError::NoSuchEntry {
+                module: name.to_owned(),
+                entry: entry.to_owned(),
+            }));
+        }
+        let command = write_call(&module, entry, keys, args, &self.parse_ctx(), &limits);
+        self.enqueue(command, slot).map_err(Reply::error)
+    }
+
     /// Calls `entry` of module `name`. A call that may write (not `read_only`, module holding
     /// WRITE) is replicated as the call itself and runs on every member at apply time; any
     /// other call runs here only, as a read under `reads`.
@@ -109,17 +149,7 @@ impl Node {
             });
         }
         if writes(&module) {
-            let command = LogCommand::Call {
-                module: name.to_owned(),
-                sha256: module.sha256.clone(),
-                entry: entry.to_owned(),
-                keys: keys.to_vec(),
-                args: args.to_vec(),
-                now_ms: ctx.now_ms,
-                seed: ctx.seed,
-                max_fuel: limits.max_fuel.min(MAX_WRITE_FUEL),
-                max_memory_bytes: limits.max_memory_bytes,
-            };
+            let command = write_call(&module, entry, keys, args, &ctx, &limits);
             return self
                 .propose(command, slot.unwrap_or(0))
                 .await
@@ -158,6 +188,29 @@ impl Node {
             }
         }
         answered(tokio::task::block_in_place(|| run(limits)))
+    }
+}
+
+/// The log entry of a write call of `entry` of `module`, made at `ctx` (its time and seed),
+/// with fuel capped at what any write call may use.
+fn write_call(
+    module: &ModuleRef,
+    entry: &str,
+    keys: &[Bytes],
+    args: &[Bytes],
+    ctx: &ParseCtx,
+    limits: &CallLimits,
+) -> LogCommand {
+    LogCommand::Call {
+        module: module.name.clone(),
+        sha256: module.sha256.clone(),
+        entry: entry.to_owned(),
+        keys: keys.to_vec(),
+        args: args.to_vec(),
+        now_ms: ctx.now_ms,
+        seed: ctx.seed,
+        max_fuel: limits.max_fuel.min(MAX_WRITE_FUEL),
+        max_memory_bytes: limits.max_memory_bytes,
     }
 }
 

@@ -189,7 +189,7 @@ impl Node {
     }
 
     /// Queues `command` for the log (after the leadership check) without waiting.
-    fn enqueue(&self, command: LogCommand, slot: u16) -> Result<Ticket, NodeError> {
+    pub(super) fn enqueue(&self, command: LogCommand, slot: u16) -> Result<Ticket, NodeError> {
         self.must_lead(slot)?;
         let encoded = replication::encode(&command);
         if encoded.len() > self.max_entry_bytes {
