@@ -100,7 +100,7 @@ impl Default for WasmLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasmPool {
-    /// Pristine instances kept ready per module in use.
+    /// Pristine instances made ahead per module in use (again once a call takes the last).
     pub min_instances: u32,
     /// Instances that can exist at once (pooling allocator slots).
     pub max_instances: u32,

@@ -2,7 +2,6 @@
 //! input written through the guest's `alloc`, the entry point run under fuel, memory, stack and
 //! (read-only calls) time limits, and the outcome classified into the error the client sees.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -18,6 +17,9 @@ use super::{
 };
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
+
+/// Used instances handed to the pool thread together (at most a quarter of the slots).
+const RETIRE_BATCH: usize = 8;
 
 /// The result of a successful call.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +111,9 @@ impl Runtime {
             Some(ready) => Ok(ready),
             None => instantiate(&self.engine, module, &self.slots, at_apply),
         };
-        if module.pool.ready() < self.settings.min_instances as usize {
+        // The pool thread refills once the last ready instance is taken, not after every call:
+        // waking it per call cost more than it saved.
+        if self.settings.min_instances > 0 && module.pool.ready() == 0 {
             let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
         }
         let (mut store, slot, result) = match ready {
@@ -152,13 +156,20 @@ impl Runtime {
         let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
         // Tear down on the pool thread unless it is falling behind (each waiting instance holds
         // an allocator slot), or unless an apply's instance would keep the reserved slot from
-        // the next apply; then do it here.
+        // the next apply; then do it here. The pool thread is woken once a batch waits.
         let keeps_reserve = !at_apply || self.slots.reserve_is_free();
-        if keeps_reserve
-            && self.retiring.load(Ordering::Relaxed) < self.settings.max_instances as usize / 4
-        {
-            self.retiring.fetch_add(1, Ordering::Relaxed);
-            let _ = self.pool_jobs.send(PoolJob::Retire(store, slot));
+        let cap = self.settings.max_instances as usize / 4;
+        if keeps_reserve {
+            match self
+                .retired
+                .hand_over(store, slot, cap, cap.clamp(1, RETIRE_BATCH))
+            {
+                Ok(true) => {
+                    let _ = self.pool_jobs.send(PoolJob::Drain);
+                }
+                Ok(false) => {}
+                Err(used) => drop(used),
+            }
         } else {
             drop(store);
             drop(slot);

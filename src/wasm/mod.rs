@@ -30,7 +30,7 @@ mod view;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ pub use pool::InstancePool;
 pub use registry::{ModuleStats, Registry};
 pub use view::{Access, SharedView};
 
-use pool::{PoolJob, Slots};
+use pool::{PoolJob, Retired, Slots};
 
 /// The most fuel a write call may start with, whatever `wasm-max-fuel` says: every replica
 /// runs a write call at apply, where nothing but fuel ends it, so this bounds how long one
@@ -95,7 +95,7 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// Largest module accepted, in bytes.
     pub max_module_size: usize,
-    /// Pristine instances kept ready per module that is in use.
+    /// Pristine instances made ahead per module in use (again once a call takes the last).
     pub min_instances: u32,
     /// A module's ready instances are dropped after it has not been called for this long.
     pub idle_timeout: Duration,
@@ -175,7 +175,7 @@ pub struct Runtime {
     settings: EngineSettings,
     pool_jobs: Sender<PoolJob>,
     /// Used instances sent to the pool thread and not yet torn down.
-    retiring: Arc<AtomicUsize>,
+    retired: Arc<Retired>,
     /// The allocator's instance slots, one kept for applies.
     slots: Arc<Slots>,
     cache_hits: AtomicU64,
@@ -261,15 +261,15 @@ impl Runtime {
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         let (pool_jobs, jobs) = std::sync::mpsc::channel();
         let weak = engine.weak();
-        let retiring = Arc::new(AtomicUsize::new(0));
-        let counter = retiring.clone();
+        let retired = Arc::new(Retired::default());
+        let handed = retired.clone();
         let slots = Slots::new(settings.max_instances);
         let pool_slots = slots.clone();
         std::thread::Builder::new()
             .name("wasm-pool".to_owned())
             // Start functions run here, with a call's stack limit.
             .stack_size(settings.max_stack_bytes + 2 * 1024 * 1024)
-            .spawn(move || pool::pool_thread(weak, jobs, settings, counter, pool_slots))
+            .spawn(move || pool::pool_thread(weak, jobs, settings, handed, pool_slots))
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         Ok(Runtime {
             engine,
@@ -277,7 +277,7 @@ impl Runtime {
             linker,
             settings,
             pool_jobs,
-            retiring,
+            retired,
             slots,
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),

@@ -92,10 +92,50 @@ impl Drop for Slot {
 pub(super) enum PoolJob {
     /// Bring this module's pool back up to its minimum.
     Refill(Weak<LoadedModule>),
-    /// Tear down a used instance (its memory reset happens here, off the call path), then
-    /// release its slot.
-    Retire(Store<CallState>, Slot),
+    /// Tear down the used instances waiting in [`Retired`].
+    Drain,
 }
+
+/// Used instances waiting for the pool thread to tear them down (their memory reset happens
+/// there, off the call path; each holds its allocator slot until then). They are handed over
+/// in batches: waking the pool thread for each one cost more than the teardown saved.
+#[derive(Default)]
+pub(super) struct Retired {
+    waiting: Mutex<Vec<(Store<CallState>, Slot)>>,
+}
+
+impl Retired {
+    /// Leaves `store` and its `slot` for the pool thread, unless `cap` are waiting already
+    /// (then they are handed back, to be torn down by the caller). `Ok(true)`: `batch` are
+    /// waiting now, and the pool thread should be woken.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn hand_over(
+        &self,
+        store: Store<CallState>,
+        slot: Slot,
+        cap: usize,
+        batch: usize,
+    ) -> Result<bool, (Store<CallState>, Slot)> {
+        let mut waiting = self.waiting.lock();
+        if waiting.len() >= cap {
+            return Err((store, slot));
+        }
+        waiting.push((store, slot));
+        Ok(waiting.len() >= batch)
+    }
+
+    fn drain(&self) {
+        let used = std::mem::take(&mut *self.waiting.lock());
+        drop(used);
+    }
+}
+
+/// How long the pool thread sleeps at most: used instances fewer than a batch wait no longer
+/// than this for their teardown.
+const POOL_TICK: Duration = Duration::from_millis(10);
+
+/// How often the pool thread looks for modules idle past `idle_timeout`.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Pre-instantiated pristine instances of one module.
 #[derive(Default)]
@@ -154,17 +194,16 @@ pub(super) fn pool_thread(
     engine: EngineWeak,
     jobs: Receiver<PoolJob>,
     settings: EngineSettings,
-    retiring: Arc<AtomicUsize>,
+    retired: Arc<Retired>,
     slots: Arc<Slots>,
 ) {
     let mut known: Vec<Weak<LoadedModule>> = Vec::new();
+    let mut idle_checked = Instant::now();
     loop {
-        match jobs.recv_timeout(Duration::from_secs(1)) {
-            Ok(PoolJob::Retire(store, slot)) => {
-                drop(store);
-                drop(slot);
-                retiring.fetch_sub(1, Ordering::Relaxed);
-            }
+        let job = jobs.recv_timeout(POOL_TICK);
+        retired.drain();
+        match job {
+            Ok(PoolJob::Drain) => {}
             Ok(PoolJob::Refill(weak)) => {
                 let (Some(module), Some(engine)) = (weak.upgrade(), engine.upgrade()) else {
                     continue;
@@ -182,7 +221,8 @@ pub(super) fn pool_thread(
                     }
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) if idle_checked.elapsed() >= IDLE_CHECK => {
+                idle_checked = Instant::now();
                 known.retain(|weak| match weak.upgrade() {
                     None => false,
                     Some(module) => {
@@ -198,6 +238,7 @@ pub(super) fn pool_thread(
                     }
                 });
             }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
