@@ -96,12 +96,7 @@ impl Node {
             .modules()
             .get(name)
             .ok_or_else(|| Reply::error(WasmError::NoSuchModule(name.to_owned())))?;
-        if !module.exports.iter().any(|e| e == entry) {
-            return Err(Reply::error(WasmError::NoSuchEntry {
-                module: name.to_owned(),
-                entry: entry.to_owned(),
-            }));
-        }
+        has_entry(&module, entry).map_err(Reply::error)?;
         let command = write_call(&module, entry, keys, args, &self.parse_ctx(), &limits);
         self.enqueue(command, slot).map_err(Reply::error)
     }
@@ -142,11 +137,8 @@ impl Node {
                 }
             }
         };
-        if !module.exports.iter().any(|e| e == entry) {
-            return Reply::error(WasmError::NoSuchEntry {
-                module: name.to_owned(),
-                entry: entry.to_owned(),
-            });
+        if let Err(e) = has_entry(&module, entry) {
+            return Reply::error(e);
         }
         if writes(&module) {
             let command = write_call(&module, entry, keys, args, &ctx, &limits);
@@ -188,6 +180,18 @@ impl Node {
             }
         }
         answered(tokio::task::block_in_place(|| run(limits)))
+    }
+}
+
+/// `Ok` if `module` exports `entry` as an entry point.
+fn has_entry(module: &ModuleRef, entry: &str) -> Result<(), WasmError> {
+    if module.exports.iter().any(|e| e == entry) {
+        Ok(())
+    } else {
+        Err(WasmError::NoSuchEntry {
+            module: module.name.clone(),
+            entry: entry.to_owned(),
+        })
     }
 }
 

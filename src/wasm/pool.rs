@@ -221,25 +221,27 @@ pub(super) fn pool_thread(
                     }
                 }
             }
-            Err(RecvTimeoutError::Timeout) if idle_checked.elapsed() >= IDLE_CHECK => {
-                idle_checked = Instant::now();
-                known.retain(|weak| match weak.upgrade() {
-                    None => false,
-                    Some(module) => {
-                        let idle = module
-                            .pool
-                            .last_used
-                            .lock()
-                            .is_none_or(|t| t.elapsed() > settings.idle_timeout);
-                        if idle {
-                            module.pool.ready.lock().clear();
-                        }
-                        true
-                    }
-                });
-            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Also while jobs keep coming: one module in steady use must not keep another's
+        // idle instances alive.
+        if idle_checked.elapsed() >= IDLE_CHECK {
+            idle_checked = Instant::now();
+            known.retain(|weak| match weak.upgrade() {
+                None => false,
+                Some(module) => {
+                    let idle = module
+                        .pool
+                        .last_used
+                        .lock()
+                        .is_none_or(|t| t.elapsed() > settings.idle_timeout);
+                    if idle {
+                        module.pool.ready.lock().clear();
+                    }
+                    true
+                }
+            });
         }
     }
 }
