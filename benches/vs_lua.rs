@@ -11,10 +11,9 @@
 //! `usec_per_call` of EVALSHA / FCALL_RO) and client throughput with ten (`redis-benchmark`). Run with
 //! `cargo bench --bench vs_lua`; `FERRITE_BENCH_REQUESTS` sets the calls per workload.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use ferrite_testkit::bench::redis_benchmark;
+use ferrite_testkit::bench::{bench_udf, redis_benchmark};
 use ferrite_testkit::{RedisServer, Server};
 
 const LUA_JSON: &str = r#"
@@ -105,18 +104,6 @@ fn throughput(port: u16, clients: u32, requests: u64, command: &[&str]) -> f64 {
     redis_benchmark(port, &args)[0].rps()
 }
 
-fn build_bench_module() -> Vec<u8> {
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "bench_udf"])
-        .current_dir(&examples)
-        .status()
-        .expect("build the examples");
-    assert!(status.success(), "building examples/bench_udf failed");
-    std::fs::read(examples.join("target/wasm32-unknown-unknown/release/bench_udf.wasm")).unwrap()
-}
-
 /// (name, Lua script, function, keys with numkeys, arguments).
 type Workload<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, Vec<&'a str>);
 
@@ -128,7 +115,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let module = build_bench_module();
+    let module = bench_udf();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferrite.toml");
     // The JSON workload needs more than the default million fuel.

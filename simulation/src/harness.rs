@@ -124,7 +124,6 @@ pub fn config_for(id: u64) -> Config {
     }
     // Often, so a replica that diverges is caught by its digest during the run.
     c.state_check_interval_ms = 1000;
-    config.wasm.pool.min_instances = 0;
     config.wasm.pool.max_instances = 4;
     config
 }

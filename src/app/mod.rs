@@ -360,12 +360,16 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>
 /// The WebAssembly engine's settings from `[wasm]`.
 fn engine_settings(config: &Config) -> EngineSettings {
     let w = &config.wasm;
+    for name in w.pool.retired_settings() {
+        tracing::warn!(
+            setting = name,
+            "this setting no longer has an effect: instances are made for each call"
+        );
+    }
     EngineSettings {
         max_stack_bytes: w.limits.max_stack_bytes as usize,
         max_instances: w.pool.max_instances,
         max_module_size: w.max_module_size as usize,
-        min_instances: w.pool.min_instances,
-        idle_timeout: Duration::from_secs(w.pool.idle_timeout_secs),
     }
 }
 

@@ -346,12 +346,8 @@ fn stats(shared: &Shared) -> Reply {
             Reply::Int(config.wasm.pool.max_instances as i64),
         ),
         field(
-            "pool_min_instances",
-            Reply::Int(config.wasm.pool.min_instances as i64),
-        ),
-        field(
-            "pool_ready_instances",
-            Reply::Int(registry.list().iter().map(|m| m.pool.ready() as i64).sum()),
+            "pool_instances_in_use",
+            Reply::Int(shared.node.wasm_slots_in_use() as i64),
         ),
         field(
             "compile_cache_hits",

@@ -24,10 +24,9 @@ pub use cluster::{
 };
 pub use params::ConfigSetError;
 pub use wasm::{
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_DURATION_MS, DEFAULT_MAX_FUEL, DEFAULT_MAX_INSTANCES,
-    DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_STACK_BYTES,
-    DEFAULT_MIN_INSTANCES, DefaultPermissions, MIN_STACK_BYTES, WasmConfig, WasmLimits, WasmPool,
-    WasmSecurity,
+    DEFAULT_MAX_DURATION_MS, DEFAULT_MAX_FUEL, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MEMORY_BYTES,
+    DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_STACK_BYTES, DefaultPermissions, MIN_STACK_BYTES,
+    WasmConfig, WasmLimits, WasmPool, WasmSecurity,
 };
 
 pub use crate::peers::Peers;

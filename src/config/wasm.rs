@@ -1,5 +1,5 @@
-//! The `[wasm]` section: module size, default permissions, per-call limits, the instance pool
-//! and which permissions may be granted.
+//! The `[wasm]` section: module size, default permissions, per-call limits, the instance
+//! allocator and which permissions may be granted.
 
 use std::path::PathBuf;
 
@@ -21,10 +21,6 @@ pub const DEFAULT_MAX_STACK_BYTES: u64 = 1024 * 1024;
 /// 16 bytes, `wasm/depth.rs`) twice over, so that every host traps at the counted depth, never
 /// at its native limit first.
 pub const MIN_STACK_BYTES: u64 = 1024 * 1024;
-/// Default number of pristine instances kept ready per module in use.
-pub const DEFAULT_MIN_INSTANCES: u32 = 2;
-/// Default idle time after which a module's ready instances are dropped.
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default number of instances the pooling allocator can hold at once.
 pub const DEFAULT_MAX_INSTANCES: u32 = 64;
 
@@ -100,21 +96,36 @@ impl Default for WasmLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasmPool {
-    /// Pristine instances made ahead per module in use (again once a call takes the last).
-    pub min_instances: u32,
     /// Instances that can exist at once (pooling allocator slots).
     pub max_instances: u32,
-    /// Ready instances of a module not called for this long are dropped.
-    pub idle_timeout_secs: u64,
+    /// No longer used (instances are made for each call, on its thread): accepted so that
+    /// older configuration files still start, with a warning.
+    pub min_instances: Option<u32>,
+    /// No longer used, like `min_instances`.
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl Default for WasmPool {
     fn default() -> Self {
         WasmPool {
-            min_instances: DEFAULT_MIN_INSTANCES,
             max_instances: DEFAULT_MAX_INSTANCES,
-            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            min_instances: None,
+            idle_timeout_secs: None,
         }
+    }
+}
+
+impl WasmPool {
+    /// The settings given that no longer have an effect, by name.
+    pub fn retired_settings(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.min_instances.is_some() {
+            names.push("wasm.pool.min_instances");
+        }
+        if self.idle_timeout_secs.is_some() {
+            names.push("wasm.pool.idle_timeout_secs");
+        }
+        names
     }
 }
 
@@ -158,12 +169,6 @@ impl WasmConfig {
                 format!("must be between {MIN_STACK_BYTES} and 67108864"),
             ));
         }
-        if self.pool.min_instances > self.pool.max_instances / 2 {
-            return Err(invalid(
-                "wasm.pool.min_instances",
-                "must be at most half of wasm.pool.max_instances".into(),
-            ));
-        }
         // One slot is kept for applies, so local calls need a second.
         if !(2..=10_000).contains(&self.pool.max_instances) {
             return Err(invalid(
@@ -172,5 +177,23 @@ impl WasmConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn retired_pool_settings_still_load_and_are_named() {
+        let old = "[wasm.pool]\nmin_instances = 2\nidle_timeout_secs = 60\nmax_instances = 8\n";
+        let c = Config::from_toml(old).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.wasm.pool.max_instances, 8);
+        assert_eq!(
+            c.wasm.pool.retired_settings(),
+            ["wasm.pool.min_instances", "wasm.pool.idle_timeout_secs"]
+        );
+        assert!(Config::default().wasm.pool.retired_settings().is_empty());
     }
 }

@@ -61,6 +61,11 @@ impl Node {
             .unwrap_or_else(Reply::error)
     }
 
+    /// WebAssembly instance slots held now, by calls running.
+    pub fn wasm_slots_in_use(&self) -> usize {
+        self.state.functions().slots_in_use()
+    }
+
     /// Compile-cache hits and misses since start.
     pub fn wasm_cache_counts(&self) -> (u64, u64) {
         self.state.functions().cache_counts()

@@ -153,14 +153,12 @@ const GROWER: &str = r#"(module
     (i64.const 0)))"#;
 
 #[test]
-fn replicas_with_different_settings_and_warm_pools_apply_to_the_same_state() {
+fn replicas_with_different_settings_apply_to_the_same_state() {
     let roomy = crate::wasm::EngineSettings::default();
     let tight = crate::wasm::EngineSettings {
         max_module_size: 64,
         max_instances: 2,
-        min_instances: 0,
         max_stack_bytes: 2 << 20,
-        ..roomy
     };
     let a = StateMachine::new(roomy, None).unwrap();
     let b = StateMachine::new(tight, None).unwrap();
@@ -246,10 +244,9 @@ fn write_call_on(
 
 #[test]
 fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
-    // Two slots and no warm pools: two read-only calls in flight would hold both.
+    // Two slots: two read-only calls in flight would hold both.
     let settings = crate::wasm::EngineSettings {
         max_instances: 2,
-        min_instances: 0,
         ..crate::wasm::EngineSettings::default()
     };
     let machine = Arc::new(StateMachine::new(settings, None).unwrap());
@@ -302,9 +299,8 @@ fn an_apply_finds_an_instance_slot_whatever_local_calls_hold() {
         vec![vec![Reply::Int(0)]],
         "the apply ran in the slot kept for it"
     );
-    // Its instance was torn down at once (the first call's may still wait for the pool
-    // thread): the next apply finds the slot free again.
-    assert!(machine.functions().slots_in_use() <= 1);
+    // Every instance is torn down as its call ends: the next apply finds the slot free again.
+    assert_eq!(machine.functions().slots_in_use(), 0);
     assert_eq!(
         machine
             .apply(3, &write_call("w", GROWER, "incr", 3))
@@ -372,7 +368,6 @@ async fn a_write_call_at_apply_leaves_the_async_worker_to_other_tasks() {
 #[test]
 fn a_start_function_at_apply_is_bounded_by_fuel_not_by_the_clock() {
     let settings = crate::wasm::EngineSettings {
-        min_instances: 0,
         ..crate::wasm::EngineSettings::default()
     };
     let machine = Arc::new(StateMachine::new(settings, None).unwrap());

@@ -1,6 +1,6 @@
-//! Running a call: a pristine instance from the module's pool (or made on the spot), the
-//! input written through the guest's `alloc`, the entry point run under fuel, memory, stack and
-//! (read-only calls) time limits, and the outcome classified into the error the client sees.
+//! Running a call: a pristine instance made for it on the calling thread, the
+//! input written through the guest's `alloc`, the entry point run under fuel, memory, stack
+//! and (read-only calls) time limits, the instance torn down, and the outcome classified into the error the client sees.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use wasmtime::{Instance, Store, Trap};
 
 use super::depth;
-use super::pool::{PoolJob, Ready, instantiate};
+use super::pool::{Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
     CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, ModuleRef, NO_DEADLINE, Runtime,
@@ -17,9 +17,6 @@ use super::{
 };
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
-
-/// Used instances handed to the pool thread together (at most a quarter of the slots).
-const RETIRE_BATCH: usize = 8;
 
 /// The result of a successful call.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +31,8 @@ impl Runtime {
     /// Runs `entry` of `module` on `keyspace` with `keys` and `args`. The keyspace comes back
     /// in every case; after a failure it holds exactly what it held before.
     ///
-    /// The call runs on a pristine instance taken from the module's pool (instantiated ahead of
-    /// time by the pool thread), or made on the spot if the pool is empty; afterwards the used
-    /// instance goes to the pool thread, which tears it down off the call path.
+    /// The call runs on a pristine instance made for it, torn down as soon as it ends (both
+    /// on this thread: see `pool.rs`).
     #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
@@ -107,16 +103,8 @@ impl Runtime {
         let mut state = state;
         state.time_slice = limits.time_slice;
         let at_apply = limits.at_apply();
-        let ready = match module.pool.take() {
-            Some(ready) => Ok(ready),
-            None => instantiate(&self.engine, module, &self.slots, at_apply),
-        };
-        // The pool thread refills once the last ready instance is taken, not after every call:
-        // waking it per call cost more than it saved.
-        if self.settings.min_instances > 0 && module.pool.ready() == 0 {
-            let _ = self.pool_jobs.send(PoolJob::Refill(Arc::downgrade(module)));
-        }
-        let (mut store, slot, result) = match ready {
+        let ready = instantiate(&self.engine, module, &self.slots, at_apply);
+        let (store, slot, result) = match ready {
             Ok(Ready {
                 mut store,
                 instance,
@@ -153,27 +141,10 @@ impl Runtime {
             }
         };
         let fuel_left = store.get_fuel().unwrap_or(0);
-        let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
-        // Tear down on the pool thread unless it is falling behind (each waiting instance holds
-        // an allocator slot), or unless an apply's instance would keep the reserved slot from
-        // the next apply; then do it here. The pool thread is woken once a batch waits.
-        let keeps_reserve = !at_apply || self.slots.reserve_is_free();
-        let cap = self.settings.max_instances as usize / 4;
-        if keeps_reserve {
-            match self
-                .retired
-                .hand_over(store, slot, cap, cap.clamp(1, RETIRE_BATCH))
-            {
-                Ok(true) => {
-                    let _ = self.pool_jobs.send(PoolJob::Drain);
-                }
-                Ok(false) => {}
-                Err(used) => drop(used),
-            }
-        } else {
-            drop(store);
-            drop(slot);
-        }
+        // Free the slot (the store first) before anything else: the next call of this module
+        // finds it reset and warm.
+        let mut state = store.into_data();
+        drop(slot);
         let outcome = match result {
             Ok(value) => Ok(CallOutcome {
                 reply: state.reply.take().unwrap_or(Reply::Int(value)),

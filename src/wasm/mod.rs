@@ -11,8 +11,8 @@
 //!
 //! Files: `mod.rs` (the [`Runtime`]: engine, linker, compiling), `cache.rs` (compiled code on
 //! disk), `validate.rs` (the ABI's exports and imports, checked at load), `call.rs` (running a
-//! call and classifying how it ended), `pool.rs` (pristine instances made ahead of calls, torn
-//! down off the call path), `host.rs` (the `ferrite` imports), `view.rs` (owned and shared
+//! call and classifying how it ended), `pool.rs` (an instance per call, made and torn down on the
+//! calling thread; the allocator's slots), `host.rs` (the `ferrite` imports), `view.rs` (owned and shared
 //! keyspace access), `abi.rs` (the host's side of the
 //! ABI encodings), `registry.rs` (modules by name, statistics), `error.rs`, `permissions.rs`.
 
@@ -31,7 +31,6 @@ mod view;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,11 +47,10 @@ pub use host::{CallMode, CallState, FUEL_COSTS, FuelCosts};
 #[cfg(test)]
 pub(crate) use host::{ON_LOG, PANIC_IN_LOG};
 pub use permissions::Permissions;
-pub use pool::InstancePool;
 pub use registry::{ModuleStats, Registry};
 pub use view::{Access, SharedView};
 
-use pool::{PoolJob, Retired, Slots};
+use pool::Slots;
 
 /// The most fuel a write call may start with, whatever `wasm-max-fuel` says: every replica
 /// runs a write call at apply, where nothing but fuel ends it, so this bounds how long one
@@ -95,10 +93,6 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// Largest module accepted, in bytes.
     pub max_module_size: usize,
-    /// Pristine instances made ahead per module in use (again once a call takes the last).
-    pub min_instances: u32,
-    /// A module's ready instances are dropped after it has not been called for this long.
-    pub idle_timeout: Duration,
 }
 
 impl Default for EngineSettings {
@@ -109,8 +103,6 @@ impl Default for EngineSettings {
             max_stack_bytes: config::DEFAULT_MAX_STACK_BYTES as usize,
             max_instances: config::DEFAULT_MAX_INSTANCES,
             max_module_size: config::DEFAULT_MAX_MODULE_SIZE as usize,
-            min_instances: config::DEFAULT_MIN_INSTANCES,
-            idle_timeout: Duration::from_secs(config::DEFAULT_IDLE_TIMEOUT_SECS),
         }
     }
 }
@@ -135,8 +127,6 @@ pub struct LoadedModule {
     pub compile_time: Duration,
     /// Call statistics.
     pub stats: ModuleStats,
-    /// Instances made ahead of calls.
-    pub pool: InstancePool,
     pre: InstancePre<CallState>,
 }
 
@@ -173,9 +163,6 @@ pub struct Runtime {
     cache_dir: Option<std::path::PathBuf>,
     linker: Linker<CallState>,
     settings: EngineSettings,
-    pool_jobs: Sender<PoolJob>,
-    /// Used instances sent to the pool thread and not yet torn down.
-    retired: Arc<Retired>,
     /// The allocator's instance slots, one kept for applies.
     slots: Arc<Slots>,
     cache_hits: AtomicU64,
@@ -259,25 +246,12 @@ impl Runtime {
                 }
             })
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
-        let (pool_jobs, jobs) = std::sync::mpsc::channel();
-        let weak = engine.weak();
-        let retired = Arc::new(Retired::default());
-        let handed = retired.clone();
         let slots = Slots::new(settings.max_instances);
-        let pool_slots = slots.clone();
-        std::thread::Builder::new()
-            .name("wasm-pool".to_owned())
-            // Start functions run here, with a call's stack limit.
-            .stack_size(settings.max_stack_bytes + 2 * 1024 * 1024)
-            .spawn(move || pool::pool_thread(weak, jobs, settings, handed, pool_slots))
-            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         Ok(Runtime {
             engine,
             cache_dir,
             linker,
             settings,
-            pool_jobs,
-            retired,
             slots,
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
@@ -335,7 +309,6 @@ impl Runtime {
             loaded_at_ms: now_ms,
             compile_time: started.elapsed(),
             stats: ModuleStats::default(),
-            pool: InstancePool::default(),
             pre,
         })
     }
@@ -346,7 +319,7 @@ impl Runtime {
         &self.engine
     }
 
-    /// Instance slots held now (pooled, in calls, waiting to be torn down).
+    /// Instance slots held now (by calls running).
     pub fn slots_in_use(&self) -> usize {
         self.slots.in_use()
     }

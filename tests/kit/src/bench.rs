@@ -58,6 +58,21 @@ fn parse_csv(text: &str) -> Vec<BenchRow> {
         .collect()
 }
 
+/// `examples/bench_udf` built for `wasm32-unknown-unknown` (release, the examples' linker
+/// settings): the guest the WebAssembly benchmarks call.
+pub fn bench_udf() -> Vec<u8> {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "bench_udf"])
+        .current_dir(&examples)
+        .status()
+        .expect("build the examples");
+    assert!(status.success(), "building examples/bench_udf failed");
+    std::fs::read(examples.join("target/wasm32-unknown-unknown/release/bench_udf.wasm"))
+        .expect("the built module")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,87 @@
+//! The per-call cost of a WebAssembly call inside the server, without the network: a read-only
+//! call of `examples/bench_udf`'s `keylen` (GET a key, return its length) through the same
+//! path `FCALL_RO` takes once it reaches the state machine (`Runtime::call_shared`), from one
+//! thread and from two. It shows what the call path itself costs (taking a pristine instance,
+//! writing the input, running the guest, reading the reply, handing the instance back), which
+//! client benchmarks hide under socket and scheduling costs.
+//!
+//! `cargo bench --bench wasm_call` (`FERRITE_BENCH_CALLS` sets the calls per thread; a path to a
+//! module as first argument replaces the example guest).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrite::keyspace::{Entry, Keyspace, ParseCtx, Value};
+use ferrite::wasm::{CallLimits, CallMode, EngineSettings, Permissions, Runtime};
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let calls: u32 = std::env::var("FERRITE_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let module = match std::env::args().nth(1).filter(|a| !a.starts_with('-')) {
+        Some(path) => std::fs::read(path).expect("the module file"),
+        None => ferrite_testkit::bench::bench_udf(),
+    };
+    let runtime = Arc::new(Runtime::new(EngineSettings::default(), None).unwrap());
+    let module = Arc::new(
+        runtime
+            .compile("b", module.into(), Permissions::READ, 0)
+            .unwrap(),
+    );
+    let mut keyspace = Keyspace::new();
+    keyspace.restore_entry(
+        Bytes::from_static(b"key"),
+        Some(Entry {
+            value: Value::String(Bytes::from_static(b"a value of some length")),
+            expire_at: None,
+            version: 1,
+        }),
+    );
+    let keyspace = Arc::new(RwLock::new(keyspace));
+    let limits = CallLimits {
+        max_memory_bytes: 64 << 20,
+        max_fuel: 1_000_000,
+        max_duration: Duration::from_secs(5),
+        time_slice: false,
+    };
+    let run = |calls: u32| {
+        let keys = [Bytes::from_static(b"key")];
+        let started = Instant::now();
+        for _ in 0..calls {
+            let outcome = runtime.call_shared(
+                &module,
+                "keylen",
+                &keys,
+                &[],
+                keyspace.clone(),
+                ParseCtx { now_ms: 1, seed: 1 },
+                CallMode { read_only: true },
+                limits,
+            );
+            assert!(outcome.is_ok(), "{outcome:?}");
+        }
+        started.elapsed()
+    };
+    run(calls / 10);
+    for threads in [1u32, 2] {
+        let took = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| run(calls))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .max()
+                .unwrap()
+        });
+        let total = f64::from(calls * threads);
+        println!(
+            "{threads} thread(s): {:.2} µs per call, {:.0} calls/s",
+            took.as_secs_f64() * 1e6 / f64::from(calls),
+            total / took.as_secs_f64()
+        );
+    }
+}
