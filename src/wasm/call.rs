@@ -6,14 +6,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use wasmtime::{Instance, Store, Trap};
+use wasmtime::{Extern, Instance, ModuleExport, Store, Trap};
 
 use super::depth;
+use super::host::GuestExports;
 use super::pool::{Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
-    CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, ModuleRef, NO_DEADLINE, Runtime,
-    WasmError, abi, first_line,
+    CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef, NO_DEADLINE,
+    Runtime, WasmError, abi, first_line,
 };
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
@@ -114,7 +115,7 @@ impl Runtime {
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let result = run(&mut store, instance, entry, keys, args, limits);
+                    let result = run(&mut store, instance, module, entry, keys, args, limits);
                     let unreachable = result.as_ref().is_err_and(|e| {
                         e.downcast_ref::<Trap>() == Some(&Trap::UnreachableCodeReached)
                     });
@@ -167,6 +168,7 @@ impl Runtime {
 fn run(
     store: &mut Store<CallState>,
     instance: Instance,
+    module: &LoadedModule,
     entry: &str,
     keys: &[Bytes],
     args: &[Bytes],
@@ -182,14 +184,34 @@ fn run(
         (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
     };
     store.set_epoch_deadline(ticks);
-    store.data_mut().depth = instance.get_global(&mut *store, depth::DEPTH_EXPORT);
-    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, ferrite_abi::export::ALLOC)?;
-    let func = instance.get_typed_func::<(i32, i32), i64>(&mut *store, entry)?;
+    // The exports were found at load (`ExportIndex`): no lookups by name here, and the host
+    // functions get the memory and `alloc` from the call's state.
+    let index = &module.index;
+    let mut export = |at: &ModuleExport| instance.get_module_export(&mut *store, at);
+    let depth = index
+        .depth
+        .as_ref()
+        .and_then(&mut export)
+        .and_then(Extern::into_global);
+    let memory = export(&index.memory).and_then(Extern::into_memory);
+    let alloc = export(&index.alloc).and_then(Extern::into_func);
+    let position = module.exports.iter().position(|e| e == entry);
+    let func = position
+        .and_then(|i| export(&index.entries[i]))
+        .and_then(Extern::into_func);
+    let (Some(memory), Some(alloc), Some(func)) = (memory, alloc, func) else {
+        return Err(wasmtime::format_err!("no export '{entry}'"));
+    };
+    let alloc = alloc.typed::<i32, i32>(&*store)?;
+    let func = func.typed::<(i32, i32), i64>(&*store)?;
+    let state = store.data_mut();
+    state.depth = depth;
+    state.guest = Some(GuestExports {
+        memory,
+        alloc: alloc.clone(),
+    });
     let input = abi::encode_input(keys, args);
     let ptr = alloc.call(&mut *store, input.len() as i32)?;
-    let memory = instance
-        .get_memory(&mut *store, ferrite_abi::export::MEMORY)
-        .ok_or_else(|| wasmtime::format_err!("module has no memory export"))?;
     memory
         .write(&mut *store, ptr as u32 as usize, &input)
         .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use wasmtime::{Caller, Extern, Global, Linker, Memory, ResourceLimiter, Trap, Val};
+use wasmtime::{Caller, Extern, Global, Linker, Memory, ResourceLimiter, Trap, TypedFunc, Val};
 
 use ferrite_abi::{IMPORT_MODULE, KEY_NOT_FOUND, LogLevel, import};
 
@@ -95,6 +95,9 @@ pub struct CallState {
     pub time_slice: bool,
     /// The module's depth counter (`depth.rs`), found when the call starts.
     pub depth: Option<Global>,
+    /// The guest's memory and `alloc`, found when the call starts (none while a start
+    /// function runs: the host functions look them up then).
+    pub guest: Option<GuestExports>,
     /// Set when the call trapped at its depth budget.
     pub depth_exceeded: bool,
 }
@@ -138,6 +141,7 @@ impl CallState {
             host_panic: None,
             time_slice: false,
             depth: None,
+            guest: None,
             depth_exceeded: false,
         }
     }
@@ -281,7 +285,19 @@ fn charge(caller: &mut Caller<'_, CallState>, amount: u64) -> wasmtime::Result<(
     caller.set_fuel(fuel - amount)
 }
 
+/// The exports of the instance a call runs on that the host functions use.
+#[derive(Clone)]
+pub struct GuestExports {
+    /// `memory` (a handle: still valid after the memory grows).
+    pub memory: Memory,
+    /// `alloc`.
+    pub alloc: TypedFunc<i32, i32>,
+}
+
 fn memory(caller: &mut Caller<'_, CallState>) -> wasmtime::Result<Memory> {
+    if let Some(guest) = &caller.data().guest {
+        return Ok(guest.memory);
+    }
     match caller.get_export(ferrite_abi::export::MEMORY) {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(wasmtime::format_err!("module has no memory export")),
@@ -302,9 +318,13 @@ fn read_guest(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtim
 
 /// Asks the guest's `alloc` for room, copies `bytes` there, and packs `(ptr << 32) | len`.
 fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Result<i64> {
-    let alloc = match caller.get_export(ferrite_abi::export::ALLOC) {
-        Some(Extern::Func(f)) => f.typed::<i32, i32>(&caller)?,
-        _ => return Err(wasmtime::format_err!("module has no alloc export")),
+    let cached = caller.data().guest.as_ref().map(|g| g.alloc.clone());
+    let alloc = match cached {
+        Some(alloc) => alloc,
+        None => match caller.get_export(ferrite_abi::export::ALLOC) {
+            Some(Extern::Func(f)) => f.typed::<i32, i32>(&caller)?,
+            _ => return Err(wasmtime::format_err!("module has no alloc export")),
+        },
     };
     // The host's frames between the guest's count towards its depth while `alloc` runs, so an
     // `alloc` that calls back into the host cannot pile up uncounted frames.

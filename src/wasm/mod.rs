@@ -127,6 +127,7 @@ pub struct LoadedModule {
     pub compile_time: Duration,
     /// Call statistics.
     pub stats: ModuleStats,
+    index: validate::ExportIndex,
     pre: InstancePre<CallState>,
 }
 
@@ -295,6 +296,7 @@ impl Runtime {
         let sha256 = hex_sha256(&bytes);
         let module = self.compile_cached(&bytes, &sha256)?;
         let exports = validate::validate(&module)?;
+        let index = validate::ExportIndex::new(&module, &exports)?;
         let pre = self
             .linker
             .instantiate_pre(&module)
@@ -309,6 +311,7 @@ impl Runtime {
             loaded_at_ms: now_ms,
             compile_time: started.elapsed(),
             stats: ModuleStats::default(),
+            index,
             pre,
         })
     }

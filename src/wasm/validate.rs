@@ -1,9 +1,38 @@
 //! Load-time checks against the guest ABI (`docs/abi.md`): only `ferrite` imports that exist,
 //! `memory` and `alloc` exported with their types, at least one entry point.
 
-use wasmtime::{ExternType, Module, ValType};
+use wasmtime::{ExternType, Module, ModuleExport, ValType};
 
-use super::WasmError;
+use super::{WasmError, depth};
+
+/// Where a module's ABI exports are, found once at load so that a call looks none of them up
+/// by name.
+#[derive(Clone)]
+pub(super) struct ExportIndex {
+    pub(super) memory: ModuleExport,
+    pub(super) alloc: ModuleExport,
+    /// The depth counter (`depth.rs`).
+    pub(super) depth: Option<ModuleExport>,
+    /// The entry points, in the order of [`LoadedModule::exports`](super::LoadedModule).
+    pub(super) entries: Vec<ModuleExport>,
+}
+
+impl ExportIndex {
+    /// The index of `module`, whose entry points [`validate`] returned as `entries`.
+    pub(super) fn new(module: &Module, entries: &[String]) -> Result<ExportIndex, WasmError> {
+        let find = |name: &str| {
+            module
+                .get_export_index(name)
+                .ok_or_else(|| WasmError::InvalidModule(format!("missing export '{name}'")))
+        };
+        Ok(ExportIndex {
+            memory: find(ferrite_abi::export::MEMORY)?,
+            alloc: find(ferrite_abi::export::ALLOC)?,
+            depth: module.get_export_index(depth::DEPTH_EXPORT),
+            entries: entries.iter().map(|e| find(e)).collect::<Result<_, _>>()?,
+        })
+    }
+}
 
 /// Checks the ABI's exports and imports; returns the entry points.
 pub(super) fn validate(module: &Module) -> Result<Vec<String>, WasmError> {
