@@ -6,7 +6,9 @@
 //! client benchmarks hide under socket and scheduling costs.
 //!
 //! `cargo bench --bench wasm_call` (`FERRITE_BENCH_CALLS` sets the calls per thread; a path to a
-//! module as first argument replaces the example guest).
+//! module as first argument replaces the example guest, and `FERRITE_BENCH_ENTRY` names its
+//! entry point, `keylen` by default: one that takes one key and reads it; `FERRITE_BENCH_KEY`
+//! names the key, `key` by default).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -33,9 +35,10 @@ fn main() {
             .compile("b", module.into(), Permissions::READ, 0)
             .unwrap(),
     );
+    let key = Bytes::from(std::env::var("FERRITE_BENCH_KEY").unwrap_or_else(|_| "key".to_owned()));
     let mut keyspace = Keyspace::new();
     keyspace.restore_entry(
-        Bytes::from_static(b"key"),
+        key.clone(),
         Some(Entry {
             value: Value::String(Bytes::from_static(b"a value of some length")),
             expire_at: None,
@@ -49,13 +52,14 @@ fn main() {
         max_duration: Duration::from_secs(5),
         time_slice: false,
     };
+    let entry = std::env::var("FERRITE_BENCH_ENTRY").unwrap_or_else(|_| "keylen".to_owned());
     let run = |calls: u32| {
-        let keys = [Bytes::from_static(b"key")];
+        let keys = [key.clone()];
         let started = Instant::now();
         for _ in 0..calls {
             let outcome = runtime.call_shared(
                 &module,
-                "keylen",
+                &entry,
                 &keys,
                 &[],
                 keyspace.clone(),
