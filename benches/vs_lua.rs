@@ -1,19 +1,23 @@
 //! WebAssembly functions on Ferrite against Lua scripts on Redis, same machine, same run.
 //!
 //! Four workloads, each as a Lua script (EVALSHA on `redis-server`) and as an export of
-//! `examples/bench_udf` (FCALL_RO on ferrite):
+//! `examples/bench_udf` (FCALL_RO on ferrite), built twice: with the examples' linker settings
+//! (64 KiB of stack, 8 pages) and with the linker's defaults (1 MiB of stack at the bottom of
+//! memory, 17 pages, the heap grown on demand: what a guest built without the SDK's advice
+//! looks like):
 //! 1. json: parse an 8 KB document (100 items) stored at a key, sum `price` over active items;
 //! 2. string: uppercase, reverse and count the letters of a 4 KB argument;
 //! 3. numeric: count primes up to 3000 by trial division;
 //! 4. key access: GET a key and return its length.
 //!
-//! For each: server-side µs per call with one client (each server's `INFO commandstats`,
-//! `usec_per_call` of EVALSHA / FCALL_RO) and client throughput with ten (`redis-benchmark`). Run with
-//! `cargo bench --bench vs_lua`; `FERRITE_BENCH_REQUESTS` sets the calls per workload.
+//! For each, at 1 and 4 clients: calls per second and p50/p99 latency from `redis-benchmark`,
+//! and the ratio of WASM's throughput to Lua's (Lua's time ÷ WASM's). Run with
+//! `cargo bench --bench vs_lua`; `FERRITE_BENCH_REQUESTS` sets the calls per workload with 4
+//! clients (a quarter with 1; five times as many for key access).
 
 use std::process::{Command, Stdio};
 
-use ferrite_testkit::bench::{bench_udf, redis_benchmark};
+use ferrite_testkit::bench::{BenchRow, bench_udf, bench_udf_default_linking, redis_benchmark};
 use ferrite_testkit::{RedisServer, Server};
 
 const LUA_JSON: &str = r#"
@@ -86,22 +90,17 @@ fn redis_cmd_stdin(port: u16, args: &[&str], input: &[u8]) -> String {
         .to_owned()
 }
 
-/// `usec_per_call` of `command` from INFO commandstats.
-fn usec_per_call(port: u16, command: &str) -> f64 {
-    let info = redis_cmd(port, &["INFO", "commandstats"]);
-    info.lines()
-        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
-        .and_then(|l| l.split(',').find(|f| f.starts_with("usec_per_call=")))
-        .and_then(|f| f["usec_per_call=".len()..].parse().ok())
-        .unwrap_or_else(|| panic!("no usec_per_call for {command}: {info}"))
+/// The words of `command`, borrowed.
+fn refs(command: &[String]) -> Vec<&str> {
+    command.iter().map(String::as_str).collect()
 }
 
-/// Requests per second of `redis-benchmark` running `command` from `clients` connections.
-fn throughput(port: u16, clients: u32, requests: u64, command: &[&str]) -> f64 {
+/// `redis-benchmark` running `command` from `clients` connections.
+fn measure(port: u16, clients: u32, requests: u64, command: &[&str]) -> BenchRow {
     let (clients, requests) = (clients.to_string(), requests.to_string());
     let mut args = vec!["-c", &clients, "-n", &requests];
     args.extend_from_slice(command);
-    redis_benchmark(port, &args)[0].rps()
+    redis_benchmark(port, &args).remove(0)
 }
 
 /// (name, Lua script, function, keys with numkeys, arguments).
@@ -115,7 +114,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let module = bench_udf();
+    let guests = [("b", bench_udf()), ("p", bench_udf_default_linking())];
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferrite.toml");
     // The JSON workload needs more than the default million fuel.
@@ -135,79 +134,90 @@ fn main() {
         redis_cmd_stdin(port, &["SET", "doc"], doc.as_bytes());
         redis_cmd(port, &["SET", "key", "a value of some length"]);
     }
-    assert_eq!(
-        redis_cmd_stdin(ferrite_port, &["WASM.LOAD", "b"], &module),
-        "OK"
-    );
+    for (name, module) in &guests {
+        assert_eq!(
+            redis_cmd_stdin(ferrite_port, &["WASM.LOAD", name], module),
+            "OK"
+        );
+    }
 
     let workloads: [Workload; 4] = [
         (
             "json: 8 KB document, 100 items",
             LUA_JSON,
-            "b.json",
+            "json",
             vec!["1", "doc"],
             vec![],
         ),
         (
             "string: 4 KB argument",
             LUA_STRING,
-            "b.string",
+            "string",
             vec!["0"],
             vec![&text],
         ),
         (
             "numeric: primes up to 3000",
             LUA_PRIMES,
-            "b.primes",
+            "primes",
             vec!["0"],
             vec!["3000"],
         ),
         (
             "key access: GET + length",
             LUA_KEYLEN,
-            "b.keylen",
+            "keylen",
             vec!["1", "key"],
             vec![],
         ),
     ];
     println!(
-        "Lua on redis-server (EVALSHA) vs WebAssembly on ferrite (FCALL_RO): µs per call from each \
-         server's commandstats with 1 client ({} calls), calls/s with 10 clients ({requests} calls)",
-        requests / 4
+        "Lua on redis-server (EVALSHA) against WebAssembly on ferrite (FCALL_RO): calls/s and \
+         p50/p99 ms from redis-benchmark; × Lua is WASM's throughput over Lua's"
     );
     println!();
-    println!("| workload | Lua µs/call | WASM µs/call | speed-up | Lua calls/s | WASM calls/s |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| workload | clients | Lua: calls/s p50/p99 | WASM, SDK linking: calls/s p50/p99 | × Lua | \
+         WASM, default linking: calls/s p50/p99 | × Lua |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let cell = |r: &BenchRow| format!("{:.0} {:.3}/{:.3}", r.rps(), r.p50(), r.p99());
     for (name, lua, function, keys, args) in workloads {
         let sha = redis_cmd(redis_port, &["SCRIPT", "LOAD", lua]);
-        let mut lua_cmd = vec!["EVALSHA", sha.as_str()];
-        lua_cmd.extend(&keys);
-        lua_cmd.extend(&args);
-        let mut wasm_cmd = vec!["FCALL_RO", function];
-        wasm_cmd.extend(&keys);
-        wasm_cmd.extend(&args);
+        let command = |head: Vec<&'static str>| {
+            let mut command: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+            command.extend(keys.iter().chain(&args).map(|s| s.to_string()));
+            command
+        };
+        let lua_cmd = {
+            let mut c = command(vec!["EVALSHA"]);
+            c.insert(1, sha.clone());
+            c
+        };
+        let wasm_cmds: Vec<Vec<String>> = guests
+            .iter()
+            .map(|(guest, _)| {
+                let mut c = command(vec!["FCALL_RO"]);
+                c.insert(1, format!("{guest}.{function}"));
+                c
+            })
+            .collect();
         // Same answers first.
-        let (lua_answer, wasm_answer) = (
-            redis_cmd(redis_port, &lua_cmd),
-            redis_cmd(ferrite_port, &wasm_cmd),
-        );
-        assert_eq!(lua_answer, wasm_answer, "{name}: Lua and WASM disagree");
-        // Server-side time per call with one client: no call waits for another (Ferrite runs
-        // calls one at a time, and its timing would otherwise include that wait, which Redis's
-        // single-threaded timing never sees).
-        for port in [redis_port, ferrite_port] {
-            redis_cmd(port, &["CONFIG", "RESETSTAT"]);
+        let lua_answer = redis_cmd(redis_port, &refs(&lua_cmd));
+        for wasm_cmd in &wasm_cmds {
+            let wasm_answer = redis_cmd(ferrite_port, &refs(wasm_cmd));
+            assert_eq!(lua_answer, wasm_answer, "{name}: Lua and WASM disagree");
         }
-        throughput(redis_port, 1, requests / 4, &lua_cmd);
-        throughput(ferrite_port, 1, requests / 4, &wasm_cmd);
-        let lua_us = usec_per_call(redis_port, "evalsha");
-        let wasm_us = usec_per_call(ferrite_port, "fcall_ro");
-        // Client throughput with ten clients.
-        let lua_rps = throughput(redis_port, 10, requests, &lua_cmd);
-        let wasm_rps = throughput(ferrite_port, 10, requests, &wasm_cmd);
-        println!(
-            "| {name} | {lua_us:.2} | {wasm_us:.2} | {:.1}× | {lua_rps:.0} | {wasm_rps:.0} |",
-            lua_us / wasm_us
-        );
+        let scale = if function == "keylen" { 5 } else { 1 };
+        for clients in [1u32, 4] {
+            let n = requests * scale / if clients == 1 { 4 } else { 1 };
+            let lua_row = measure(redis_port, clients, n, &refs(&lua_cmd));
+            let mut line = format!("| {name} | {clients} | {} |", cell(&lua_row));
+            for wasm_cmd in &wasm_cmds {
+                let row = measure(ferrite_port, clients, n, &refs(wasm_cmd));
+                line += &format!(" {} | {:.2}× |", cell(&row), row.rps() / lua_row.rps());
+            }
+            println!("{line}");
+        }
     }
 }

@@ -58,18 +58,47 @@ fn parse_csv(text: &str) -> Vec<BenchRow> {
         .collect()
 }
 
-/// `examples/bench_udf` built for `wasm32-unknown-unknown` (release, the examples' linker
-/// settings): the guest the WebAssembly benchmarks call.
+/// `examples/bench_udf` built for `wasm32-unknown-unknown` (release) with the examples' linker
+/// settings (64 KiB of stack, 512 KiB of memory at start): the guest the WebAssembly benchmarks
+/// call.
 pub fn bench_udf() -> Vec<u8> {
+    build_bench_udf(false)
+}
+
+/// The same guest built with the linker's default settings, as a module built without the
+/// SDK's advice is: 1 MiB of stack at the bottom of memory, 17 pages at start, and the
+/// allocator growing memory for its heap.
+pub fn bench_udf_default_linking() -> Vec<u8> {
+    build_bench_udf(true)
+}
+
+fn build_bench_udf(default_linking: bool) -> Vec<u8> {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let target = examples.join(if default_linking {
+        "target/default-linking"
+    } else {
+        "target"
+    });
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "bench_udf"])
-        .current_dir(&examples)
-        .status()
-        .expect("build the examples");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "bench_udf",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(&examples);
+    if default_linking {
+        // Any RUSTFLAGS replace the examples' `target.wasm32-unknown-unknown.rustflags`.
+        build.env("RUSTFLAGS", "-C target-cpu=generic");
+    }
+    let status = build.status().expect("build the examples");
     assert!(status.success(), "building examples/bench_udf failed");
-    std::fs::read(examples.join("target/wasm32-unknown-unknown/release/bench_udf.wasm"))
+    std::fs::read(target.join("wasm32-unknown-unknown/release/bench_udf.wasm"))
         .expect("the built module")
 }
 
