@@ -184,23 +184,17 @@ fn main() {
     let cell = |r: &BenchRow| format!("{:.0} {:.3}/{:.3}", r.rps(), r.p50(), r.p99());
     for (name, lua, function, keys, args) in workloads {
         let sha = redis_cmd(redis_port, &["SCRIPT", "LOAD", lua]);
-        let command = |head: Vec<&'static str>| {
-            let mut command: Vec<String> = head.iter().map(|s| s.to_string()).collect();
-            command.extend(keys.iter().chain(&args).map(|s| s.to_string()));
-            command
+        // `verb target keys... args...`
+        let command = |verb: &str, target: String| -> Vec<String> {
+            [verb.to_owned(), target]
+                .into_iter()
+                .chain(keys.iter().chain(&args).map(|s| s.to_string()))
+                .collect()
         };
-        let lua_cmd = {
-            let mut c = command(vec!["EVALSHA"]);
-            c.insert(1, sha.clone());
-            c
-        };
+        let lua_cmd = command("EVALSHA", sha.clone());
         let wasm_cmds: Vec<Vec<String>> = guests
             .iter()
-            .map(|(guest, _)| {
-                let mut c = command(vec!["FCALL_RO"]);
-                c.insert(1, format!("{guest}.{function}"));
-                c
-            })
+            .map(|(guest, _)| command("FCALL_RO", format!("{guest}.{function}")))
             .collect();
         // Same answers first.
         let lua_answer = redis_cmd(redis_port, &refs(&lua_cmd));

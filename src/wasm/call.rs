@@ -1,6 +1,7 @@
-//! Running a call: a pristine instance made for it on the calling thread, the
-//! input written through the guest's `alloc`, the entry point run under fuel, memory, stack
-//! and (read-only calls) time limits, the instance torn down, and the outcome classified into the error the client sees.
+//! Running a call: a pristine instance made for it on the calling thread, the input written
+//! through the guest's `alloc`, the entry point run under fuel, memory, stack and (read-only
+//! calls) time limits, the instance torn down, and the outcome classified into the error the
+//! client sees.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
