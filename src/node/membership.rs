@@ -30,6 +30,7 @@ impl Node {
     /// proposes a random one; returns once an id is applied. Members that hold the id grant no
     /// vote to a node whose disk holds none (it may have voted before losing its disk), and
     /// refuse the messages of a cluster with another id (one re-initialized on wiped disks).
+    /// Returns early when the node stops.
     pub async fn name_the_cluster(&self) {
         while self.state.cluster_id() == 0 {
             if self.is_leader() {
@@ -38,6 +39,7 @@ impl Node {
                     Ok(_) if self.state.cluster_id() != 0 => {
                         info!(cluster_id = %format!("{:016x}", self.state.cluster_id()), "cluster named");
                     }
+                    Err(NodeError::ShuttingDown) => return,
                     _ => {}
                 }
             }

@@ -307,9 +307,13 @@ impl Node {
         self.clock.now_ms()
     }
 
-    /// Stops Raft and waits until everything queued for the disk is written and the storage
-    /// is closed.
+    /// Stops taking writes, waits for the entry in flight, stops Raft and waits until
+    /// everything queued for the disk is written and the storage is closed.
     pub async fn shutdown(&self) {
+        // Bounded: without a quorum the entry would wait out the whole write timeout.
+        self.proposals
+            .stop(self.write_timeout.min(Duration::from_secs(2)))
+            .await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(cause = %e, "raft shutdown");
         }

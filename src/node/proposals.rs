@@ -8,12 +8,14 @@
 //! `UNCERTAIN`, never OK.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::{Node, NodeError, Raft, Uncertain};
 use crate::keyspace::{Op, ParseCtx};
@@ -48,11 +50,19 @@ pub(super) struct Queue {
     sender: mpsc::UnboundedSender<Pending>,
     bytes: Arc<AtomicUsize>,
     limit: usize,
+    /// Set when the node stops: nothing more is queued.
+    stopping: AtomicBool,
+    /// Tells the batcher to stop once its entry in flight is answered.
+    stop: Arc<Notify>,
+    batcher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Queue {
-    /// Queues `pending`, or refuses it when the queue is full or the batcher is gone.
+    /// Queues `pending`, or refuses it when the queue is full or the node is stopping.
     fn push(&self, pending: Pending) -> Result<(), NodeError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(NodeError::ShuttingDown);
+        }
         let size = pending.encoded.len();
         let queued = self.bytes.fetch_add(size, Ordering::Relaxed);
         if queued + size > self.limit {
@@ -67,6 +77,20 @@ impl Queue {
             NodeError::ShuttingDown
         })
     }
+
+    /// Refuses new writes and waits (up to `within`) for the batcher to finish the entry it
+    /// has in flight, so Raft is never stopped under a proposal. Writes still queued then were
+    /// never proposed; their callers are answered that the node is shutting down.
+    pub(super) async fn stop(&self, within: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.notify_one();
+        let batcher = self.batcher.lock().take();
+        if let Some(batcher) = batcher
+            && tokio::time::timeout(within, batcher).await.is_err()
+        {
+            tracing::warn!("the write batcher did not stop in time");
+        }
+    }
 }
 
 /// Starts the batcher proposing what is queued on the returned queue, which holds up to
@@ -74,11 +98,21 @@ impl Queue {
 pub(super) fn start(raft: Raft, write_timeout: Duration, max_entry_bytes: usize) -> Queue {
     let (sender, pending) = mpsc::unbounded_channel();
     let bytes = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(batcher(raft, pending, bytes.clone(), write_timeout));
+    let stop = Arc::new(Notify::new());
+    let task = tokio::spawn(batcher(
+        raft,
+        pending,
+        bytes.clone(),
+        write_timeout,
+        stop.clone(),
+    ));
     Queue {
         sender,
         bytes,
         limit: max_entry_bytes.saturating_mul(QUEUED_ENTRIES),
+        stopping: AtomicBool::new(false),
+        stop,
+        batcher: Mutex::new(Some(task)),
     }
 }
 
@@ -109,6 +143,7 @@ async fn batcher(
     mut queue: mpsc::UnboundedReceiver<Pending>,
     queued: Arc<AtomicUsize>,
     write_timeout: Duration,
+    stop: Arc<Notify>,
 ) {
     // One entry in flight at a time: measured, two in flight split the batches and lowered
     // throughput (openraft flushes a leader's appends one after another anyway).
@@ -116,9 +151,13 @@ async fn batcher(
     loop {
         let first = match carried.take() {
             Some(p) => p,
-            None => match queue.recv().await {
-                Some(p) => p,
-                None => return,
+            None => tokio::select! {
+                biased;
+                _ = stop.notified() => return,
+                next = queue.recv() => match next {
+                    Some(p) => p,
+                    None => return,
+                },
             },
         };
         let mut bytes = first.encoded.len();

@@ -563,3 +563,37 @@ async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
     let key = format!("k{first_refused}");
     assert_eq!(run(&node, "get", &[&key]).await, Reply::Nil);
 }
+
+/// Stopping the node refuses new writes but lets the entry in flight reach the disk and be
+/// answered before Raft stops: a write proposed just before a shutdown (a background
+/// proposal such as the cluster's name or a state check) is not cut off, and openraft has no
+/// proposal to fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, gate) = gated_node(dir.path(), Duration::from_secs(5), DEFAULT_ENTRY).await;
+    let node = Arc::new(node);
+    let set = |key: &str| {
+        let ctx = node.parse_ctx();
+        let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx)
+            .unwrap()
+            .unwrap();
+        node.submit(op, &ctx)
+    };
+    // Proposed at once, then held by the shut disk.
+    let in_flight = set("k").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn({
+        let node = node.clone();
+        async move { node.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        matches!(set("late"), Err(NodeError::ShuttingDown)),
+        "a write was queued after the shutdown began"
+    );
+    assert!(!stopping.is_finished(), "Raft stopped under a proposal");
+    gate.send_replace(true);
+    assert_eq!(within("the answer", in_flight.wait()).await, Reply::ok());
+    within("the shutdown", stopping).await.unwrap();
+}
