@@ -1,10 +1,16 @@
 //! WebAssembly functions on Ferrite against Lua scripts on Redis, same machine, same run.
 //!
-//! Four workloads, each as a Lua script (EVALSHA on `redis-server`) and as an export of
-//! `examples/bench_udf` (FCALL_RO on ferrite), built twice: with the examples' linker settings
-//! (64 KiB of stack, 8 pages) and with the linker's defaults (1 MiB of stack at the bottom of
-//! memory, 17 pages, the heap grown on demand: what a guest built without the SDK's advice
-//! looks like):
+//! Four workloads, each as a Lua script (EVALSHA on `redis-server`) and, on ferrite
+//! (FCALL_RO), as the exports of four guests:
+//! - `examples/bench_udf` (the SDK) with the examples' linker settings (64 KiB of stack, 8
+//!   pages);
+//! - the same with the linker's defaults (1 MiB of stack at the bottom of memory, 17 pages, the
+//!   heap grown on demand);
+//! - `examples/plain_udf`, written without the SDK (`#[no_mangle]` exports, the input and the
+//!   reply coded by hand, a leaking `alloc`), with the linker's defaults;
+//! - `examples/c/bench_udf.c`, in C with no library, built by clang at `-O2`.
+//!
+//! The workloads:
 //! 1. json: parse an 8 KB document (100 items) stored at a key, sum `price` over active items;
 //! 2. string: uppercase, reverse and count the letters of a 4 KB argument;
 //! 3. numeric: count primes up to 3000 by trial division;
@@ -17,7 +23,9 @@
 
 use std::process::{Command, Stdio};
 
-use ferrite_testkit::bench::{BenchRow, bench_udf, bench_udf_default_linking, redis_benchmark};
+use ferrite_testkit::bench::{
+    BenchRow, bench_udf, bench_udf_default_linking, c_udf, plain_udf, redis_benchmark,
+};
 use ferrite_testkit::{RedisServer, Server};
 
 const LUA_JSON: &str = r#"
@@ -114,7 +122,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let guests = [("b", bench_udf()), ("p", bench_udf_default_linking())];
+    let guests = [
+        ("b", bench_udf()),
+        ("p", bench_udf_default_linking()),
+        ("n", plain_udf()),
+        ("c", c_udf()),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferrite.toml");
     // The JSON workload needs more than the default million fuel.
@@ -177,10 +190,10 @@ fn main() {
     );
     println!();
     println!(
-        "| workload | clients | Lua: calls/s p50/p99 | WASM, SDK linking: calls/s p50/p99 | × Lua | \
-         WASM, default linking: calls/s p50/p99 | × Lua |"
+        "| workload | clients | Lua | SDK, SDK linking | × Lua | SDK, default linking | × Lua | \
+         no SDK, default linking | × Lua | C | × Lua |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let cell = |r: &BenchRow| format!("{:.0} {:.3}/{:.3}", r.rps(), r.p50(), r.p99());
     for (name, lua, function, keys, args) in workloads {
         let sha = redis_cmd(redis_port, &["SCRIPT", "LOAD", lua]);

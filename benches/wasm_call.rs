@@ -8,7 +8,8 @@
 //! `cargo bench --bench wasm_call` (`FERRITE_BENCH_CALLS` sets the calls per thread; a path to a
 //! module as first argument replaces the example guest, and `FERRITE_BENCH_ENTRY` names its
 //! entry point, `keylen` by default: one that takes one key and reads it; `FERRITE_BENCH_KEY`
-//! names the key, `key` by default).
+//! names the key, `key` by default; `FERRITE_BENCH_VALUE_FILE` a file whose bytes the key
+//! holds instead of a short string, `FERRITE_BENCH_ARG` one argument to pass).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -40,7 +41,10 @@ fn main() {
     keyspace.restore_entry(
         key.clone(),
         Some(Entry {
-            value: Value::String(Bytes::from_static(b"a value of some length")),
+            value: Value::String(match std::env::var("FERRITE_BENCH_VALUE_FILE") {
+                Ok(path) => Bytes::from(std::fs::read(path).expect("the value file")),
+                Err(_) => Bytes::from_static(b"a value of some length"),
+            }),
             expire_at: None,
             version: 1,
         }),
@@ -48,11 +52,14 @@ fn main() {
     let keyspace = Arc::new(RwLock::new(keyspace));
     let limits = CallLimits {
         max_memory_bytes: 64 << 20,
-        max_fuel: 1_000_000,
+        max_fuel: 100_000_000,
         max_duration: Duration::from_secs(5),
         time_slice: false,
     };
     let entry = std::env::var("FERRITE_BENCH_ENTRY").unwrap_or_else(|_| "keylen".to_owned());
+    let args: Vec<Bytes> = std::env::var("FERRITE_BENCH_ARG")
+        .map(|a| vec![Bytes::from(a)])
+        .unwrap_or_default();
     let run = |calls: u32| {
         let keys = [key.clone()];
         let started = Instant::now();
@@ -61,7 +68,7 @@ fn main() {
                 &module,
                 &entry,
                 &keys,
-                &[],
+                &args,
                 keyspace.clone(),
                 ParseCtx { now_ms: 1, seed: 1 },
                 CallMode { read_only: true },
@@ -72,6 +79,14 @@ fn main() {
         started.elapsed()
     };
     run(calls / 10);
+    // A module whose calls grow memory is recompiled with explicit bounds checks in the
+    // background (`GROWING_CALLS` in `src/wasm/mod.rs`): measure what calls settle on.
+    let settle = Instant::now();
+    while module.memory_checks() != "explicit" && settle.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run(calls / 10);
+    println!("memory checks: {}", module.memory_checks());
     for threads in [1u32, 2] {
         let took = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| run(calls))).collect();

@@ -286,6 +286,7 @@ fn describe(module: &LoadedModule, with_stats: bool) -> Vec<(Reply, Reply)> {
             "compile_time_us",
             Reply::Int(module.compile_time.as_micros() as i64),
         ),
+        field("memory_checks", Reply::bulk(module.memory_checks())),
     ];
     if with_stats {
         let s = &module.stats;

@@ -382,7 +382,9 @@ fn a_start_function_at_apply_is_bounded_by_fuel_not_by_the_clock() {
     crate::wasm::ON_LOG.with(|h| {
         *h.borrow_mut() = Some(Box::new(move || {
             for _ in 0..200 {
-                runtime.engine().increment_epoch();
+                for engine in runtime.engines() {
+                    engine.increment_epoch();
+                }
             }
         }));
     });

@@ -8,31 +8,61 @@
 //! bit) is recompiled, never run.
 
 use std::io::Write;
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
-use super::{Runtime, WasmError, depth, first_line};
+use super::{WasmError, depth, first_line};
 
-impl Runtime {
-    /// Compiles `bytes`, or loads the code this engine compiled for the same bytes before.
-    pub(super) fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Module, WasmError> {
+/// The compile cache of a runtime (shared by its engines: a file's name carries the engine's
+/// compatibility hash) and its hit counts.
+#[derive(Debug)]
+pub(super) struct CodeCache {
+    /// Where files go; `None`: no cache.
+    dir: Option<PathBuf>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl CodeCache {
+    pub(super) fn new(dir: Option<PathBuf>) -> CodeCache {
+        CodeCache {
+            dir,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Hits and misses since start.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Compiles `bytes` for `engine`, or loads the code it compiled for the same bytes before.
+    pub(super) fn compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<Module, WasmError> {
         // WAT text becomes a binary, then counts its stack depth (`depth.rs`).
         let compile = || {
             let binary = wat::parse_bytes(bytes).map_err(|e| {
                 WasmError::InvalidModule(e.to_string().lines().next().unwrap_or("").to_owned())
             })?;
             let counted = depth::instrument(&binary).map_err(WasmError::InvalidModule)?;
-            Module::new(&self.engine, &counted)
-                .map_err(|e| WasmError::InvalidModule(first_line(&e)))
+            Module::new(engine, &counted).map_err(|e| WasmError::InvalidModule(first_line(&e)))
         };
-        let Some(dir) = &self.cache_dir else {
+        let Some(dir) = &self.dir else {
             return compile();
         };
         let mut hasher = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let path = dir.join(format!(
             "{sha256}-d{}-{:016x}.cwasm",
             depth::VERSION,
@@ -41,8 +71,8 @@ impl Runtime {
         if path.exists() {
             match read_checked(&path) {
                 Some(code) => {
-                    if let Ok(module) = deserialize_cached(&self.engine, code) {
-                        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(module) = deserialize_cached(engine, code) {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(module);
                     }
                 }
@@ -52,7 +82,7 @@ impl Runtime {
             }
         }
         let module = compile()?;
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.misses.fetch_add(1, Ordering::Relaxed);
         // Best effort: a cache that cannot be written only costs a recompile next time.
         if let Ok(code) = module.serialize()
             && let Err(e) = write_durably(dir, &path, &code)

@@ -14,8 +14,8 @@ use super::host::GuestExports;
 use super::pool::{Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
-    CallLimits, CallMode, CallState, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef, NO_DEADLINE,
-    Runtime, WasmError, abi, first_line,
+    CallLimits, CallMode, CallState, Compiled, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef,
+    NO_DEADLINE, Runtime, WasmError, abi, first_line,
 };
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
@@ -105,7 +105,8 @@ impl Runtime {
         let mut state = state;
         state.time_slice = limits.time_slice;
         let at_apply = limits.at_apply();
-        let ready = instantiate(&self.engine, module, &self.slots, at_apply);
+        let code = module.compiled();
+        let ready = instantiate(code, &module.name, &self.slots, at_apply);
         let (store, slot, result) = match ready {
             Ok(Ready {
                 mut store,
@@ -116,7 +117,7 @@ impl Runtime {
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let result = run(&mut store, instance, module, entry, keys, args, limits);
+                    let result = run(&mut store, instance, code, module, entry, keys, args, limits);
                     let unreachable = result.as_ref().is_err_and(|e| {
                         e.downcast_ref::<Trap>() == Some(&Trap::UnreachableCodeReached)
                     });
@@ -143,6 +144,9 @@ impl Runtime {
             }
         };
         let fuel_left = store.get_fuel().unwrap_or(0);
+        if store.data().grew && module.checked.get().is_none() {
+            self.note_growth(module);
+        }
         // Free the slot (the store first) before anything else: the next call of this module
         // finds it reset and warm.
         let mut state = store.into_data();
@@ -169,6 +173,7 @@ impl Runtime {
 fn run(
     store: &mut Store<CallState>,
     instance: Instance,
+    code: &Compiled,
     module: &LoadedModule,
     entry: &str,
     keys: &[Bytes],
@@ -187,7 +192,7 @@ fn run(
     store.set_epoch_deadline(ticks);
     // The exports were found at load (`ExportIndex`): no lookups by name here, and the host
     // functions get the memory and `alloc` from the call's state.
-    let index = &module.index;
+    let index = &code.index;
     let mut export = |at: &ModuleExport| instance.get_module_export(&mut *store, at);
     let depth = index
         .depth

@@ -85,6 +85,8 @@ pub struct CallState {
     memory_limit: usize,
     /// Set when a memory growth was refused for exceeding the limit.
     pub memory_exceeded: bool,
+    /// Set when the guest grew its memory.
+    pub grew: bool,
     /// Set when a host function refused, with the error line the call ends with.
     pub refusal: Option<WasmError>,
     /// The message of a guest panic, reported through the `panic` import.
@@ -136,6 +138,7 @@ impl CallState {
             module: module.to_owned(),
             memory_limit,
             memory_exceeded: false,
+            grew: false,
             refusal: None,
             panic_message: None,
             host_panic: None,
@@ -256,6 +259,7 @@ impl ResourceLimiter for CallState {
             self.memory_exceeded = true;
             return Err(wasmtime::format_err!("memory limit exceeded"));
         }
+        self.grew = true;
         Ok(true)
     }
 

@@ -1,4 +1,5 @@
-//! WebAssembly user-defined functions: one wasmtime [`Engine`] per server, modules validated
+//! WebAssembly user-defined functions: two wasmtime [`Engine`]s per server (guard pages or
+//! explicit bounds checks, see [`LoadedModule::memory_checks`]), modules validated
 //! against the guest ABI at load, and calls run on a pristine instance with fuel, memory, stack
 //! and (for read-only calls) time limits.
 //!
@@ -29,8 +30,8 @@ mod validate;
 mod view;
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -127,8 +128,47 @@ pub struct LoadedModule {
     pub compile_time: Duration,
     /// Call statistics.
     pub stats: ModuleStats,
+    /// The code as first compiled: memory accesses bounded by guard pages.
+    guarded: Compiled,
+    /// The code compiled with explicit bounds checks, once this module's calls were seen
+    /// growing their memory (see [`GROWING_CALLS`]); calls use it from then on.
+    checked: OnceLock<Compiled>,
+    /// Calls of this module on this node that grew its memory.
+    growing_calls: AtomicU32,
+}
+
+/// A module compiled for one engine: its exports found, ready to instantiate.
+struct Compiled {
     index: validate::ExportIndex,
     pre: InstancePre<CallState>,
+}
+
+/// After this many calls that grew their memory, a module is compiled again with explicit
+/// bounds checks. A guard-page memory that grew must have its protections restored before the
+/// slot's next instance (`mprotect`: a TLB shootdown on every core, and the address-space lock
+/// taken for writing), then opened again when the next call grows: for a guest whose allocator
+/// grows memory on every call (Rust's standard allocator does, at its first allocation) that
+/// doubled a key-access call and serialized calls across threads. With explicit checks the
+/// slot's memory stays open and no system call is made; memory-heavy code pays for the
+/// checks (a byte-by-byte JSON reader in C took twice as long), so only growing modules move.
+const GROWING_CALLS: u32 = 16;
+
+impl LoadedModule {
+    /// The code calls use now.
+    fn compiled(&self) -> &Compiled {
+        self.checked.get().unwrap_or(&self.guarded)
+    }
+
+    /// How this node's calls of the module bound their memory accesses: `guard-pages`, or
+    /// `explicit` once its calls were seen growing memory. It changes speed, never an
+    /// outcome.
+    pub fn memory_checks(&self) -> &'static str {
+        if self.checked.get().is_some() {
+            "explicit"
+        } else {
+            "guard-pages"
+        }
+    }
 }
 
 impl fmt::Debug for LoadedModule {
@@ -159,15 +199,92 @@ const NO_DEADLINE: u64 = u64::MAX / 2;
 
 /// The engine, the linker with the host functions, and the limits.
 pub struct Runtime {
-    engine: Engine,
-    /// Where compiled modules are cached (`<sha256>-d<depth rewriting version>-<engine hash>.cwasm`); `None`: no cache.
-    cache_dir: Option<std::path::PathBuf>,
-    linker: Linker<CallState>,
+    /// Memory accesses bounded by guard pages: every module starts here.
+    guarded: Flavor,
+    /// Explicit bounds checks, no guard pages: modules whose calls grow memory move here.
+    checked: Flavor,
+    /// Where compiled modules are cached (`<sha256>-d<depth rewriting version>-<engine hash>.cwasm`).
+    cache: Arc<cache::CodeCache>,
     settings: EngineSettings,
-    /// The allocator's instance slots, one kept for applies.
+    /// The allocator's instance slots (both engines' together), one kept for applies.
     slots: Arc<Slots>,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
+}
+
+/// An engine and the linker of host functions made for it. The two engines differ only in
+/// how compiled code bounds memory accesses: fuel, epochs, stack, NaN canonicalization and
+/// limits are the same, so a call has the same outcome on either.
+#[derive(Clone)]
+struct Flavor {
+    engine: Engine,
+    linker: Linker<CallState>,
+}
+
+impl Flavor {
+    fn new(
+        settings: &EngineSettings,
+        explicit_bounds: bool,
+        scanned: bool,
+    ) -> Result<Flavor, WasmError> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false)
+            // A tail call leaves its frame without passing the depth count's exit (`depth.rs`).
+            .wasm_tail_call(false)
+            .max_wasm_stack(settings.max_stack_bytes)
+            // Never used (calls are synchronous), but wasmtime refuses a wasm stack larger
+            // than it: without this, any limit above its 2 MiB default failed to start.
+            .async_stack_size(settings.max_stack_bytes + 2 * 1024 * 1024);
+        if explicit_bounds {
+            // Without signal-based traps and guard pages, every access is checked in code,
+            // and a slot's memory is never made inaccessible again once it grew.
+            config.signals_based_traps(false).memory_guard_size(0);
+        }
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .total_core_instances(settings.max_instances)
+            // Every node's slots fit the largest wasm32 memory, whatever its configuration: the
+            // memory a call may use is the limit it carries (its entry's, for a write call),
+            // enforced by the call's limiter, so no node refuses a growth another allows.
+            .max_memory_size(WASM32_MAX_MEMORY)
+            .table_keep_resident(RESIDENT_BYTES);
+        // Reset a used slot in place instead of with madvise: a call's instance is small and
+        // short-lived, and madvise per call costs page faults and TLB-shootdown interrupts on
+        // every core. Where the kernel can say which pages a call touched (PAGEMAP_SCAN, Linux
+        // 6.7 and later), only those are reset, across a memory of up to SCANNED_BYTES;
+        // elsewhere the first RESIDENT_BYTES are, all of them.
+        if scanned {
+            pool.pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(SCANNED_BYTES);
+        } else {
+            pool.linear_memory_keep_resident(RESIDENT_BYTES);
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        Ok(Flavor { engine, linker })
+    }
+
+    /// Compiles (or loads from `cache`) the module `bytes` for this engine and prepares it.
+    fn compile(
+        &self,
+        cache: &cache::CodeCache,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Compiled, Vec<String>), WasmError> {
+        let module = cache.compile(&self.engine, bytes, sha256)?;
+        let exports = validate::validate(&module)?;
+        let index = validate::ExportIndex::new(&module, &exports)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
+        Ok((Compiled { index, pre }, exports))
+    }
 }
 
 impl fmt::Debug for Runtime {
@@ -191,32 +308,6 @@ impl Runtime {
                 crate::config::MIN_STACK_BYTES
             )));
         }
-        let mut config = Config::new();
-        config
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
-            .wasm_relaxed_simd(false)
-            // A tail call leaves its frame without passing the depth count's exit (`depth.rs`).
-            .wasm_tail_call(false)
-            .max_wasm_stack(settings.max_stack_bytes)
-            // Never used (calls are synchronous), but wasmtime refuses a wasm stack larger
-            // than it: without this, any limit above its 2 MiB default failed to start.
-            .async_stack_size(settings.max_stack_bytes + 2 * 1024 * 1024);
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_memories(settings.max_instances)
-            .total_tables(settings.max_instances)
-            .total_core_instances(settings.max_instances)
-            // Every node's slots fit the largest wasm32 memory, whatever its configuration: the
-            // memory a call may use is the limit it carries (its entry's, for a write call),
-            // enforced by the call's limiter, so no node refuses a growth another allows.
-            .max_memory_size(WASM32_MAX_MEMORY)
-            .table_keep_resident(RESIDENT_BYTES);
-        // Reset a used slot in place instead of with madvise: a call's instance is small and
-        // short-lived, and madvise per call costs page faults and TLB-shootdown interrupts on
-        // every core. Where the kernel can say which pages a call touched (PAGEMAP_SCAN, Linux
-        // 6.7 and later), only those are reset, across a memory of up to SCANNED_BYTES;
-        // elsewhere the first RESIDENT_BYTES are, all of them.
         let scanned = PoolingAllocationConfig::is_pagemap_scan_available();
         tracing::info!(
             reset = if scanned {
@@ -226,36 +317,30 @@ impl Runtime {
             },
             "wasm engine started"
         );
-        if scanned {
-            pool.pagemap_scan(Enabled::Yes)
-                .linear_memory_keep_resident(SCANNED_BYTES);
-        } else {
-            pool.linear_memory_keep_resident(RESIDENT_BYTES);
-        }
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| WasmError::Instantiate(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        host::add_to_linker(&mut linker).map_err(|e| WasmError::Instantiate(e.to_string()))?;
-        let weak = engine.weak();
+        let guarded = Flavor::new(&settings, false, scanned)?;
+        let checked = Flavor::new(&settings, true, scanned)?;
+        let engines = [guarded.engine.weak(), checked.engine.weak()];
         std::thread::Builder::new()
             .name("wasm-epoch".to_owned())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
+                loop {
+                    for weak in &engines {
+                        match weak.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
+                    }
                     std::thread::sleep(Duration::from_millis(1000 / EPOCH_TICKS_PER_SECOND));
                 }
             })
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         let slots = Slots::new(settings.max_instances);
         Ok(Runtime {
-            engine,
-            cache_dir,
-            linker,
+            guarded,
+            checked,
+            cache: Arc::new(cache::CodeCache::new(cache_dir)),
             settings,
             slots,
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
         })
     }
 
@@ -294,13 +379,7 @@ impl Runtime {
     ) -> Result<LoadedModule, WasmError> {
         let started = Instant::now();
         let sha256 = hex_sha256(&bytes);
-        let module = self.compile_cached(&bytes, &sha256)?;
-        let exports = validate::validate(&module)?;
-        let index = validate::ExportIndex::new(&module, &exports)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
+        let (guarded, exports) = self.guarded.compile(&self.cache, &bytes, &sha256)?;
         Ok(LoadedModule {
             name: name.to_owned(),
             sha256,
@@ -311,15 +390,40 @@ impl Runtime {
             loaded_at_ms: now_ms,
             compile_time: started.elapsed(),
             stats: ModuleStats::default(),
-            index,
-            pre,
+            guarded,
+            checked: OnceLock::new(),
+            growing_calls: AtomicU32::new(0),
         })
     }
 
-    /// The engine, for tests that move its epoch clock.
+    /// Counts a call of `module` that grew its memory; at the [`GROWING_CALLS`]th, compiles
+    /// the module with explicit bounds checks on a thread of its own, and calls use that code
+    /// once it is ready (the calls meanwhile keep the first code).
+    fn note_growth(&self, module: &ModuleRef) {
+        if module.growing_calls.fetch_add(1, Ordering::Relaxed) + 1 != GROWING_CALLS {
+            return;
+        }
+        let (checked, cache, module) = (self.checked.clone(), self.cache.clone(), module.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wasm-recompile".to_owned())
+            .spawn(move || match checked.compile(&cache, &module.source, &module.sha256) {
+                Ok((code, _)) => {
+                    let _ = module.checked.set(code);
+                    tracing::debug!(module = %module.name, "calls grow memory: recompiled with explicit bounds checks");
+                }
+                Err(e) => {
+                    tracing::warn!(module = %module.name, cause = %e, "recompiling with explicit bounds checks failed; keeping guard pages");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(cause = %e, "cannot start a thread to recompile a module");
+        }
+    }
+
+    /// The engines, for tests that move their epoch clocks.
     #[cfg(test)]
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
+    pub(crate) fn engines(&self) -> [&Engine; 2] {
+        [&self.guarded.engine, &self.checked.engine]
     }
 
     /// Instance slots held now (by calls running).
@@ -329,10 +433,7 @@ impl Runtime {
 
     /// Compile-cache hits and misses since start.
     pub fn cache_counts(&self) -> (u64, u64) {
-        (
-            self.cache_hits.load(Ordering::Relaxed),
-            self.cache_misses.load(Ordering::Relaxed),
-        )
+        self.cache.counts()
     }
 }
 

@@ -17,9 +17,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmtime::{Engine, Instance, Store};
+use wasmtime::{Instance, Store};
 
-use super::{CallState, LoadedModule, NO_DEADLINE};
+use super::{CallState, Compiled, NO_DEADLINE};
 
 /// A pristine instance and the store it lives in, for one call. Fields drop in order: the
 /// store (which frees the allocator's slot) before the slot's count.
@@ -86,14 +86,14 @@ impl Drop for Slot {
 /// Budget for a module's start function, run when an instance is made for a call.
 const START_FUEL: u64 = 10_000_000;
 
-/// Makes a pristine instance of `module` in a fresh store, in a slot taken from `slots` (the
-/// reserved one too when `for_apply`). The store's state is idle (no permissions), so a start
+/// Makes a pristine instance of `module` (named `name`) in a fresh store of the engine it was
+/// compiled for, in a slot taken from `slots` (the reserved one too when `for_apply`). The store's state is idle (no permissions), so a start
 /// function cannot touch data. The start function is bounded by fuel alone, never by the
 /// clock: an apply may instantiate on the spot, and its outcome must not depend on how busy
 /// this host was.
 pub(super) fn instantiate(
-    engine: &Engine,
-    module: &LoadedModule,
+    module: &Compiled,
+    name: &str,
     slots: &Arc<Slots>,
     for_apply: bool,
 ) -> wasmtime::Result<Ready> {
@@ -103,7 +103,7 @@ pub(super) fn instantiate(
             slots.total
         ));
     };
-    let mut store = Store::new(engine, CallState::idle(&module.name));
+    let mut store = Store::new(module.pre.module().engine(), CallState::idle(name));
     store.limiter(|state| state);
     store.set_fuel(START_FUEL)?;
     store.set_epoch_deadline(NO_DEADLINE);

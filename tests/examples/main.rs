@@ -233,34 +233,77 @@ fn a_hand_written_wat_module_needs_no_sdk() {
     assert_eq!(cmd(&mut c, &["WASM.CALL", "echo"]).unwrap(), Value::Nil);
 }
 
+/// The benchmark workloads, in the three guests `benches/vs_lua.rs` compares: with the SDK,
+/// without it (`plain_udf`), and in C (`examples/c/bench_udf.c`, built by clang, which
+/// `.ci/test` installs). Each must give the same answers, errors included.
 #[test]
-fn benchmark_functions_compute_the_right_answers() {
+fn benchmark_functions_compute_the_right_answers_in_every_guest() {
     let server = Server::start(&[]);
     let mut c = server.client();
     load(&mut c, "b", example("bench_udf"), false);
-    assert_eq!(
-        cmd(&mut c, &["WASM.CALL", "b.primes", "ARGS", "3000"]).unwrap(),
-        Value::Int(430)
-    );
-    assert_eq!(
-        cmd(&mut c, &["WASM.CALL", "b.primes", "ARGS", "100"]).unwrap(),
-        Value::Int(25)
-    );
+    load(&mut c, "n", example("plain_udf"), false);
+    load(&mut c, "c", ferrite_testkit::bench::c_udf(), false);
     cmd(&mut c, &["SET", "k", "twelve bytes"]).unwrap();
-    assert_eq!(
-        cmd(&mut c, &["FCALL_RO", "b.keylen", "1", "k"]).unwrap(),
-        Value::Int(12)
-    );
     let doc = r#"{"items":[{"active":true,"price":1.5},{"active":false,"price":9},{"active":true,"price":2}]}"#;
     cmd(&mut c, &["SET", "doc", doc]).unwrap();
-    assert_eq!(
-        cmd(&mut c, &["FCALL_RO", "b.json", "1", "doc"]).unwrap(),
-        bulk("3.5")
-    );
-    assert_eq!(
-        cmd(&mut c, &["FCALL_RO", "b.string", "0", "ab1"]).unwrap(),
-        Value::Array(vec![bulk("1BA"), Value::Int(2)])
-    );
+    // Nested values to skip, a missing price, a null one, escapes, an exponent.
+    let nested = r#" { "meta" : {"a":[1,{"b":"x\"y"}],"c":null} , "items" : [ {"tags":["p","q"],"active":true,"price":2.5e1}, {"active":true}, {"active":true,"price":null}, {"price":7,"active":false}, {"active":true,"price":0.25} ] } "#;
+    cmd(&mut c, &["SET", "nested", nested]).unwrap();
+    cmd(
+        &mut c,
+        &["SET", "broken", r#"{"items":[{"active":true,"price":1}"#],
+    )
+    .unwrap();
+    for guest in ["b", "n", "c"] {
+        let f = |name: &str| format!("{guest}.{name}");
+        assert_eq!(
+            cmd(&mut c, &["WASM.CALL", &f("primes"), "ARGS", "3000"]).unwrap(),
+            Value::Int(430),
+            "{guest}"
+        );
+        assert_eq!(
+            cmd(&mut c, &["WASM.CALL", &f("primes"), "ARGS", "100"]).unwrap(),
+            Value::Int(25),
+            "{guest}"
+        );
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", &f("keylen"), "1", "k"]).unwrap(),
+            Value::Int(12),
+            "{guest}"
+        );
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", &f("keylen"), "1", "missing"]).unwrap(),
+            Value::Int(0),
+            "{guest}"
+        );
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", &f("json"), "1", "doc"]).unwrap(),
+            bulk("3.5"),
+            "{guest}"
+        );
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", &f("json"), "1", "nested"]).unwrap(),
+            bulk("25.25"),
+            "{guest}"
+        );
+        let e = err(&mut c, &["FCALL_RO", &f("json"), "1", "broken"]);
+        assert!(e.starts_with("ERR "), "{guest}: {e}");
+        let e = err(&mut c, &["FCALL_RO", &f("json"), "1", "missing"]);
+        assert!(e.starts_with("ERR "), "{guest}: {e}");
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", &f("string"), "0", "ab1"]).unwrap(),
+            Value::Array(vec![bulk("1BA"), Value::Int(2)]),
+            "{guest}"
+        );
+        let text = "The quick brown fox, 0123456789! ".repeat(128);
+        let expected: String = text.chars().rev().collect::<String>().to_uppercase();
+        let letters = text.chars().filter(char::is_ascii_alphabetic).count() as i64;
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", &f("string"), "0", &text]).unwrap(),
+            Value::Array(vec![bulk(&expected), Value::Int(letters)]),
+            "{guest}"
+        );
+    }
 }
 
 #[test]

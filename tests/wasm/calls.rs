@@ -367,7 +367,11 @@ fn every_call_starts_from_a_pristine_instance() {
     // 10,000 calls of a module that reports what an earlier call left behind in its globals,
     // data, stack, heap and grown memory (`modules/pristine.wat`; a unit test in
     // `src/wasm/pool.rs` shows that it notices each), as read-only and as write calls in turn,
-    // by both command families, on pooled slots that are reset in place between calls.
+    // by both command families, on pooled slots that are reset in place between calls. Its
+    // calls grow memory, so the module moves from guard pages to explicit bounds checks
+    // early on (`GROWING_CALLS` in `src/wasm/mod.rs`): both kinds of code are checked, and a
+    // read past the memory's end traps alike on both, though with explicit checks the slot
+    // stays accessible beyond it.
     let server = Server::start(&[]);
     let mut c = server.client();
     load(
@@ -377,6 +381,21 @@ fn every_call_starts_from_a_pristine_instance() {
         &["PERMISSIONS", "READ", "WRITE"],
     )
     .unwrap();
+    let checks = |c: &mut redis::Connection| -> String {
+        let info: std::collections::HashMap<String, Value> =
+            redis::cmd("WASM.INFO").arg("pristine").query(c).unwrap();
+        match &info["memory_checks"] {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("memory_checks: {other:?}"),
+        }
+    };
+    assert_eq!(checks(&mut c), "guard-pages");
+    let beyond = ["FCALL_RO", "pristine.beyond", "0"];
+    let trap_on_guard_pages = err(&mut c, &beyond);
+    assert!(
+        trap_on_guard_pages.contains("out of bounds"),
+        "{trap_on_guard_pages}"
+    );
     let calls: [&[&str]; 4] = [
         &["WASM.CALL_RO", "pristine"],
         &["WASM.CALL", "pristine"],
@@ -394,11 +413,22 @@ fn every_call_starts_from_a_pristine_instance() {
             assert_eq!(
                 found,
                 0,
-                "call {} ({:?}) found what an earlier call left (bit mask in pristine.wat)",
+                "call {} ({:?}) found what an earlier call left (bit mask in pristine.wat), \
+                 memory checks {}",
                 batch * 100 + i,
-                calls[(batch + i) % calls.len()]
+                calls[(batch + i) % calls.len()],
+                checks(&mut c)
             );
         }
+    }
+    assert_eq!(checks(&mut c), "explicit");
+    for _ in 0..10 {
+        // A call that grows the slot's memory, then a read just past the new instance's end.
+        assert_eq!(
+            cmd(&mut c, &["FCALL_RO", "pristine.main", "0"]).unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(err(&mut c, &beyond), trap_on_guard_pages);
     }
 }
 

@@ -21,7 +21,8 @@ struct Item {
 
 fn json(ctx: &mut Ctx) -> Result<Reply, Error> {
     let raw = ctx.get(ctx.key(0)?).ok_or("no such key")?;
-    let doc: Doc = serde_json::from_slice(&raw).map_err(|e| Error::new(e.to_string()))?;
+    let doc: Doc =
+        serde_json::from_slice(&raw).map_err(|e| Error::new(format!("invalid JSON: {e}")))?;
     let sum: f64 = doc
         .items
         .iter()

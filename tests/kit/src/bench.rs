@@ -62,17 +62,45 @@ fn parse_csv(text: &str) -> Vec<BenchRow> {
 /// settings (64 KiB of stack, 512 KiB of memory at start): the guest the WebAssembly benchmarks
 /// call.
 pub fn bench_udf() -> Vec<u8> {
-    build_bench_udf(false)
+    build_example("bench_udf", false)
 }
 
 /// The same guest built with the linker's default settings, as a module built without the
 /// SDK's advice is: 1 MiB of stack at the bottom of memory, 17 pages at start, and the
 /// allocator growing memory for its heap.
 pub fn bench_udf_default_linking() -> Vec<u8> {
-    build_bench_udf(true)
+    build_example("bench_udf", true)
 }
 
-fn build_bench_udf(default_linking: bool) -> Vec<u8> {
+/// `examples/plain_udf`, the same four workloads written without the SDK (`#[no_mangle]`
+/// exports, input and reply coded by hand), built with the linker's default settings.
+pub fn plain_udf() -> Vec<u8> {
+    build_example("plain_udf", true)
+}
+
+/// `examples/c/bench_udf.c`, the same four workloads in C with no library, built by clang
+/// (`apt-get install clang lld`) with its defaults for `wasm32-unknown-unknown` at `-O2`.
+pub fn c_udf() -> Vec<u8> {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let out = examples.join("target/bench_udf_c.wasm");
+    std::fs::create_dir_all(examples.join("target")).expect("examples/target");
+    let status = std::process::Command::new("clang")
+        .args([
+            "--target=wasm32-unknown-unknown",
+            "-O2",
+            "-nostdlib",
+            "-Wl,--no-entry",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(examples.join("c/bench_udf.c"))
+        .status()
+        .expect("run clang (apt-get install clang lld)");
+    assert!(status.success(), "building examples/c/bench_udf.c failed");
+    std::fs::read(&out).expect("the built module")
+}
+
+fn build_example(package: &str, default_linking: bool) -> Vec<u8> {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let target = examples.join(if default_linking {
         "target/default-linking"
@@ -87,7 +115,7 @@ fn build_bench_udf(default_linking: bool) -> Vec<u8> {
             "--release",
             "--quiet",
             "-p",
-            "bench_udf",
+            package,
             "--target-dir",
         ])
         .arg(&target)
@@ -97,8 +125,8 @@ fn build_bench_udf(default_linking: bool) -> Vec<u8> {
         build.env("RUSTFLAGS", "-C target-cpu=generic");
     }
     let status = build.status().expect("build the examples");
-    assert!(status.success(), "building examples/bench_udf failed");
-    std::fs::read(target.join("wasm32-unknown-unknown/release/bench_udf.wasm"))
+    assert!(status.success(), "building examples/{package} failed");
+    std::fs::read(target.join(format!("wasm32-unknown-unknown/release/{package}.wasm")))
         .expect("the built module")
 }
 

@@ -5,7 +5,9 @@
 ;;   1 the mutable global was set, 2 a word low in memory was written, 4 the data segment's
 ;;   byte was changed, 8 a word in the middle of memory was written, 16 the top word of the
 ;;   initial memory was written, 32 the memory had grown.
-;; Then it sets all of those, and writes into the page it grew.
+;; Then it sets all of those, and writes into the page it grew. `beyond` reads the first word
+;; past the memory's current end, which must trap however much of the slot an earlier call
+;; made accessible.
 (module
   (memory (export "memory") 17)
   (data (i32.const 2048) "\07")
@@ -37,4 +39,6 @@
     (i32.store (i32.const 1114108) (i32.const 0xfeed))
     (drop (memory.grow (i32.const 1)))
     (i32.store (i32.const 1114112) (i32.const 0xfeed))
-    (i64.extend_i32_u (local.get $mask))))
+    (i64.extend_i32_u (local.get $mask)))
+  (func (export "beyond") (param $ptr i32) (param $len i32) (result i64)
+    (i64.extend_i32_u (i32.load (i32.mul (memory.size) (i32.const 65536))))))
