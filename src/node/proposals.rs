@@ -78,6 +78,12 @@ impl Queue {
         })
     }
 
+    /// Whether the node has begun to stop (new writes are refused).
+    #[cfg(test)]
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// Refuses new writes and waits (up to `within`) for the batcher to finish the entry it
     /// has in flight, so Raft is never stopped under a proposal. Writes still queued then were
     /// never proposed; their callers are answered that the node is shutting down.

@@ -564,10 +564,8 @@ async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
     assert_eq!(run(&node, "get", &[&key]).await, Reply::Nil);
 }
 
-/// Stopping the node refuses new writes but lets the entry in flight reach the disk and be
-/// answered before Raft stops: a write proposed just before a shutdown (a background
-/// proposal such as the cluster's name or a state check) is not cut off, and openraft has no
-/// proposal to fail.
+/// Stopping the node refuses new writes but lets the entry in flight (a background proposal
+/// such as the cluster's name) reach the disk and be answered before Raft stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
@@ -580,14 +578,26 @@ async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
             .unwrap();
         node.submit(op, &ctx)
     };
-    // Proposed at once, then held by the shut disk.
+    // Proposed at once (appended to the log), then held by the shut disk.
+    let entry = node.metrics.borrow().last_log_index.map_or(0, |i| i + 1);
     let in_flight = set("k").unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut metrics = node.metrics.clone();
+    within(
+        "the proposal",
+        metrics.wait_for(|m| m.last_log_index >= Some(entry)),
+    )
+    .await
+    .unwrap();
     let stopping = tokio::spawn({
         let node = node.clone();
         async move { node.shutdown().await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    within("the shutdown to begin", async {
+        while !node.proposals.is_stopping() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert!(
         matches!(set("late"), Err(NodeError::ShuttingDown)),
         "a write was queued after the shutdown began"

@@ -1,5 +1,5 @@
 //! Instances for calls, made and torn down on the thread that runs the call, and the count of
-//! the pooling allocator's slots, one of which is kept for applies.
+//! the pooling allocators' slots (both engines' together), one of which is kept for applies.
 //!
 //! A call instantiates its module from the `InstancePre` in a slot of the pooling allocator and
 //! frees the slot as soon as it ends, on its own thread: the allocator then hands the same slot
@@ -29,7 +29,7 @@ pub(super) struct Ready {
     pub(super) slot: Slot,
 }
 
-/// The pooling allocator's instance slots as this node counts them.
+/// The pooling allocators' instance slots (both engines') as this node counts them.
 #[derive(Debug)]
 pub(super) struct Slots {
     in_use: AtomicUsize,
