@@ -459,6 +459,13 @@ async fn a_write_is_neither_answered_nor_readable_before_its_entry_is_on_disk() 
     until_set(&node, "k").await;
 }
 
+/// Queues `SET key v` on `node`.
+fn set(node: &Node, key: &str) -> Result<super::Ticket, NodeError> {
+    let ctx = node.parse_ctx();
+    let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx).unwrap();
+    node.submit(op.unwrap(), &ctx)
+}
+
 /// Waits for `ticket`'s answer, which must be UNCERTAIN (the write never reached the disk in
 /// time).
 async fn uncertain(ticket: super::Ticket) {
@@ -484,13 +491,7 @@ async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
     let dir = tempfile::tempdir().unwrap();
     let timeout = Duration::from_millis(400);
     let (node, gate) = gated_node(dir.path(), timeout, DEFAULT_ENTRY).await;
-    let submit = |key: &str| {
-        let ctx = node.parse_ctx();
-        let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx)
-            .unwrap()
-            .unwrap();
-        node.submit(op, &ctx).unwrap()
-    };
+    let submit = |key: &str| set(&node, key).unwrap();
     // `first` is proposed at once and sticks on the shut disk; `gone` queues behind it, and
     // its caller goes away (its connection closed) before `first`'s proposal times out;
     // `kept` queues behind it with a caller that waits.
@@ -564,30 +565,19 @@ async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
     assert_eq!(run(&node, "get", &[&key]).await, Reply::Nil);
 }
 
-/// Stopping the node refuses new writes but lets the entry in flight (a background proposal
-/// such as the cluster's name) reach the disk and be answered before Raft stops.
+/// Shutdown refuses new writes and answers the entry in flight (the cluster's name) first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let (node, gate) = gated_node(dir.path(), Duration::from_secs(5), DEFAULT_ENTRY).await;
     let node = Arc::new(node);
-    let set = |key: &str| {
-        let ctx = node.parse_ctx();
-        let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx)
-            .unwrap()
-            .unwrap();
-        node.submit(op, &ctx)
-    };
     // Proposed at once (appended to the log), then held by the shut disk.
     let entry = node.metrics.borrow().last_log_index.map_or(0, |i| i + 1);
-    let in_flight = set("k").unwrap();
-    let mut metrics = node.metrics.clone();
-    within(
-        "the proposal",
-        metrics.wait_for(|m| m.last_log_index >= Some(entry)),
-    )
-    .await
-    .unwrap();
+    let in_flight = set(&node, "k").unwrap();
+    let proposed = |m: &RaftMetrics<NodeId, Member>| m.last_log_index >= Some(entry);
+    within("the proposal", node.metrics.clone().wait_for(proposed))
+        .await
+        .unwrap();
     let stopping = tokio::spawn({
         let node = node.clone();
         async move { node.shutdown().await }
@@ -599,7 +589,7 @@ async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
     })
     .await;
     assert!(
-        matches!(set("late"), Err(NodeError::ShuttingDown)),
+        matches!(set(&node, "late"), Err(NodeError::ShuttingDown)),
         "a write was queued after the shutdown began"
     );
     assert!(!stopping.is_finished(), "Raft stopped under a proposal");
