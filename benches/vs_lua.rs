@@ -17,7 +17,10 @@
 //! 4. key access: GET a key and return its length.
 //!
 //! For each, at 1 and 4 clients: calls per second and p50/p99 latency from `redis-benchmark`,
-//! and the ratio of WASM's throughput to Lua's (Lua's time ÷ WASM's). Run with
+//! and the ratio of WASM's throughput to Lua's (Lua's time ÷ WASM's); then, from the same runs,
+//! each server's own time per call (`usec_per_call` of `INFO commandstats`, reset before each
+//! run: from the command's dispatch to its reply, without the network or the queue before it)
+//! and the ratio of Lua's to WASM's. Run with
 //! `cargo bench --bench vs_lua`; `FERRITE_BENCH_REQUESTS` sets the calls per workload with 4
 //! clients (a quarter with 1; five times as many for key access).
 
@@ -111,6 +114,29 @@ fn measure(port: u16, clients: u32, requests: u64, command: &[&str]) -> BenchRow
     redis_benchmark(port, &args).remove(0)
 }
 
+/// The server's own time per call of `command` since the last `CONFIG RESETSTAT`, in µs:
+/// `usec_per_call` from `INFO commandstats` (the same field on both servers).
+fn server_us(port: u16, command: &str) -> f64 {
+    let info = redis_cmd(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{}:", command.to_ascii_lowercase());
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix(&prefix))
+        .and_then(|fields| {
+            fields
+                .split(',')
+                .find_map(|field| field.strip_prefix("usec_per_call="))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in INFO commandstats on port {port}"))
+}
+
+/// [`measure`], with the server's own time per call (µs) over the same run.
+fn measure_timed(port: u16, clients: u32, requests: u64, command: &[&str]) -> (BenchRow, f64) {
+    assert_eq!(redis_cmd(port, &["CONFIG", "RESETSTAT"]), "OK");
+    let row = measure(port, clients, requests, command);
+    (row, server_us(port, command[0]))
+}
+
 /// (name, Lua script, function, keys with numkeys, arguments).
 type Workload<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, Vec<&'a str>);
 
@@ -195,6 +221,8 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let cell = |r: &BenchRow| format!("{:.0} {:.3}/{:.3}", r.rps(), r.p50(), r.p99());
+    // The second table, of server time per call, printed after the first.
+    let mut timed = Vec::new();
     for (name, lua, function, keys, args) in workloads {
         let sha = redis_cmd(redis_port, &["SCRIPT", "LOAD", lua]);
         // `verb target keys... args...`
@@ -218,13 +246,30 @@ fn main() {
         let scale = if function == "keylen" { 5 } else { 1 };
         for clients in [1u32, 4] {
             let n = requests * scale / if clients == 1 { 4 } else { 1 };
-            let lua_row = measure(redis_port, clients, n, &refs(&lua_cmd));
+            let (lua_row, lua_us) = measure_timed(redis_port, clients, n, &refs(&lua_cmd));
             let mut line = format!("| {name} | {clients} | {} |", cell(&lua_row));
+            let mut time_line = format!("| {name} | {clients} | {lua_us:.2} |");
             for wasm_cmd in &wasm_cmds {
-                let row = measure(ferrite_port, clients, n, &refs(wasm_cmd));
+                let (row, us) = measure_timed(ferrite_port, clients, n, &refs(wasm_cmd));
                 line += &format!(" {} | {:.2}× |", cell(&row), row.rps() / lua_row.rps());
+                time_line += &format!(" {us:.2} | {:.2}× |", lua_us / us);
             }
             println!("{line}");
+            timed.push(time_line);
         }
+    }
+    println!();
+    println!(
+        "Server time per call, µs (INFO commandstats usec_per_call, same runs); × Lua is Lua's \
+         time over WASM's"
+    );
+    println!();
+    println!(
+        "| workload | clients | Lua | SDK, SDK linking | × Lua | SDK, default linking | × Lua | \
+         no SDK, default linking | × Lua | C | × Lua |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for line in timed {
+        println!("{line}");
     }
 }

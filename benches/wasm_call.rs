@@ -103,4 +103,9 @@ fn main() {
             total / took.as_secs_f64()
         );
     }
+    println!(
+        "calls on kept instances: {} of {}",
+        runtime.calls_on_kept_instances(),
+        calls / 5 + calls * 3
+    );
 }

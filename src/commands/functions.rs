@@ -351,6 +351,10 @@ fn stats(shared: &Shared) -> Reply {
             Reply::Int(shared.node.wasm_slots_in_use() as i64),
         ),
         field(
+            "pool_calls_on_kept_instances",
+            Reply::Int(shared.node.wasm_calls_on_kept_instances() as i64),
+        ),
+        field(
             "compile_cache_hits",
             Reply::Int(shared.node.wasm_cache_counts().0 as i64),
         ),

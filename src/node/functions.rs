@@ -66,6 +66,11 @@ impl Node {
         self.state.functions().slots_in_use()
     }
 
+    /// WebAssembly calls that ran on an instance kept from an earlier call.
+    pub fn wasm_calls_on_kept_instances(&self) -> u64 {
+        self.state.functions().calls_on_kept_instances()
+    }
+
     /// Compile-cache hits and misses since start.
     pub fn wasm_cache_counts(&self) -> (u64, u64) {
         self.state.functions().cache_counts()

@@ -3,13 +3,13 @@
 //! calls) time limits, the instance torn down, and the outcome classified into the error the
 //! client sees.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::{Extern, Instance, ModuleExport, Store, Trap};
 
-use super::depth;
 use super::host::GuestExports;
 use super::pool::{Ready, instantiate};
 use super::view::{Access, SharedView};
@@ -17,6 +17,7 @@ use super::{
     CallLimits, CallMode, CallState, Compiled, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef,
     NO_DEADLINE, Runtime, WasmError, abi, first_line,
 };
+use super::{depth, reuse};
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
 
@@ -106,8 +107,25 @@ impl Runtime {
         state.time_slice = limits.time_slice;
         let at_apply = limits.at_apply();
         let code = module.compiled();
-        let ready = instantiate(code, &module.name, &self.slots, at_apply);
-        let (store, slot, result) = match ready {
+        let checked = module.checked.get().is_some_and(|c| std::ptr::eq(c, code));
+        let ready = match self.kept.take(module, checked) {
+            Some((store, instance)) => match self.slots.take(at_apply) {
+                Ok(slot) => {
+                    self.reused.fetch_add(1, Ordering::Relaxed);
+                    Ok(Ready {
+                        store,
+                        instance,
+                        slot,
+                    })
+                }
+                Err(e) => {
+                    self.kept.keep(module, checked, store, instance);
+                    Err(e)
+                }
+            },
+            None => self.fresh_instance(code, &module.name, at_apply),
+        };
+        let (mut store, instance, slot, result) = match ready {
             Ok(Ready {
                 mut store,
                 instance,
@@ -134,7 +152,7 @@ impl Runtime {
                     store.data_mut().host_panic = Some(message);
                     Err(wasmtime::format_err!("host panic"))
                 });
-                (store, slot, result)
+                (store, instance, slot, result)
             }
             Err(e) => {
                 // No instance: the call never ran; hand the keyspace straight back.
@@ -144,13 +162,28 @@ impl Runtime {
             }
         };
         let fuel_left = store.get_fuel().unwrap_or(0);
-        if store.data().grew && module.checked.get().is_none() {
+        let grew = store.data().grew;
+        if grew && module.checked.get().is_none() {
             self.note_growth(module);
         }
-        // Free the slot (the store first) before anything else: the next call of this module
-        // finds it reset and warm.
-        let mut state = store.into_data();
-        drop(slot);
+        let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
+        // An instance whose call ended well is reset and kept for the next call of the module
+        // (`reuse.rs`); any other is torn down, freeing its slot (the store first), before
+        // anything else: the next call of this module finds the slot reset and warm.
+        let keep = result.is_ok()
+            && !grew
+            && code
+                .pristine
+                .get()
+                .and_then(Option::as_ref)
+                .is_some_and(|globals| reuse::reset(&mut store, &instance, code, globals));
+        if keep {
+            drop(slot);
+            self.kept.keep(module, checked, store, instance);
+        } else {
+            drop(store);
+            drop(slot);
+        }
         let outcome = match result {
             Ok(value) => Ok(CallOutcome {
                 reply: state.reply.take().unwrap_or(Reply::Int(value)),
@@ -166,6 +199,24 @@ impl Runtime {
             module.stats.record(&outcome, started.elapsed());
         }
         (state.access, outcome)
+    }
+}
+
+impl Runtime {
+    /// A new instance of `code` in a free slot, its mutable globals recorded if it is the
+    /// module's first and may be kept.
+    fn fresh_instance(
+        &self,
+        code: &Compiled,
+        name: &str,
+        at_apply: bool,
+    ) -> wasmtime::Result<Ready> {
+        let mut ready = instantiate(code, name, &self.slots, at_apply)?;
+        if let Some(reuse) = &code.reuse {
+            code.pristine
+                .get_or_init(|| reuse::record_globals(&mut ready.store, &ready.instance, reuse));
+        }
+        Ok(ready)
     }
 }
 

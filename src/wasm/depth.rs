@@ -36,8 +36,9 @@ pub const LEAF_UNITS: u32 = 64;
 /// Units added while the host calls back into the guest (`alloc` from a `ferrite` import),
 /// for the host frames in between.
 pub const HOST_CALL_UNITS: u32 = 512;
-/// Bumped whenever the rewriting changes: compiled code cached on disk names it.
-pub const VERSION: u32 = 1;
+/// Bumped whenever the rewriting changes (here or in `reuse.rs`): compiled code cached on
+/// disk names it.
+pub const VERSION: u32 = 2;
 
 /// Section ids in the order a module must hold them (custom sections go anywhere).
 const ORDER: [u8; 13] = [1, 2, 3, 4, 5, 13, 6, 7, 8, 9, 12, 10, 11];
@@ -322,7 +323,7 @@ fn rank(id: u8) -> usize {
 }
 
 /// A section: id, size, content.
-fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
+pub(super) fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
     out.push(id);
     leb_u64(out, content.len() as u64);
     out.extend_from_slice(content);
@@ -336,7 +337,7 @@ fn single(entry: &[u8]) -> Vec<u8> {
 }
 
 /// A section's vector with `added` more entries, encoded in `extra`, at its end.
-fn extend(content: &[u8], added: usize, extra: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn extend(content: &[u8], added: usize, extra: &[u8]) -> Result<Vec<u8>, String> {
     let (count, used) = read_leb(content).ok_or("malformed section")?;
     let mut out = Vec::new();
     leb_u64(&mut out, count + added as u64);
@@ -356,7 +357,7 @@ fn read_leb(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-fn leb_u64(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn leb_u64(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;

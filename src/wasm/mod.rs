@@ -23,14 +23,16 @@ mod call;
 mod depth;
 mod error;
 mod host;
+mod pagemap;
 mod permissions;
 mod pool;
 mod registry;
+mod reuse;
 mod validate;
 mod view;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,7 +40,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker,
-    PoolingAllocationConfig,
+    PoolingAllocationConfig, Val,
 };
 
 pub use call::CallOutcome;
@@ -141,6 +143,11 @@ pub struct LoadedModule {
 struct Compiled {
     index: validate::ExportIndex,
     pre: InstancePre<CallState>,
+    /// What resetting its instances needs, if they may be kept between calls (`reuse.rs`).
+    reuse: Option<reuse::Reuse>,
+    /// Its mutable globals' values before any call, read from its first instance (if its
+    /// instances may be kept).
+    pristine: OnceLock<Option<Vec<Val>>>,
 }
 
 /// After this many calls that grew their memory, a module is compiled again with explicit
@@ -189,6 +196,10 @@ const RESIDENT_BYTES: usize = 262144;
 /// cost measured the same at 16 MiB.
 const SCANNED_BYTES: usize = 2 << 20;
 
+/// Most instances kept between calls (`reuse.rs`), across modules: enough for every core of a
+/// small machine to find one of the module it calls.
+const KEPT_INSTANCES: u32 = 4;
+
 /// Ticks of the epoch clock per second; the epoch thread increments the engine's epoch at this
 /// rate, and read-only calls get `max_duration × rate` ticks.
 const EPOCH_TICKS_PER_SECOND: u64 = 100;
@@ -208,6 +219,10 @@ pub struct Runtime {
     settings: EngineSettings,
     /// The allocator's instance slots (both engines' together), one kept for applies.
     slots: Arc<Slots>,
+    /// Instances kept between calls (`reuse.rs`).
+    kept: reuse::Kept,
+    /// Calls that ran on a kept instance.
+    reused: AtomicU64,
 }
 
 /// An engine and the linker of host functions made for it. The two engines differ only in
@@ -242,10 +257,12 @@ impl Flavor {
             // and a slot's memory is never made inaccessible again once it grew.
             config.signals_based_traps(false).memory_guard_size(0);
         }
+        // Room for the instances kept between calls beyond the slots calls count (`pool.rs`).
+        let instances = settings.max_instances + KEPT_INSTANCES;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_memories(settings.max_instances)
-            .total_tables(settings.max_instances)
-            .total_core_instances(settings.max_instances)
+        pool.total_memories(instances)
+            .total_tables(instances)
+            .total_core_instances(instances)
             // Every node's slots fit the largest wasm32 memory, whatever its configuration: the
             // memory a call may use is the limit it carries (its entry's, for a write call),
             // enforced by the call's limiter, so no node refuses a growth another allows.
@@ -283,7 +300,16 @@ impl Flavor {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| WasmError::InvalidModule(first_line(&e)))?;
-        Ok((Compiled { index, pre }, exports))
+        let reuse = reuse::Reuse::new(&module, bytes);
+        Ok((
+            Compiled {
+                index,
+                pre,
+                reuse,
+                pristine: OnceLock::new(),
+            },
+            exports,
+        ))
     }
 }
 
@@ -335,12 +361,16 @@ impl Runtime {
             })
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         let slots = Slots::new(settings.max_instances);
+        // Where the kernel cannot say which pages a call wrote, no instance is kept.
+        let kept = if scanned { KEPT_INSTANCES } else { 0 };
         Ok(Runtime {
             guarded,
             checked,
             cache: Arc::new(cache::CodeCache::new(cache_dir)),
             settings,
             slots,
+            kept: reuse::Kept::new(kept as usize),
+            reused: AtomicU64::new(0),
         })
     }
 
@@ -429,6 +459,11 @@ impl Runtime {
     /// Instance slots held now (by calls running).
     pub fn slots_in_use(&self) -> usize {
         self.slots.in_use()
+    }
+
+    /// Calls that ran on an instance kept from an earlier call (`reuse.rs`).
+    pub fn calls_on_kept_instances(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
     }
 
     /// Compile-cache hits and misses since start.

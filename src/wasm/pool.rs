@@ -9,10 +9,12 @@
 //! to other slots, cold ones (measured in `benches/wasm_call.rs`: 10.8 µs per key-access call
 //! with the pool thread, 6.1 µs without).
 //!
-//! Architecture invariant: a write call at apply always finds an instance slot. Every live
-//! instance holds a [`Slot`]; anything but an apply (a local call) takes one only while fewer
-//! than `max_instances - 1` are held, so the last one is free whenever an apply starts
-//! (applies run one at a time), whatever this node's read traffic is.
+//! Architecture invariant: a write call at apply always finds an instance slot. Every instance
+//! running a call holds a [`Slot`]; anything but an apply (a local call) takes one only while
+//! fewer than `max_instances - 1` are held, so the last one is free whenever an apply starts
+//! (applies run one at a time), whatever this node's read traffic is. Instances kept between
+//! calls (`reuse.rs`) hold no slot: each engine's pool has room for them beyond
+//! `max_instances`, and a call that takes one takes a slot for it as for a new instance.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +70,16 @@ impl Slots {
             .map(|_| Slot(self.clone()))
     }
 
+    /// [`Slots::acquire`], or the error a call that finds no slot ends with.
+    pub(super) fn take(self: &Arc<Slots>, for_apply: bool) -> wasmtime::Result<Slot> {
+        self.acquire(for_apply).ok_or_else(|| {
+            wasmtime::format_err!(
+                "all {} instance slots are in use (wasm.pool.max_instances)",
+                self.total
+            )
+        })
+    }
+
     /// Slots held now.
     pub(super) fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
@@ -97,12 +109,7 @@ pub(super) fn instantiate(
     slots: &Arc<Slots>,
     for_apply: bool,
 ) -> wasmtime::Result<Ready> {
-    let Some(slot) = slots.acquire(for_apply) else {
-        return Err(wasmtime::format_err!(
-            "all {} instance slots are in use (wasm.pool.max_instances)",
-            slots.total
-        ));
-    };
+    let slot = slots.take(for_apply)?;
     let mut store = Store::new(module.pre.module().engine(), CallState::idle(name));
     store.limiter(|state| state);
     store.set_fuel(START_FUEL)?;

@@ -52,11 +52,6 @@ fn modules_in_module_dir_load_at_start_with_their_manifest() {
     assert!(stderr.contains("broken.wat"), "{stderr}");
 }
 
-/// The named field of WASM.STATS.
-fn stat(c: &mut redis::Connection, name: &str) -> Value {
-    field(&cmd(c, &["WASM.STATS"]).unwrap(), name)
-}
-
 #[test]
 fn compiled_code_is_cached_on_disk_across_restarts() {
     let dir = tempfile::tempdir().unwrap();

@@ -47,6 +47,11 @@ pub(crate) fn field(reply: &Value, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no field {name} in {reply:?}"))
 }
 
+/// The named field of WASM.STATS.
+pub(crate) fn stat(c: &mut redis::Connection, name: &str) -> Value {
+    field(&cmd(c, &["WASM.STATS"]).unwrap(), name)
+}
+
 mod calls;
 mod limits;
 mod loading;
