@@ -9,10 +9,10 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
-/// `PAGE_IS_WRITTEN`, `PAGE_IS_FILE`, `PAGE_IS_PRESENT`, `PAGE_IS_PFNZERO`.
-const WRITTEN: u64 = 1 << 1;
+/// `PAGE_IS_FILE`, `PAGE_IS_PRESENT`, `PAGE_IS_SWAPPED`, `PAGE_IS_PFNZERO`.
 const FILE: u64 = 1 << 2;
 const PRESENT: u64 = 1 << 3;
+const SWAPPED: u64 = 1 << 4;
 const PFNZERO: u64 = 1 << 5;
 
 /// `struct pm_scan_arg` (include/uapi/linux/fs.h).
@@ -70,8 +70,10 @@ pub(super) fn written(base: usize, len: usize) -> Option<Vec<Range<usize>>> {
             end: end as u64,
             vec: regions.as_mut_ptr() as u64,
             vec_len: REGIONS as u64,
+            // Neither the zero page nor a file's page, and present or swapped out.
             category_inverted: PFNZERO | FILE,
-            category_mask: WRITTEN | PRESENT | PFNZERO | FILE,
+            category_mask: PFNZERO | FILE,
+            category_anyof_mask: PRESENT | SWAPPED,
             ..ScanArg::default()
         };
         let filled = scan(file, &mut arg)?;
