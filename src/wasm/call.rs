@@ -8,10 +8,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use wasmtime::{Extern, Instance, ModuleExport, Store, Trap};
+use wasmtime::{Extern, Store, Trap};
 
 use super::host::GuestExports;
-use super::pool::{Ready, instantiate};
+use super::pool::{Handles, Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
     CallLimits, CallMode, CallState, Compiled, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef,
@@ -109,33 +109,37 @@ impl Runtime {
         let code = module.compiled();
         let checked = module.checked.get().is_some_and(|c| std::ptr::eq(c, code));
         let ready = match self.kept.take(module, checked) {
-            Some((store, instance)) => match self.slots.take(at_apply) {
+            Some((store, instance, handles)) => match self.slots.take(at_apply) {
                 Ok(slot) => {
                     self.reused.fetch_add(1, Ordering::Relaxed);
-                    Ok(Ready {
+                    let ready = Ready {
                         store,
                         instance,
                         slot,
-                    })
+                    };
+                    Ok((ready, handles))
                 }
                 Err(e) => {
-                    self.kept.keep(module, checked, store, instance);
+                    self.kept.keep(module, checked, store, instance, handles);
                     Err(e)
                 }
             },
-            None => self.fresh_instance(code, &module.name, at_apply),
+            None => self.fresh_instance(code, module, at_apply),
         };
-        let (mut store, instance, slot, result) = match ready {
-            Ok(Ready {
-                mut store,
-                instance,
-                slot,
-            }) => {
+        let (mut store, instance, handles, slot, result) = match ready {
+            Ok((
+                Ready {
+                    mut store,
+                    instance,
+                    slot,
+                },
+                mut handles,
+            )) => {
                 *store.data_mut() = state;
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let result = run(&mut store, instance, code, module, entry, keys, args, limits);
+                    let result = run(&mut store, &mut handles, code, module, entry, keys, args, limits);
                     let unreachable = result.as_ref().is_err_and(|e| {
                         e.downcast_ref::<Trap>() == Some(&Trap::UnreachableCodeReached)
                     });
@@ -152,7 +156,7 @@ impl Runtime {
                     store.data_mut().host_panic = Some(message);
                     Err(wasmtime::format_err!("host panic"))
                 });
-                (store, instance, slot, result)
+                (store, instance, handles, slot, result)
             }
             Err(e) => {
                 // No instance: the call never ran; hand the keyspace straight back.
@@ -176,10 +180,10 @@ impl Runtime {
                 .pristine
                 .get()
                 .and_then(Option::as_ref)
-                .is_some_and(|globals| reuse::reset(&mut store, &instance, code, globals));
+                .is_some_and(|globals| reuse::reset(&mut store, &handles, code, globals));
         if keep {
             drop(slot);
-            self.kept.keep(module, checked, store, instance);
+            self.kept.keep(module, checked, store, instance, handles);
         } else {
             drop(store);
             drop(slot);
@@ -203,27 +207,31 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// A new instance of `code` in a free slot, its mutable globals recorded if it is the
-    /// module's first and may be kept.
+    /// A new instance of `code` (the code `module` runs now) in a free slot, with its exports
+    /// found, its mutable globals recorded if it is the module's first and may be kept.
     fn fresh_instance(
         &self,
         code: &Compiled,
-        name: &str,
+        module: &LoadedModule,
         at_apply: bool,
-    ) -> wasmtime::Result<Ready> {
-        let mut ready = instantiate(code, name, &self.slots, at_apply)?;
-        if let Some(reuse) = &code.reuse {
+    ) -> wasmtime::Result<(Ready, Handles)> {
+        let mut ready = instantiate(code, &module.name, &self.slots, at_apply)?;
+        let globals = code.reuse.as_ref().map_or(&[][..], reuse::Reuse::globals);
+        let entries = module.exports.len();
+        let handles = Handles::find(&mut ready.store, &ready.instance, code, entries, globals)
+            .ok_or_else(|| wasmtime::format_err!("no export 'memory' or 'alloc'"))?;
+        if code.reuse.is_some() {
             code.pristine
-                .get_or_init(|| reuse::record_globals(&mut ready.store, &ready.instance, reuse));
+                .get_or_init(|| reuse::record_globals(&mut ready.store, &handles));
         }
-        Ok(ready)
+        Ok((ready, handles))
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run(
     store: &mut Store<CallState>,
-    instance: Instance,
+    handles: &mut Handles,
     code: &Compiled,
     module: &LoadedModule,
     entry: &str,
@@ -241,28 +249,31 @@ fn run(
         (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
     };
     store.set_epoch_deadline(ticks);
-    // The exports were found at load (`ExportIndex`): no lookups by name here, and the host
-    // functions get the memory and `alloc` from the call's state.
-    let index = &code.index;
-    let mut export = |at: &ModuleExport| instance.get_module_export(&mut *store, at);
-    let depth = index
-        .depth
-        .as_ref()
-        .and_then(&mut export)
-        .and_then(Extern::into_global);
-    let memory = export(&index.memory).and_then(Extern::into_memory);
-    let alloc = export(&index.alloc).and_then(Extern::into_func);
+    // The exports were found at load (`ExportIndex`) and on this instance once (`Handles`):
+    // no lookups by name here, and the host functions get the memory and `alloc` from the
+    // call's state.
     let position = module.exports.iter().position(|e| e == entry);
-    let func = position
-        .and_then(|i| export(&index.entries[i]))
-        .and_then(Extern::into_func);
-    let (Some(memory), Some(alloc), Some(func)) = (memory, alloc, func) else {
+    let Some(slot) = position.and_then(|i| handles.entries.get_mut(i)) else {
         return Err(wasmtime::format_err!("no export '{entry}'"));
     };
-    let alloc = alloc.typed::<i32, i32>(&*store)?;
-    let func = func.typed::<(i32, i32), i64>(&*store)?;
+    let func = match slot {
+        Some(func) => func.clone(),
+        None => {
+            let instance = handles.instance;
+            let found = position
+                .and_then(|i| code.index.entries.get(i))
+                .and_then(|at| instance.get_module_export(&mut *store, at))
+                .and_then(Extern::into_func);
+            let Some(func) = found else {
+                return Err(wasmtime::format_err!("no export '{entry}'"));
+            };
+            let func = func.typed::<(i32, i32), i64>(&*store)?;
+            slot.insert(func).clone()
+        }
+    };
+    let (memory, alloc) = (handles.memory, handles.alloc.clone());
     let state = store.data_mut();
-    state.depth = depth;
+    state.depth = handles.depth;
     state.guest = Some(GuestExports {
         memory,
         alloc: alloc.clone(),

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmtime::{Instance, Store};
+use wasmtime::{Extern, Global, Instance, Memory, ModuleExport, Store, TypedFunc};
 
 use super::{CallState, Compiled, NO_DEADLINE};
 
@@ -120,6 +120,53 @@ pub(super) fn instantiate(
         instance,
         slot,
     })
+}
+
+/// An instance's exports, found once per instance: a kept instance keeps them for its next
+/// calls.
+pub(super) struct Handles {
+    pub(super) instance: Instance,
+    pub(super) memory: Memory,
+    pub(super) alloc: TypedFunc<i32, i32>,
+    pub(super) depth: Option<Global>,
+    /// The entry points, in the order of `LoadedModule::exports`, found at their first call.
+    pub(super) entries: Vec<Option<TypedFunc<(i32, i32), i64>>>,
+    /// The mutable globals `reuse.rs` sets back (none unless the module may be kept).
+    pub(super) globals: Vec<Global>,
+}
+
+impl Handles {
+    /// The exports of `instance` (of `code`, with `entries` entry points; `globals` are the
+    /// mutable globals to keep handles to).
+    pub(super) fn find(
+        store: &mut Store<CallState>,
+        instance: &Instance,
+        code: &Compiled,
+        entries: usize,
+        globals: &[ModuleExport],
+    ) -> Option<Handles> {
+        let mut export = |at: &ModuleExport| instance.get_module_export(&mut *store, at);
+        let memory = export(&code.index.memory).and_then(Extern::into_memory)?;
+        let alloc = export(&code.index.alloc).and_then(Extern::into_func)?;
+        let depth = code
+            .index
+            .depth
+            .as_ref()
+            .and_then(&mut export)
+            .and_then(Extern::into_global);
+        let globals = globals
+            .iter()
+            .map(|at| export(at).and_then(Extern::into_global))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Handles {
+            instance: *instance,
+            memory,
+            alloc: alloc.typed::<i32, i32>(&*store).ok()?,
+            depth,
+            entries: vec![None; entries],
+            globals,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -28,9 +28,10 @@ use std::sync::{Arc, Mutex};
 use wasmparser::{
     CompositeInnerType, DataKind, ExternalKind, Operator, Parser, Payload, TypeRef, ValType,
 };
-use wasmtime::{Extern, Instance, Module, ModuleExport, Store, Val};
+use wasmtime::{Instance, Module, ModuleExport, Store, Val};
 
 use super::depth::{DEPTH_EXPORT, extend, leb_u64, section};
+use super::pool::Handles;
 use super::{CallState, Compiled, ModuleRef, pagemap};
 
 /// Exported (as the memory) by modules whose instances may be kept between calls.
@@ -229,51 +230,44 @@ impl Reuse {
     }
 }
 
+impl Reuse {
+    /// Where the mutable globals are exported.
+    pub(super) fn globals(&self) -> &[ModuleExport] {
+        &self.globals
+    }
+}
+
 /// A marked module's mutable globals before any call, in the order of [`Reuse`]'s, read from
 /// its first instance (its memory is never read: reading would map every page, and each
 /// scan of a kept instance would then have all of them to look at).
-pub(super) fn record_globals(
-    store: &mut Store<CallState>,
-    instance: &Instance,
-    reuse: &Reuse,
-) -> Option<Vec<Val>> {
-    let mut values = Vec::new();
-    for at in &reuse.globals {
-        let global = instance
-            .get_module_export(&mut *store, at)
-            .and_then(Extern::into_global)?;
-        values.push(global.get(&mut *store));
-    }
-    Some(values)
+pub(super) fn record_globals(store: &mut Store<CallState>, handles: &Handles) -> Option<Vec<Val>> {
+    Some(
+        handles
+            .globals
+            .iter()
+            .map(|global| global.get(&mut *store))
+            .collect(),
+    )
 }
 
 /// Puts `instance` back in the state a new instance has; `false` when it cannot (its memory
 /// grew, or the kernel cannot say which pages were written), and the instance must be dropped.
 pub(super) fn reset(
     store: &mut Store<CallState>,
-    instance: &Instance,
+    handles: &Handles,
     code: &Compiled,
     globals: &[Val],
 ) -> bool {
     let Some(reuse) = &code.reuse else {
         return false;
     };
-    let Some(memory) = instance
-        .get_module_export(&mut *store, &code.index.memory)
-        .and_then(Extern::into_memory)
-    else {
-        return false;
-    };
-    if memory.data_size(&*store) != reuse.size {
+    let memory = handles.memory;
+    if memory.data_size(&*store) != reuse.size || handles.globals.len() != globals.len() {
         return false;
     }
-    for (at, value) in reuse.globals.iter().zip(globals) {
-        let global = instance
-            .get_module_export(&mut *store, at)
-            .and_then(Extern::into_global);
-        match global {
-            Some(global) if global.set(&mut *store, *value).is_ok() => {}
-            _ => return false,
+    for (global, value) in handles.globals.iter().zip(globals) {
+        if global.set(&mut *store, *value).is_err() {
+            return false;
         }
     }
     #[cfg(test)]
@@ -304,6 +298,7 @@ struct Warm {
     checked: bool,
     store: Store<CallState>,
     instance: Instance,
+    handles: Handles,
 }
 
 /// The instances kept between calls, across modules: at most `max`, the oldest dropped first.
@@ -327,13 +322,13 @@ impl Kept {
         &self,
         module: &ModuleRef,
         checked: bool,
-    ) -> Option<(Store<CallState>, Instance)> {
+    ) -> Option<(Store<CallState>, Instance, Handles)> {
         let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
         let at = warm
             .iter()
             .position(|w| w.checked == checked && Arc::ptr_eq(&w.module, module))?;
         let warm = warm.swap_remove(at);
-        Some((warm.store, warm.instance))
+        Some((warm.store, warm.instance, warm.handles))
     }
 
     /// Keeps an instance of `module` (already reset) for its next call.
@@ -343,6 +338,7 @@ impl Kept {
         checked: bool,
         store: Store<CallState>,
         instance: Instance,
+        handles: Handles,
     ) {
         if self.max == 0 {
             return;
@@ -352,6 +348,7 @@ impl Kept {
             checked,
             store,
             instance,
+            handles,
         };
         let dropped = {
             let mut kept = self.warm.lock().unwrap_or_else(|e| e.into_inner());
