@@ -1,7 +1,7 @@
-//! Running a call: a pristine instance made for it on the calling thread, the input written
-//! through the guest's `alloc`, the entry point run under fuel, memory, stack and (read-only
-//! calls) time limits, the instance torn down, and the outcome classified into the error the
-//! client sees.
+//! Running a call: a pristine instance (kept from an earlier call and reset, `reuse.rs`, or
+//! made for it on the calling thread), the input written through the guest's `alloc`, the
+//! entry point run under fuel, memory, stack and (read-only calls) time limits, the instance
+//! reset and kept or torn down, and the outcome classified into the error the client sees.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -34,8 +34,9 @@ impl Runtime {
     /// Runs `entry` of `module` on `keyspace` with `keys` and `args`. The keyspace comes back
     /// in every case; after a failure it holds exactly what it held before.
     ///
-    /// The call runs on a pristine instance made for it, torn down as soon as it ends (both
-    /// on this thread: see `pool.rs`).
+    /// The call runs on a pristine instance, kept from an earlier call or made for it, and
+    /// reset and kept or torn down as soon as it ends (all on this thread: see `pool.rs` and
+    /// `reuse.rs`).
     #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
@@ -179,7 +180,6 @@ impl Runtime {
             && code
                 .pristine
                 .get()
-                .and_then(Option::as_ref)
                 .is_some_and(|globals| reuse::reset(&mut store, &handles, code, globals));
         if keep {
             drop(slot);

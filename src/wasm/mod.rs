@@ -147,7 +147,7 @@ struct Compiled {
     reuse: Option<reuse::Reuse>,
     /// Its mutable globals' values before any call, read from its first instance (if its
     /// instances may be kept).
-    pristine: OnceLock<Option<Vec<Val>>>,
+    pristine: OnceLock<Vec<Val>>,
 }
 
 /// After this many calls that grew their memory, a module is compiled again with explicit

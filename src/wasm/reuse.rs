@@ -240,14 +240,12 @@ impl Reuse {
 /// A marked module's mutable globals before any call, in the order of [`Reuse`]'s, read from
 /// its first instance (its memory is never read: reading would map every page, and each
 /// scan of a kept instance would then have all of them to look at).
-pub(super) fn record_globals(store: &mut Store<CallState>, handles: &Handles) -> Option<Vec<Val>> {
-    Some(
-        handles
-            .globals
-            .iter()
-            .map(|global| global.get(&mut *store))
-            .collect(),
-    )
+pub(super) fn record_globals(store: &mut Store<CallState>, handles: &Handles) -> Vec<Val> {
+    handles
+        .globals
+        .iter()
+        .map(|global| global.get(&mut *store))
+        .collect()
 }
 
 /// Puts `instance` back in the state a new instance has; `false` when it cannot (its memory
