@@ -10,14 +10,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use wasmtime::{Extern, Store, Trap};
 
-use super::host::GuestExports;
 use super::pool::{Handles, Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
     CallLimits, CallMode, CallState, Compiled, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef,
     NO_DEADLINE, Runtime, WasmError, abi, first_line,
 };
-use super::{depth, reuse};
+use super::{depth, pagemap, reuse};
 use crate::keyspace::{Keyspace, ParseCtx};
 use crate::reply::Reply;
 
@@ -127,7 +126,10 @@ impl Runtime {
             },
             None => self.fresh_instance(code, module, at_apply),
         };
-        let (mut store, instance, handles, slot, result) = match ready {
+        // Read only for calls whose instance may be kept (`reuse::reset` uses it).
+        let keepable = code.reuse.is_some() && code.pristine.get().is_some();
+        let faults_before;
+        let (mut store, instance, mut handles, slot, result) = match ready {
             Ok((
                 Ready {
                     mut store,
@@ -137,6 +139,7 @@ impl Runtime {
                 mut handles,
             )) => {
                 *store.data_mut() = state;
+                faults_before = keepable.then(pagemap::faults_on_this_thread).flatten();
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -172,15 +175,16 @@ impl Runtime {
             self.note_growth(module);
         }
         let mut state = std::mem::replace(store.data_mut(), CallState::idle(&module.name));
+        handles.guest = state.guest.take();
         // An instance whose call ended well is reset and kept for the next call of the module
         // (`reuse.rs`); any other is torn down, freeing its slot (the store first), before
         // anything else: the next call of this module finds the slot reset and warm.
         let keep = result.is_ok()
             && !grew
-            && code
-                .pristine
-                .get()
-                .is_some_and(|globals| reuse::reset(&mut store, &handles, code, globals));
+            && handles.guest.is_some()
+            && code.pristine.get().is_some_and(|globals| {
+                reuse::reset(&mut store, &mut handles, code, globals, faults_before)
+            });
         if keep {
             drop(slot);
             self.kept.keep(module, checked, store, instance, handles);
@@ -256,30 +260,32 @@ fn run(
     let Some(slot) = position.and_then(|i| handles.entries.get_mut(i)) else {
         return Err(wasmtime::format_err!("no export '{entry}'"));
     };
-    let func = match slot {
-        Some(func) => func.clone(),
-        None => {
-            let instance = handles.instance;
-            let found = position
-                .and_then(|i| code.index.entries.get(i))
-                .and_then(|at| instance.get_module_export(&mut *store, at))
-                .and_then(Extern::into_func);
-            let Some(func) = found else {
-                return Err(wasmtime::format_err!("no export '{entry}'"));
-            };
-            let func = func.typed::<(i32, i32), i64>(&*store)?;
-            slot.insert(func).clone()
-        }
+    if slot.is_none() {
+        let instance = handles.instance;
+        let found = position
+            .and_then(|i| code.index.entries.get(i))
+            .and_then(|at| instance.get_module_export(&mut *store, at))
+            .and_then(Extern::into_func);
+        let Some(func) = found else {
+            return Err(wasmtime::format_err!("no export '{entry}'"));
+        };
+        *slot = Some(func.typed::<(i32, i32), i64>(&*store)?);
+    }
+    let Some(func) = slot.as_ref() else {
+        return Err(wasmtime::format_err!("no export '{entry}'"));
     };
-    let (memory, alloc) = (handles.memory, handles.alloc.clone());
+    // The handles are lent to the call's state, not cloned (see `Handles::guest`); `run_call`
+    // takes them back.
+    let Some(guest) = handles.guest.take() else {
+        return Err(wasmtime::format_err!("no export 'alloc'"));
+    };
+    let input = abi::encode_input(keys, args);
+    let ptr = guest.alloc.call(&mut *store, input.len() as i32);
+    let memory = guest.memory;
     let state = store.data_mut();
     state.depth = handles.depth;
-    state.guest = Some(GuestExports {
-        memory,
-        alloc: alloc.clone(),
-    });
-    let input = abi::encode_input(keys, args);
-    let ptr = alloc.call(&mut *store, input.len() as i32)?;
+    state.guest = Some(guest);
+    let ptr = ptr?;
     memory
         .write(&mut *store, ptr as u32 as usize, &input)
         .map_err(|_| wasmtime::Error::from(Trap::MemoryOutOfBounds))?;

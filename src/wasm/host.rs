@@ -290,7 +290,6 @@ fn charge(caller: &mut Caller<'_, CallState>, amount: u64) -> wasmtime::Result<(
 }
 
 /// The exports of the instance a call runs on that the host functions use.
-#[derive(Clone)]
 pub struct GuestExports {
     /// `memory` (a handle: still valid after the memory grows).
     pub memory: Memory,
@@ -322,11 +321,18 @@ fn read_guest(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtim
 
 /// Asks the guest's `alloc` for room, copies `bytes` there, and packs `(ptr << 32) | len`.
 fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Result<i64> {
-    let cached = caller.data().guest.as_ref().map(|g| g.alloc.clone());
-    let alloc = match cached {
-        Some(alloc) => alloc,
+    // The call's exports are taken out of its state while `alloc` runs and put back after,
+    // not cloned (see `Handles::guest`); a host function that `alloc` itself calls finds them
+    // by name meanwhile.
+    let lent = caller.data_mut().guest.take();
+    let looked_up;
+    let alloc = match &lent {
+        Some(guest) => &guest.alloc,
         None => match caller.get_export(ferrite_abi::export::ALLOC) {
-            Some(Extern::Func(f)) => f.typed::<i32, i32>(&caller)?,
+            Some(Extern::Func(f)) => {
+                looked_up = f.typed::<i32, i32>(&*caller)?;
+                &looked_up
+            }
             _ => return Err(wasmtime::format_err!("module has no alloc export")),
         },
     };
@@ -341,10 +347,14 @@ fn write_guest(caller: &mut Caller<'_, CallState>, bytes: &[u8]) -> wasmtime::Re
         Ok(())
     };
     let host_units = super::depth::HOST_CALL_UNITS as i32;
-    add_depth(caller, host_units)?;
     // `alloc` is never called with 0; an empty value still gets a one-byte buffer.
-    let ptr = alloc.call(&mut *caller, bytes.len().max(1) as i32)?;
-    add_depth(caller, -host_units)?;
+    let ptr = add_depth(caller, host_units)
+        .and_then(|()| alloc.call(&mut *caller, bytes.len().max(1) as i32))
+        .and_then(|ptr| add_depth(caller, -host_units).map(|()| ptr));
+    if lent.is_some() {
+        caller.data_mut().guest = lent;
+    }
+    let ptr = ptr?;
     // Re-read the memory after calling into the guest: it may have grown.
     let mem = memory(caller)?;
     mem.write(&mut *caller, ptr as u32 as usize, bytes)

@@ -94,6 +94,35 @@ pub(super) fn written(base: usize, len: usize) -> Option<Vec<Range<usize>>> {
     Some(found)
 }
 
+/// The page faults (minor and major) the calling thread has taken since it started; `None`
+/// if the kernel will not say.
+#[allow(unsafe_code)]
+pub(super) fn faults_on_this_thread() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a writable `rusage`, the only memory the kernel writes.
+    let done = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    if done != 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled it (and it started zeroed: every field is an integer).
+    let usage = unsafe { usage.assume_init() };
+    Some(usage.ru_minflt as u64 + usage.ru_majflt as u64)
+}
+
+/// Asks the kernel never to back `[base, base + len)` with transparent huge pages, which it
+/// could otherwise map in the background (`khugepaged`) over pages never touched, making them
+/// writable without a fault; `false` if it refused.
+#[allow(unsafe_code)]
+pub(super) fn no_huge_pages(base: usize, len: usize) -> bool {
+    if !base.is_multiple_of(4096) {
+        return false;
+    }
+    // SAFETY: the advice only changes how the kernel may back the range later, never what it
+    // holds; the range is a memory this process mapped (a guest's), so nothing else is touched.
+    let done = unsafe { libc::madvise(base as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
+    done == 0
+}
+
 /// One `PAGEMAP_SCAN`: how many regions the kernel filled.
 #[allow(unsafe_code)]
 fn scan(file: &File, arg: &mut ScanArg) -> Option<usize> {

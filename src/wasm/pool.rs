@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::{Extern, Global, Instance, Memory, ModuleExport, Store, TypedFunc};
 
+use super::host::GuestExports;
 use super::{CallState, Compiled, NO_DEADLINE};
 
 /// A pristine instance and the store it lives in, for one call. Fields drop in order: the
@@ -127,12 +128,19 @@ pub(super) fn instantiate(
 pub(super) struct Handles {
     pub(super) instance: Instance,
     pub(super) memory: Memory,
-    pub(super) alloc: TypedFunc<i32, i32>,
+    /// `memory` and `alloc` for the host functions: lent to the call's state while a call
+    /// runs and given back after it (`call.rs`), never cloned (a clone of a typed function
+    /// counts a reference to its type, shared by every thread calling the module). `None`
+    /// only if a call failed before giving it back; such an instance is not kept.
+    pub(super) guest: Option<GuestExports>,
     pub(super) depth: Option<Global>,
     /// The entry points, in the order of `LoadedModule::exports`, found at their first call.
     pub(super) entries: Vec<Option<TypedFunc<(i32, i32), i64>>>,
     /// The mutable globals `reuse.rs` sets back (none unless the module may be kept).
     pub(super) globals: Vec<Global>,
+    /// The pages of the memory the last reset's scan found written, as byte ranges (`reuse.rs`);
+    /// `None` until an instance is first reset.
+    pub(super) written: Option<Vec<std::ops::Range<usize>>>,
 }
 
 impl Handles {
@@ -161,10 +169,14 @@ impl Handles {
         Some(Handles {
             instance: *instance,
             memory,
-            alloc: alloc.typed::<i32, i32>(&*store).ok()?,
+            guest: Some(GuestExports {
+                memory,
+                alloc: alloc.typed::<i32, i32>(&*store).ok()?,
+            }),
             depth,
             entries: vec![None; entries],
             globals,
+            written: None,
         })
     }
 }
