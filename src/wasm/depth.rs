@@ -36,16 +36,16 @@ pub const LEAF_UNITS: u32 = 64;
 /// Units added while the host calls back into the guest (`alloc` from a `ferrite` import),
 /// for the host frames in between.
 pub const HOST_CALL_UNITS: u32 = 512;
-/// Bumped whenever the rewriting changes (here or in `reuse.rs`): compiled code cached on
-/// disk names it.
-pub const VERSION: u32 = 2;
+/// Bumped whenever the rewriting changes (here, in `divide.rs` or in `reuse.rs`): compiled code
+/// cached on disk names it.
+pub const VERSION: u32 = 3;
 
 /// Section ids in the order a module must hold them (custom sections go anywhere).
 const ORDER: [u8; 13] = [1, 2, 3, 4, 5, 13, 6, 7, 8, 9, 12, 10, 11];
 const GLOBAL_SECTION: u8 = 6;
 const EXPORT_SECTION: u8 = 7;
 const TYPE_SECTION: u8 = 1;
-const CODE_SECTION: u8 = 10;
+pub(super) const CODE_SECTION: u8 = 10;
 
 /// What the rewriting needs to know of one function body.
 struct Body {
@@ -195,7 +195,7 @@ pub fn exceeded(counter: Option<wasmtime::Val>) -> bool {
 }
 
 /// The features a module may use: wasmtime's defaults less what leaves a frame unseen.
-fn features() -> WasmFeatures {
+pub(super) fn features() -> WasmFeatures {
     let mut features = WasmFeatures::default();
     features.remove(
         WasmFeatures::TAIL_CALL

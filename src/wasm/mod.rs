@@ -11,7 +11,8 @@
 //! overtook what it read (`view.rs`). This layer never sees RESP, sockets or Raft.
 //!
 //! Files: `mod.rs` (the [`Runtime`]: engine, linker, compiling), `cache.rs` (compiled code on
-//! disk), `validate.rs` (the ABI's exports and imports, checked at load), `call.rs` (running a
+//! disk), `divide.rs` (64-bit divisions take a 32-bit path when the operands fit, rewritten
+//! at load), `validate.rs` (the ABI's exports and imports, checked at load), `call.rs` (running a
 //! call and classifying how it ended), `pool.rs` (an instance per call, made and torn down on the
 //! calling thread; the allocator's slots), `host.rs` (the `ferrite` imports), `view.rs` (owned and shared
 //! keyspace access), `abi.rs` (the host's side of the
@@ -21,6 +22,7 @@ pub mod abi;
 mod cache;
 mod call;
 mod depth;
+mod divide;
 mod error;
 mod host;
 mod pagemap;
