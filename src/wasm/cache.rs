@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
-use super::{WasmError, depth, divide, first_line, reuse};
+use super::{WasmError, depth, divide, first_line, headroom, reuse};
 
 /// The compile cache of a runtime (shared by its engines: a file's name carries the engine's
 /// compatibility hash) and its hit counts.
@@ -51,14 +51,16 @@ impl CodeCache {
         sha256: &str,
     ) -> Result<Module, WasmError> {
         // WAT text becomes a binary, divides 64-bit integers in 32 bits where they fit
-        // (`divide.rs`), then counts its stack depth (`depth.rs`) and is marked if its
-        // instances may be kept between calls (`reuse.rs`).
+        // (`divide.rs`, which validates it first), gets room to grow its memory without
+        // growing it (`headroom.rs`), then counts its stack depth (`depth.rs`) and is marked if
+        // its instances may be kept between calls (`reuse.rs`).
         let compile = || {
             let binary = wat::parse_bytes(bytes).map_err(|e| {
                 WasmError::InvalidModule(e.to_string().lines().next().unwrap_or("").to_owned())
             })?;
             let divided = divide::rewrite(&binary).map_err(WasmError::InvalidModule)?;
-            let counted = depth::instrument(&divided).map_err(WasmError::InvalidModule)?;
+            let roomy = headroom::rewrite(&divided).map_err(WasmError::InvalidModule)?;
+            let counted = depth::instrument(&roomy).map_err(WasmError::InvalidModule)?;
             let counted = reuse::mark(&counted).map_err(WasmError::InvalidModule)?;
             Module::new(engine, &counted).map_err(|e| WasmError::InvalidModule(first_line(&e)))
         };

@@ -36,9 +36,9 @@ pub const LEAF_UNITS: u32 = 64;
 /// Units added while the host calls back into the guest (`alloc` from a `ferrite` import),
 /// for the host frames in between.
 pub const HOST_CALL_UNITS: u32 = 512;
-/// Bumped whenever the rewriting changes (here, in `divide.rs` or in `reuse.rs`): compiled code
-/// cached on disk names it.
-pub const VERSION: u32 = 3;
+/// Bumped whenever the rewriting changes (here, in `divide.rs`, `headroom.rs` or `reuse.rs`):
+/// compiled code cached on disk names it.
+pub const VERSION: u32 = 4;
 
 /// Section ids in the order a module must hold them (custom sections go anywhere).
 const ORDER: [u8; 13] = [1, 2, 3, 4, 5, 13, 6, 7, 8, 9, 12, 10, 11];
@@ -318,7 +318,7 @@ fn value_type(ty: ValType) -> Result<u8, String> {
     })
 }
 
-fn rank(id: u8) -> usize {
+pub(super) fn rank(id: u8) -> usize {
     ORDER.iter().position(|&o| o == id).unwrap_or(ORDER.len())
 }
 
@@ -330,7 +330,7 @@ pub(super) fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
 }
 
 /// A vector's content holding one encoded entry.
-fn single(entry: &[u8]) -> Vec<u8> {
+pub(super) fn single(entry: &[u8]) -> Vec<u8> {
     let mut out = vec![1];
     out.extend_from_slice(entry);
     out
@@ -369,7 +369,7 @@ pub(super) fn leb_u64(out: &mut Vec<u8>, mut value: u64) {
     }
 }
 
-fn leb_i64(out: &mut Vec<u8>, mut value: i64) {
+pub(super) fn leb_i64(out: &mut Vec<u8>, mut value: i64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;

@@ -12,7 +12,8 @@
 //!
 //! Files: `mod.rs` (the [`Runtime`]: engine, linker, compiling), `cache.rs` (compiled code on
 //! disk), `divide.rs` (64-bit divisions take a 32-bit path when the operands fit, rewritten
-//! at load), `validate.rs` (the ABI's exports and imports, checked at load), `call.rs` (running a
+//! at load), `headroom.rs` (room for a module to grow its memory into without growing it),
+//! `validate.rs` (the ABI's exports and imports, checked at load), `call.rs` (running a
 //! call and classifying how it ended), `pool.rs` (an instance per call, made and torn down on the
 //! calling thread; the allocator's slots), `host.rs` (the `ferrite` imports), `view.rs` (owned and shared
 //! keyspace access), `abi.rs` (the host's side of the
@@ -24,6 +25,7 @@ mod call;
 mod depth;
 mod divide;
 mod error;
+mod headroom;
 mod host;
 mod pagemap;
 mod permissions;

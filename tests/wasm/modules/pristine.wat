@@ -5,9 +5,12 @@
 ;;   1 the mutable global was set, 2 a word low in memory was written, 4 the data segment's
 ;;   byte was changed, 8 a word in the middle of memory was written, 16 the top word of the
 ;;   initial memory was written, 32 the memory had grown.
-;; Then it sets all of those, and writes into the page it grew. `beyond` reads the first word
-;; past the memory's current end, which must trap however much of the slot an earlier call
-;; made accessible.
+;; Then it sets all of those, grows the memory by 17 pages (more than the 16 pages of room a
+;; growing module gets at load, src/wasm/headroom.rs, so the real memory grows too) and writes
+;; into the first page it grew. `beyond` reads the first word past the real memory's end (the
+;; size the guest sees plus the 16 pages of room), which must trap however much of the slot an
+;; earlier call made accessible; `inside` reads the first word past the size the guest sees,
+;; inside the room, where a read answers zero instead of trapping.
 (module
   (memory (export "memory") 17)
   (data (i32.const 2048) "\07")
@@ -37,8 +40,11 @@
     (i32.store8 (i32.const 2048) (i32.const 9))
     (i32.store (i32.const 557056) (i32.const 0xfeed))
     (i32.store (i32.const 1114108) (i32.const 0xfeed))
-    (drop (memory.grow (i32.const 1)))
+    (drop (memory.grow (i32.const 17)))
     (i32.store (i32.const 1114112) (i32.const 0xfeed))
     (i64.extend_i32_u (local.get $mask)))
   (func (export "beyond") (param $ptr i32) (param $len i32) (result i64)
+    (i64.extend_i32_u
+      (i32.load (i32.mul (i32.add (memory.size) (i32.const 16)) (i32.const 65536)))))
+  (func (export "inside") (param $ptr i32) (param $len i32) (result i64)
     (i64.extend_i32_u (i32.load (i32.mul (memory.size) (i32.const 65536))))))
