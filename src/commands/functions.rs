@@ -287,6 +287,7 @@ fn describe(module: &LoadedModule, with_stats: bool) -> Vec<(Reply, Reply)> {
             Reply::Int(module.compile_time.as_micros() as i64),
         ),
         field("memory_checks", Reply::bulk(module.memory_checks())),
+        field("instances", Reply::bulk(module.instances())),
     ];
     if with_stats {
         let s = &module.stats;

@@ -141,6 +141,8 @@ pub struct LoadedModule {
     checked: OnceLock<Compiled>,
     /// Calls of this module on this node that grew its memory.
     growing_calls: AtomicU32,
+    /// Whether this node keeps its instances between calls (`reuse.rs`).
+    kept: bool,
 }
 
 /// A module compiled for one engine: its exports found, ready to instantiate.
@@ -179,6 +181,14 @@ impl LoadedModule {
         } else {
             "guard-pages"
         }
+    }
+
+    /// Whether this node keeps the module's instances between calls (`kept`: its state is
+    /// its memory and numeric globals, and the kernel can say which pages a call wrote) or
+    /// makes one for each call (`per-call`). A kept instance is still dropped after a call
+    /// that failed or grew the real memory. It changes speed, never an outcome.
+    pub fn instances(&self) -> &'static str {
+        if self.kept { "kept" } else { "per-call" }
     }
 }
 
@@ -414,6 +424,7 @@ impl Runtime {
         let started = Instant::now();
         let sha256 = hex_sha256(&bytes);
         let (guarded, exports) = self.guarded.compile(&self.cache, &bytes, &sha256)?;
+        let kept = guarded.reuse.is_some() && self.kept.max() > 0;
         Ok(LoadedModule {
             name: name.to_owned(),
             sha256,
@@ -425,6 +436,7 @@ impl Runtime {
             compile_time: started.elapsed(),
             stats: ModuleStats::default(),
             guarded,
+            kept,
             checked: OnceLock::new(),
             growing_calls: AtomicU32::new(0),
         })

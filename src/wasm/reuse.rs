@@ -337,6 +337,11 @@ pub(super) struct Kept {
 }
 
 impl Kept {
+    /// The most instances kept (0: none ever is).
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+
     pub(super) fn new(max: usize) -> Kept {
         Kept {
             warm: Mutex::new(Vec::new()),

@@ -533,3 +533,30 @@ fn pipelined_write_calls_share_log_entries_and_answer_in_order() {
         "{written} log entries for 200 pipelined write calls"
     );
 }
+
+#[test]
+fn wasm_info_says_whether_a_modules_instances_are_kept() {
+    // A module whose state is its memory and numeric globals is kept between calls; one with
+    // a start function is made for each call (`src/wasm/reuse.rs`).
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    load(&mut c, "kept", "pristine_kept.wat", &[]).unwrap();
+    let with_start = r#"(module (memory (export "memory") 1) (func $s) (start $s)
+        (func (export "alloc") (param i32) (result i32) (i32.const 0))
+        (func (export "main") (param i32 i32) (result i64) (i64.const 1)))"#;
+    cmd(&mut c, &["WASM.LOAD", "fresh", with_start]).unwrap();
+    let instances = |c: &mut redis::Connection, name: &str| -> String {
+        let info: std::collections::HashMap<String, Value> =
+            redis::cmd("WASM.INFO").arg(name).query(c).unwrap();
+        match &info["instances"] {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("instances: {other:?}"),
+        }
+    };
+    assert_eq!(instances(&mut c, "kept"), "kept");
+    assert_eq!(instances(&mut c, "fresh"), "per-call");
+    assert_eq!(
+        cmd(&mut c, &["FCALL_RO", "fresh.main", "0"]).unwrap(),
+        Value::Int(1)
+    );
+}
