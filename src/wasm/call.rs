@@ -181,7 +181,6 @@ impl Runtime {
         // anything else: the next call of this module finds the slot reset and warm.
         let keep = result.is_ok()
             && !grew
-            && handles.guest.is_some()
             && code.pristine.get().is_some_and(|globals| {
                 reuse::reset(&mut store, &mut handles, code, globals, faults_before)
             });

@@ -208,32 +208,46 @@ pub(super) fn features() -> WasmFeatures {
     features
 }
 
-fn analyze<T: wasmparser::WasmModuleResources>(
+/// Validates one function body, handing `visit` each operator with its offset and the operand
+/// stack's height after it; where the body's locals start and where its code starts.
+pub(super) fn walk_body<T: wasmparser::WasmModuleResources>(
     func: &mut wasmparser::FuncValidator<T>,
     body: &wasmparser::FunctionBody<'_>,
-) -> Result<Body, String> {
+    mut visit: impl FnMut(&Operator<'_>, usize, u32),
+) -> Result<(usize, usize), String> {
     let err = |e: wasmparser::BinaryReaderError| e.to_string();
     let mut reader = body.get_binary_reader();
     let start = reader.original_position();
     func.read_locals(&mut reader).map_err(err)?;
     let operators = reader.original_position();
     let mut ops = body.get_operators_reader().map_err(err)?;
-    let (mut highest, mut calls, mut end) = (0u32, false, operators);
-    let mut returns = Vec::new();
     while !ops.eof() {
         let (op, offset) = ops.read_with_offset().map_err(err)?;
         func.op(offset, &op).map_err(err)?;
-        highest = highest.max(func.operand_stack_height());
+        visit(&op, offset, func.operand_stack_height());
+    }
+    ops.finish().map_err(err)?;
+    Ok((start, operators))
+}
+
+fn analyze<T: wasmparser::WasmModuleResources>(
+    func: &mut wasmparser::FuncValidator<T>,
+    body: &wasmparser::FunctionBody<'_>,
+) -> Result<Body, String> {
+    let (mut highest, mut calls, mut end) = (0u32, false, None);
+    let mut returns = Vec::new();
+    let (start, operators) = walk_body(func, body, |op, offset, height| {
+        highest = highest.max(height);
         match op {
             Operator::Return => returns.push(offset),
             Operator::Call { .. } | Operator::CallIndirect { .. } | Operator::CallRef { .. } => {
                 calls = true
             }
-            Operator::End => end = offset,
+            Operator::End => end = Some(offset),
             _ => {}
         }
-    }
-    ops.finish().map_err(err)?;
+    })?;
+    let end = end.unwrap_or(operators);
     let weight = FRAME_UNITS
         .saturating_add(func.len_locals())
         .saturating_add(highest);

@@ -16,7 +16,7 @@
 
 use wasmparser::{FuncValidatorAllocations, Operator, Parser, Payload, ValidPayload, Validator};
 
-use super::depth::{CODE_SECTION, features, leb_u64, section};
+use super::depth::{CODE_SECTION, features, leb_u64, section, walk_body};
 
 /// The most locals a function may declare (wasmparser's limit, and the engines'): a function
 /// that would pass it with the two added locals is left as it is.
@@ -53,26 +53,17 @@ pub(super) fn rewrite(wasm: &[u8]) -> Result<Vec<u8>, String> {
             validator.payload(&payload).map_err(|e| e.to_string())?
         {
             let mut func = func.into_validator(allocations);
-            let err = |e: wasmparser::BinaryReaderError| e.to_string();
-            let mut reader = body.get_binary_reader();
-            let start = reader.original_position();
-            func.read_locals(&mut reader).map_err(err)?;
-            let operators = reader.original_position();
-            let mut ops = body.get_operators_reader().map_err(err)?;
             let mut divisions = Vec::new();
-            while !ops.eof() {
-                let (op, offset) = ops.read_with_offset().map_err(err)?;
-                func.op(offset, &op).map_err(err)?;
+            let (start, operators) = walk_body(&mut func, &body, |op, offset, _| {
                 let opcode = match op {
                     Operator::I64DivS => 0x7f,
                     Operator::I64DivU => 0x80,
                     Operator::I64RemS => 0x81,
                     Operator::I64RemU => 0x82,
-                    _ => continue,
+                    _ => return,
                 };
                 divisions.push((offset, opcode));
-            }
-            ops.finish().map_err(err)?;
+            })?;
             let locals = func.len_locals();
             if locals > MAX_LOCALS - 2 {
                 divisions.clear();

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmtime::{Extern, Global, Instance, Memory, ModuleExport, Store, TypedFunc};
+use wasmtime::{Extern, Global, Instance, ModuleExport, Store, TypedFunc};
 
 use super::host::GuestExports;
 use super::{CallState, Compiled, NO_DEADLINE};
@@ -127,8 +127,7 @@ pub(super) fn instantiate(
 /// calls.
 pub(super) struct Handles {
     pub(super) instance: Instance,
-    pub(super) memory: Memory,
-    /// `memory` and `alloc` for the host functions: lent to the call's state while a call
+    /// `memory` and `alloc`, for the host functions and the reset: lent to the call's state while a call
     /// runs and given back after it (`call.rs`), never cloned (a clone of a typed function
     /// counts a reference to its type, shared by every thread calling the module). `None`
     /// only if a call failed before giving it back; such an instance is not kept.
@@ -168,7 +167,6 @@ impl Handles {
             .collect::<Option<Vec<_>>>()?;
         Some(Handles {
             instance: *instance,
-            memory,
             guest: Some(GuestExports {
                 memory,
                 alloc: alloc.typed::<i32, i32>(&*store).ok()?,

@@ -270,7 +270,9 @@ pub(super) fn reset(
     let Some(reuse) = &code.reuse else {
         return false;
     };
-    let memory = handles.memory;
+    let Some(memory) = handles.guest.as_ref().map(|g| g.memory) else {
+        return false;
+    };
     if memory.data_size(&*store) != reuse.size || handles.globals.len() != globals.len() {
         return false;
     }
