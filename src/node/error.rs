@@ -73,6 +73,10 @@ pub enum NodeError {
     /// from the log, upgrade it, or replace it).
     #[error("this replica stopped serving: {0}")]
     Diverged(String),
+    /// This node's Raft core stopped on an error it cannot go on from (its disk failed, or
+    /// its data directory went away): it serves nothing more until it is restarted.
+    #[error("raft stopped on this node, restart it: {0}")]
+    RaftStopped(String),
 }
 
 /// Why a proposed write's outcome is unknown.
@@ -137,7 +141,8 @@ impl RedisError for NodeError {
             | NodeError::LeaderUnknown
             | NodeError::NoLeader
             | NodeError::ShuttingDown
-            | NodeError::Diverged(_) => "CLUSTERDOWN",
+            | NodeError::Diverged(_)
+            | NodeError::RaftStopped(_) => "CLUSTERDOWN",
             NodeError::ReadNotConfirmed(_) | NodeError::ReadTimedOut => "TRYAGAIN",
             NodeError::Uncertain(_) => "UNCERTAIN",
             NodeError::Membership(_) | NodeError::TooLarge { .. } | NodeError::Backlog { .. } => {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
+use openraft::metrics::RaftServerMetrics;
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use tracing::{info, warn};
 
@@ -186,16 +187,18 @@ impl Node {
 }
 
 /// Logs one line whenever this node's role, the term or the leader it knows changes, until
-/// the Raft node stops.
+/// the Raft node stops. It watches openraft's server metrics, which change with the role,
+/// vote or membership only: the full metrics change with every entry, and a task woken by
+/// each would cost every write a wake-up.
 pub(super) async fn log_role_changes(
     me: NodeId,
-    mut metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, Member>>,
+    mut metrics: tokio::sync::watch::Receiver<RaftServerMetrics<NodeId, Member>>,
 ) {
     let mut last: Option<(ServerState, Option<NodeId>)> = None;
     loop {
         let seen = {
             let m = metrics.borrow_and_update();
-            (m.state, m.current_leader, m.current_term)
+            (m.state, m.current_leader, m.vote.leader_id().get_term())
         };
         let (state, leader, term) = seen;
         if last != Some((state, leader)) {

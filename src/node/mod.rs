@@ -188,7 +188,10 @@ impl Node {
         let proposals =
             proposals::start(raft.clone(), options.write_timeout, options.max_entry_bytes);
         let reads = routing::read_index(raft.clone(), options.write_timeout);
-        tokio::spawn(membership::log_role_changes(options.id, metrics.clone()));
+        tokio::spawn(membership::log_role_changes(
+            options.id,
+            raft.server_metrics(),
+        ));
         tokio::spawn(checks::stop_on_divergence(
             raft.clone(),
             state.watch_divergence(),

@@ -150,6 +150,7 @@ impl Node {
     pub(super) fn must_lead(&self, slot: u16) -> Result<(), NodeError> {
         self.must_serve()?;
         let m = self.metrics.borrow();
+        raft_running(&m)?;
         let membership = m.membership_config.membership();
         if membership.get_node(&self.id).is_none() && m.membership_config.log_id().is_some() {
             return Err(NodeError::NotMember);
@@ -183,6 +184,7 @@ impl Node {
             let m = self.metrics.borrow();
             let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id);
             if !leads {
+                raft_running(&m)?;
                 drop(m);
                 return match slot() {
                     // Keyless reads (DBSIZE, SCAN) answer on any member, as on a replica.
@@ -228,5 +230,14 @@ impl Node {
             Ok(Err(_)) => Err(NodeError::ShuttingDown),
             Err(_) => Err(NodeError::ReadTimedOut),
         }
+    }
+}
+
+/// Refuses once this node's Raft core has stopped on an error: it then neither leads nor
+/// follows, and the leader its metrics last named (often itself) would be a wrong redirect.
+fn raft_running(m: &RaftMetrics<NodeId, Member>) -> Result<(), NodeError> {
+    match &m.running_state {
+        Ok(()) => Ok(()),
+        Err(fatal) => Err(NodeError::RaftStopped(fatal.to_string())),
     }
 }

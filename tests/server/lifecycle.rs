@@ -318,3 +318,42 @@ fn peers_without_a_cluster_secret_are_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at least 16"), "{stderr}");
 }
+
+/// A node whose Raft core stops on a storage error (here its data directory is removed under
+/// it, which the next snapshot save finds) refuses writes with CLUSTERDOWN and the cause,
+/// rather than a redirect to itself, and stays up to answer and to be shut down.
+#[test]
+fn a_node_whose_raft_stopped_on_a_disk_error_says_so() {
+    let config = ConfigFile::new("[cluster]\nsnapshot_logs = 20\n");
+    let mut server = Server::start(&["--config", config.arg()]);
+    let mut c = server.client();
+    assert_eq!(cmd(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
+    std::fs::remove_dir_all(server.data_dir()).unwrap();
+    let mut answers = Vec::new();
+    let refused = (0..500).find_map(|i| match cmd(&mut c, &["SET", &format!("k{i}"), "v"]) {
+        Ok(_) => None,
+        Err(e) => {
+            let line = ferrite_testkit::error_line(&e);
+            answers.push(line.clone());
+            line.starts_with("CLUSTERDOWN").then_some(line)
+        }
+    });
+    let refused =
+        refused.unwrap_or_else(|| panic!("writes went on, or failed otherwise: {answers:?}"));
+    assert!(refused.contains("raft stopped"), "{refused}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("CLUSTERDOWN") || a.starts_with("UNCERTAIN")),
+        "a write was refused some other way (a redirect to itself?): {answers:?}"
+    );
+    assert_eq!(
+        cmd(&mut c, &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+    server.signal("TERM");
+    assert!(
+        server.wait_exit(Duration::from_secs(10)).is_some(),
+        "the stopped node did not shut down"
+    );
+}
