@@ -354,6 +354,7 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>
         write_timeout: Duration::from_millis(c.write_timeout_ms),
         clock,
         max_entry_bytes: c.max_entry_bytes as usize,
+        batch_wait: Duration::from_micros(c.batch_wait_us),
     }
 }
 

@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_CLOCK_DRIFT_PERCENT: u64 = 10;
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 << 20;
 /// Default time between state checks (the leader proposes one; every member compares).
 pub const DEFAULT_STATE_CHECK_INTERVAL_MS: u64 = 300_000;
+/// Default longest wait of the write batcher for writers it expects back, in microseconds.
+pub const DEFAULT_BATCH_WAIT_US: u64 = 400;
 /// Default time a snapshot transfer may take (Redis's `repl-timeout` is 60 s too).
 pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
@@ -89,6 +91,10 @@ pub struct ClusterConfig {
     /// follower's restore (every key and every module compiled); past it the leader starts the
     /// transfer again. Also how long a stalled transfer holds up that follower's replication.
     pub snapshot_timeout_ms: u64,
+    /// The longest the leader waits, before proposing an entry, for the writes it expects
+    /// back (as many as the last entry answered plus those queued meanwhile), in
+    /// microseconds; never longer than the last entry took. 0: propose at once.
+    pub batch_wait_us: u64,
 }
 
 impl Default for ClusterConfig {
@@ -110,6 +116,7 @@ impl Default for ClusterConfig {
             state_check_interval_ms: DEFAULT_STATE_CHECK_INTERVAL_MS,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
+            batch_wait_us: DEFAULT_BATCH_WAIT_US,
             lease_reads: true,
             max_clock_drift_percent: DEFAULT_MAX_CLOCK_DRIFT_PERCENT,
         }
@@ -176,6 +183,12 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster.max_entry_bytes",
                 "must be between 1024 and 1073741824".into(),
+            ));
+        }
+        if self.batch_wait_us > 100_000 {
+            return Err(invalid(
+                "cluster.batch_wait_us",
+                "must be at most 100000 (100 ms)".into(),
             ));
         }
         if !(1..=90).contains(&self.max_clock_drift_percent) {

@@ -23,11 +23,14 @@ mod clock;
 mod error;
 mod expiry;
 mod functions;
+mod linger;
 mod membership;
 mod proposals;
 mod read_index;
 mod routing;
 
+#[cfg(test)]
+mod gated;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +82,8 @@ pub struct NodeOptions {
     pub clock: Arc<Clock>,
     /// The largest write (one encoded command) a log entry may hold.
     pub max_entry_bytes: usize,
+    /// The most the write batcher waits for writers it expects back (`linger.rs`).
+    pub batch_wait: Duration,
 }
 
 /// A member of the cluster as INFO and CLUSTER commands show it.
@@ -185,8 +190,12 @@ impl Node {
         let metrics = raft.metrics();
         let clock = options.clock;
         clock.advance_to(state.applied_ms());
-        let proposals =
-            proposals::start(raft.clone(), options.write_timeout, options.max_entry_bytes);
+        let proposals = proposals::start(
+            raft.clone(),
+            options.write_timeout,
+            options.max_entry_bytes,
+            options.batch_wait,
+        );
         let reads = routing::read_index(raft.clone(), options.write_timeout);
         tokio::spawn(membership::log_role_changes(
             options.id,

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::linger::Linger;
 use super::{Node, NodeError, Raft, Uncertain};
 use crate::keyspace::{Op, ParseCtx};
 use crate::replication::{self, Payload};
@@ -101,7 +102,12 @@ impl Queue {
 
 /// Starts the batcher proposing what is queued on the returned queue, which holds up to
 /// [`QUEUED_ENTRIES`] times `max_entry_bytes`.
-pub(super) fn start(raft: Raft, write_timeout: Duration, max_entry_bytes: usize) -> Queue {
+pub(super) fn start(
+    raft: Raft,
+    write_timeout: Duration,
+    max_entry_bytes: usize,
+    batch_wait: Duration,
+) -> Queue {
     let (sender, pending) = mpsc::unbounded_channel();
     let bytes = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(Notify::new());
@@ -111,6 +117,7 @@ pub(super) fn start(raft: Raft, write_timeout: Duration, max_entry_bytes: usize)
         bytes.clone(),
         write_timeout,
         stop.clone(),
+        batch_wait,
     ));
     Queue {
         sender,
@@ -150,10 +157,12 @@ async fn batcher(
     queued: Arc<AtomicUsize>,
     write_timeout: Duration,
     stop: Arc<Notify>,
+    batch_wait: Duration,
 ) {
     // One entry in flight at a time: measured, two in flight split the batches and lowered
     // throughput (openraft flushes a leader's appends one after another anyway).
     let mut carried: Option<Pending> = None;
+    let mut linger = Linger::new(batch_wait);
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -168,18 +177,30 @@ async fn batcher(
         };
         let mut bytes = first.encoded.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
-            match queue.try_recv() {
-                Ok(p) if bytes + p.encoded.len() > BATCH_BYTES => {
-                    carried = Some(p);
+        while has_room(&batch, bytes) {
+            let Ok(next) = queue.try_recv() else { break };
+            carried = add(&mut batch, &mut bytes, next);
+            if carried.is_some() {
+                break;
+            }
+        }
+        // Writers the last entry answered are likely on their way back: wait a little for
+        // them rather than split the writers into two groups taking turns (`linger.rs`).
+        if let Some(wait) = linger.wait_for(batch.len()).filter(|_| carried.is_none()) {
+            linger.start(wait);
+            while has_room(&batch, bytes) && !linger.enough(batch.len()) {
+                let next = tokio::select! {
+                    biased;
+                    next = queue.recv() => next,
+                    _ = linger.elapsed() => None,
+                };
+                let Some(next) = next else { break };
+                carried = add(&mut batch, &mut bytes, next);
+                if carried.is_some() {
                     break;
                 }
-                Ok(p) => {
-                    bytes += p.encoded.len();
-                    batch.push(p);
-                }
-                Err(_) => break,
             }
+            linger.stop();
         }
         queued.fetch_sub(bytes, Ordering::Relaxed);
         // A write whose caller stopped waiting (answered UNCERTAIN after the write timeout, or
@@ -190,9 +211,11 @@ async fn batcher(
         }
         let payload = Payload(Bytes::from(entry_payload(&batch)));
         let waiters: Vec<_> = batch.into_iter().map(|p| p.reply).collect();
+        let proposed = tokio::time::Instant::now();
         let written = tokio::time::timeout(write_timeout, raft.client_write(payload)).await;
         let failure = match written {
             Ok(Ok(response)) if response.data.len() == waiters.len() => {
+                linger.answered(waiters.len(), queue.len(), proposed.elapsed());
                 for (waiter, reply) in waiters.into_iter().zip(response.data) {
                     let _ = waiter.send(Ok(reply));
                 }
@@ -208,11 +231,28 @@ async fn batcher(
             Ok(Err(e)) => Uncertain::Raft(Box::new(e)),
             Err(_) => Uncertain::TimedOut(write_timeout.as_millis()),
         };
+        linger.failed();
         let failure = NodeError::Uncertain(failure);
         for waiter in waiters {
             let _ = waiter.send(Err(failure.clone()));
         }
     }
+}
+
+/// Whether `batch`, holding `bytes`, may take another write.
+fn has_room(batch: &[Pending], bytes: usize) -> bool {
+    batch.len() < MAX_BATCH && bytes < BATCH_BYTES
+}
+
+/// Adds `next` to `batch` (holding `bytes`), or hands it back when it would take the batch
+/// past [`BATCH_BYTES`]: it then starts the next entry.
+fn add(batch: &mut Vec<Pending>, bytes: &mut usize, next: Pending) -> Option<Pending> {
+    if *bytes + next.encoded.len() > BATCH_BYTES {
+        return Some(next);
+    }
+    *bytes += next.encoded.len();
+    batch.push(next);
+    None
 }
 
 /// The entry's payload: the encoding of the batch's commands as one `Vec<LogCommand>` (its

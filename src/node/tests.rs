@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::gated::{GatedDisk, gated_node};
 use super::*;
 use crate::replication::WalDisk;
 
@@ -21,7 +22,7 @@ fn args(words: &[&str]) -> Vec<Bytes> {
 }
 
 /// Waits for `future`, failing the test after [`DEADLINE`].
-async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not happen within {DEADLINE:?}"))
@@ -30,30 +31,38 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 /// A one-member node on a temporary data directory, leading.
 async fn single_node(dir: &std::path::Path) -> Node {
     let disk = Arc::new(WalDisk::open(&dir.join("wal"), dir.join("raft.snapshot")).unwrap());
-    single_node_on(
-        dir,
-        disk,
-        Duration::from_secs(5),
-        Arc::default(),
-        DEFAULT_ENTRY,
-    )
-    .await
+    single_node_on(dir, disk, Options::default()).await
 }
 
 /// The default `cluster.max_entry_bytes`.
 const DEFAULT_ENTRY: usize = crate::config::DEFAULT_MAX_ENTRY_BYTES as usize;
 
-/// A one-member node on `disk`, with `write_timeout`, `clock` and `max_entry_bytes`, leading.
-async fn single_node_on<K: replication::Disk>(
+/// What a test node's settings may differ in.
+pub(super) struct Options {
+    pub(super) write_timeout: Duration,
+    pub(super) clock: Arc<Clock>,
+    pub(super) max_entry_bytes: usize,
+    pub(super) batch_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            write_timeout: Duration::from_secs(5),
+            clock: Arc::default(),
+            max_entry_bytes: DEFAULT_ENTRY,
+            batch_wait: Duration::from_micros(crate::config::DEFAULT_BATCH_WAIT_US),
+        }
+    }
+}
+
+/// A one-member node on `disk` with `options`, leading.
+pub(super) async fn single_node_on<K: replication::Disk>(
     dir: &std::path::Path,
     disk: Arc<K>,
-    write_timeout: Duration,
-    clock: Arc<Clock>,
-    max_entry_bytes: usize,
+    options: Options,
 ) -> Node {
-    let node = start_on(dir, disk, write_timeout, clock, max_entry_bytes)
-        .await
-        .unwrap();
+    let node = start_on(dir, disk, options).await.unwrap();
     node.bootstrap(BTreeMap::from([(1, me())])).await.unwrap();
     let mut metrics = node.metrics.clone();
     within("leadership", async {
@@ -77,10 +86,14 @@ fn me() -> Member {
 async fn start_on<K: replication::Disk>(
     dir: &std::path::Path,
     disk: Arc<K>,
-    write_timeout: Duration,
-    clock: Arc<Clock>,
-    max_entry_bytes: usize,
+    options: Options,
 ) -> Result<Node, StartError> {
+    let Options {
+        write_timeout,
+        clock,
+        max_entry_bytes,
+        batch_wait,
+    } = options;
     let options = NodeOptions {
         id: 1,
         me: me(),
@@ -97,6 +110,7 @@ async fn start_on<K: replication::Disk>(
         write_timeout,
         clock,
         max_entry_bytes,
+        batch_wait,
     };
     let state = Arc::new(
         StateMachine::new(
@@ -171,14 +185,11 @@ async fn a_read_never_judges_expiry_before_an_applied_write() {
     let wall = Arc::new(AtomicU64::new(1_000_000));
     let source = wall.clone();
     let clock = Arc::new(Clock::new(Arc::new(move || source.load(Ordering::Relaxed))));
-    let node = single_node_on(
-        dir.path(),
-        disk,
-        Duration::from_secs(5),
+    let options = Options {
         clock,
-        DEFAULT_ENTRY,
-    )
-    .await;
+        ..Options::default()
+    };
+    let node = single_node_on(dir.path(), disk, options).await;
     assert_eq!(
         run(&node, "set", &["k", "v", "PX", "100"]).await,
         Reply::ok()
@@ -283,15 +294,11 @@ async fn a_committed_entry_that_cannot_be_read_stops_the_replica_for_good() {
     // commit was saved) fails the start, or applying it once committed again stops the node.
     let disk =
         Arc::new(WalDisk::open(&dir.path().join("wal"), dir.path().join("raft.snapshot")).unwrap());
-    match start_on(
-        dir.path(),
-        disk,
-        Duration::from_secs(5),
-        Arc::default(),
-        1 << 20,
-    )
-    .await
-    {
+    let options = Options {
+        max_entry_bytes: 1 << 20,
+        ..Options::default()
+    };
+    match start_on(dir.path(), disk, options).await {
         Err(e) => assert!(e.to_string().contains("cannot read log entry 3"), "{e}"),
         Ok(node) => {
             node.bootstrap(BTreeMap::from([(1, me())])).await.unwrap();
@@ -305,83 +312,11 @@ async fn a_committed_entry_that_cannot_be_read_stops_the_replica_for_good() {
     }
 }
 
-/// A disk whose writes wait while its gate is shut: entries cannot become durable, so they
-/// cannot commit. With `hold_snapshots`, saving a snapshot never finishes (a very large one
-/// on a slow disk).
-struct GatedDisk {
-    inner: Arc<WalDisk>,
-    open: tokio::sync::watch::Receiver<bool>,
-    hold_snapshots: bool,
-    snapshot_saves: std::sync::atomic::AtomicUsize,
-}
-
-impl GatedDisk {
-    fn new(
-        dir: &std::path::Path,
-        open: tokio::sync::watch::Receiver<bool>,
-        hold_snapshots: bool,
-    ) -> Arc<GatedDisk> {
-        Arc::new(GatedDisk {
-            inner: Arc::new(WalDisk::open(&dir.join("wal"), dir.join("raft.snapshot")).unwrap()),
-            open,
-            hold_snapshots,
-            snapshot_saves: Default::default(),
-        })
-    }
-}
-
-impl replication::Disk for GatedDisk {
-    fn recover(&self) -> std::io::Result<replication::Recovered> {
-        self.inner.recover()
-    }
-
-    fn write(
-        self: &Arc<Self>,
-        ops: Vec<replication::DiskOp>,
-    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        let (inner, mut open) = (self.inner.clone(), self.open.clone());
-        async move {
-            while !*open.borrow_and_update() {
-                let _ = open.changed().await;
-            }
-            inner.write(ops).await
-        }
-    }
-
-    fn load_snapshot(
-        self: &Arc<Self>,
-    ) -> impl std::future::Future<Output = std::io::Result<Option<Vec<u8>>>> + Send {
-        self.inner.load_snapshot()
-    }
-
-    fn save_snapshot(
-        self: &Arc<Self>,
-        snapshot: Arc<Vec<u8>>,
-    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        self.snapshot_saves
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (inner, hold) = (self.inner.clone(), self.hold_snapshots);
-        async move {
-            if hold {
-                std::future::pending::<()>().await;
-            }
-            inner.save_snapshot(snapshot).await
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_commit_while_a_snapshot_is_still_being_saved() {
     let dir = tempfile::tempdir().unwrap();
     let disk = GatedDisk::new(dir.path(), tokio::sync::watch::channel(true).1, true);
-    let node = single_node_on(
-        dir.path(),
-        disk.clone(),
-        Duration::from_secs(5),
-        Arc::default(),
-        DEFAULT_ENTRY,
-    )
-    .await;
+    let node = single_node_on(dir.path(), disk.clone(), Options::default()).await;
     // A snapshot is built every 100 entries; the first one's save never ends.
     for i in 0..250 {
         let key = format!("k{i}");
@@ -399,27 +334,17 @@ async fn writes_commit_while_a_snapshot_is_still_being_saved() {
     node.shutdown().await;
 }
 
-/// A leading one-member node on a disk whose writes wait while the returned gate is shut
-/// (it is shut on return).
-async fn gated_node(
-    dir: &std::path::Path,
-    write_timeout: Duration,
-    max_entry_bytes: usize,
-) -> (Node, tokio::sync::watch::Sender<bool>) {
-    let (gate, open) = tokio::sync::watch::channel(true);
-    let disk = GatedDisk::new(dir, open, false);
-    let node = single_node_on(dir, disk, write_timeout, Arc::default(), max_entry_bytes).await;
-    gate.send_replace(false);
-    (node, gate)
-}
-
 /// A one-member leader counts its own copy of an entry from the moment the entry is queued
 /// for the disk, so the entry commits at once; it must still neither answer the write nor show
 /// it to a read until the disk holds it (`replication::durable`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_neither_answered_nor_readable_before_its_entry_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let (node, gate) = gated_node(dir.path(), Duration::from_millis(400), DEFAULT_ENTRY).await;
+    let options = Options {
+        write_timeout: Duration::from_millis(400),
+        ..Options::default()
+    };
+    let (node, gate) = gated_node(dir.path(), options).await;
     let ctx = node.parse_ctx();
     let op = crate::keyspace::parse("set", &args(&["k", "v"]), &ctx)
         .unwrap()
@@ -460,7 +385,7 @@ async fn a_write_is_neither_answered_nor_readable_before_its_entry_is_on_disk() 
 }
 
 /// Queues `SET key v` on `node`.
-fn set(node: &Node, key: &str) -> Result<super::Ticket, NodeError> {
+pub(super) fn set(node: &Node, key: &str) -> Result<super::Ticket, NodeError> {
     let ctx = node.parse_ctx();
     let op = crate::keyspace::parse("set", &args(&[key, "v"]), &ctx).unwrap();
     node.submit(op.unwrap(), &ctx)
@@ -490,7 +415,11 @@ async fn until_set(node: &Node, key: &str) {
 async fn a_write_whose_caller_is_gone_before_it_is_proposed_never_commits() {
     let dir = tempfile::tempdir().unwrap();
     let timeout = Duration::from_millis(400);
-    let (node, gate) = gated_node(dir.path(), timeout, DEFAULT_ENTRY).await;
+    let options = Options {
+        write_timeout: timeout,
+        ..Options::default()
+    };
+    let (node, gate) = gated_node(dir.path(), options).await;
     let submit = |key: &str| set(&node, key).unwrap();
     // `first` is proposed at once and sticks on the shut disk; `gone` queues behind it, and
     // its caller goes away (its connection closed) before `first`'s proposal times out;
@@ -517,14 +446,11 @@ async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
     let (gate, open) = tokio::sync::watch::channel(true);
     let disk = GatedDisk::new(dir.path(), open, false);
     // Entries of at most 1,024 bytes: the queue holds at most 4,096.
-    let node = single_node_on(
-        dir.path(),
-        disk,
-        Duration::from_secs(5),
-        Arc::default(),
-        1024,
-    )
-    .await;
+    let options = Options {
+        max_entry_bytes: 1024,
+        ..Options::default()
+    };
+    let node = single_node_on(dir.path(), disk, options).await;
     gate.send_replace(false);
     let value = "x".repeat(500);
     let submit = |key: String| {
@@ -569,7 +495,7 @@ async fn writes_beyond_the_queue_limit_are_refused_and_never_happen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let (node, gate) = gated_node(dir.path(), Duration::from_secs(5), DEFAULT_ENTRY).await;
+    let (node, gate) = gated_node(dir.path(), Options::default()).await;
     let node = Arc::new(node);
     // Proposed at once (appended to the log), then held by the shut disk.
     let entry = node.metrics.borrow().last_log_index.map_or(0, |i| i + 1);
@@ -596,4 +522,41 @@ async fn shutdown_refuses_new_writes_and_lets_the_entry_in_flight_finish() {
     gate.send_replace(true);
     assert_eq!(within("the answer", in_flight.wait()).await, Reply::ok());
     within("the shutdown", stopping).await.unwrap();
+}
+
+/// Two writers taking turns (each writes again once answered) share entries: once an entry is
+/// answered the batcher waits, up to the entry's round, for the writer it answered
+/// (`linger.rs`); with `cluster.batch_wait_us = 0` each write takes an entry of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_taking_turns_share_entries_when_the_batcher_waits_for_them() {
+    for (batch_wait, entries) in [(Duration::from_secs(10), 1), (Duration::ZERO, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            batch_wait,
+            ..Options::default()
+        };
+        let (node, gate) = gated_node(dir.path(), options).await;
+        let last = |node: &Node| node.metrics.borrow().last_log_index.unwrap_or(0);
+        // `a1` is proposed and held by the shut disk for a round of 200 ms; `b1` queues.
+        let a1 = set(&node, "a1").unwrap();
+        let held = last(&node) + 1;
+        let proposed = |m: &RaftMetrics<NodeId, Member>| m.last_log_index >= Some(held);
+        within("the proposal", node.metrics.clone().wait_for(proposed))
+            .await
+            .unwrap();
+        let b1 = set(&node, "b1").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gate.send_replace(true);
+        assert_eq!(within("a1", a1.wait()).await, Reply::ok());
+        // The first writer writes again a moment after its answer.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let a2 = set(&node, "a2").unwrap();
+        assert_eq!(within("b1", b1.wait()).await, Reply::ok());
+        assert_eq!(within("a2", a2.wait()).await, Reply::ok());
+        assert_eq!(
+            last(&node) - held,
+            entries,
+            "entries for b1 and a2 with batch_wait {batch_wait:?}"
+        );
+    }
 }
