@@ -10,7 +10,10 @@
 //! entry answered plus those that had queued meanwhile, and proposes as soon as that many
 //! have queued, or when a wait of at most one round (and at most `cluster.batch_wait_us`)
 //! ends. A lone client never waits (the last entry answered its one write and nothing else
-//! had queued).
+//! had queued). Writers answered may not write again soon (a client that reads next, or
+//! pauses): a wait that ends with no write gained makes the batcher skip the next wait, then
+//! the next 2, 4, ... up to 64, until a wait gains a write again, so such a workload pays at
+//! most one round now and then rather than one per entry.
 //!
 //! Rounds take a few hundred microseconds, finer than tokio's timer (milliseconds), so on a
 //! server the wait is a `timerfd` on the runtime's reactor. On a current-thread runtime (the
@@ -35,8 +38,16 @@ pub(super) struct Linger {
     expected: usize,
     /// How long the last entry took, from its proposal to its answer.
     last_round: Duration,
+    /// Waits to skip, after waits that gained nothing.
+    skip: u32,
+    /// How many the next fruitless wait makes the batcher skip, halved back to 0 by a wait
+    /// that gains a write.
+    backoff: u32,
     timer: Timer,
 }
+
+/// The most waits one fruitless wait makes the batcher skip.
+const MAX_SKIP: u32 = 64;
 
 impl Linger {
     pub(super) fn new(most: Duration) -> Linger {
@@ -44,6 +55,8 @@ impl Linger {
             most,
             expected: 0,
             last_round: Duration::ZERO,
+            skip: 0,
+            backoff: 0,
             timer: Timer::new(),
         }
     }
@@ -61,9 +74,16 @@ impl Linger {
     }
 
     /// How long to wait for more writes when `have` are ready, or `None` to propose now.
-    pub(super) fn wait_for(&self, have: usize) -> Option<Duration> {
+    pub(super) fn wait_for(&mut self, have: usize) -> Option<Duration> {
         let wait = self.most.min(self.last_round);
-        (have < self.expected && !wait.is_zero()).then_some(wait)
+        if have >= self.expected || wait.is_zero() {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        Some(wait)
     }
 
     /// Whether `have` writes are as many as expected.
@@ -81,9 +101,15 @@ impl Linger {
         self.timer.elapsed().await;
     }
 
-    /// Ends the wait early.
-    pub(super) fn stop(&mut self) {
+    /// Ends the wait (early, or after it elapsed), which gained `gained` writes.
+    pub(super) fn stop(&mut self, gained: usize) {
         self.timer.stop();
+        if gained == 0 {
+            self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
+            self.skip = self.backoff;
+        } else {
+            self.backoff /= 2;
+        }
     }
 }
 
@@ -206,6 +232,33 @@ mod tests {
         assert_eq!(linger.wait_for(9), Some(Duration::from_micros(400)));
         linger.failed();
         assert_eq!(linger.wait_for(1), None, "a failed entry answered nobody");
+    }
+
+    #[tokio::test]
+    async fn fruitless_waits_are_skipped_more_and_more_until_one_gains_a_write() {
+        let mut linger = Linger::new(Duration::from_micros(400));
+        let waits = |linger: &mut Linger, entries: usize| {
+            (0..entries)
+                .filter(|_| {
+                    linger.answered(1, 1, ROUND);
+                    linger.wait_for(1).is_some()
+                })
+                .count()
+        };
+        assert_eq!(waits(&mut linger, 1), 1);
+        linger.stop(0);
+        // One fruitless wait: the next is skipped.
+        assert_eq!(waits(&mut linger, 2), 1);
+        linger.stop(0);
+        // Two in a row: the next two are skipped.
+        assert_eq!(waits(&mut linger, 3), 1);
+        for _ in 0..10 {
+            linger.stop(0);
+        }
+        assert_eq!(waits(&mut linger, 64), 0, "64 skipped after many");
+        assert_eq!(waits(&mut linger, 1), 1);
+        linger.stop(1);
+        assert_eq!(waits(&mut linger, 1), 1, "a wait that gained a write");
     }
 
     #[tokio::test]

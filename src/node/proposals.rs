@@ -188,6 +188,7 @@ async fn batcher(
         // them rather than split the writers into two groups taking turns (`linger.rs`).
         if let Some(wait) = linger.wait_for(batch.len()).filter(|_| carried.is_none()) {
             linger.start(wait);
+            let before = batch.len();
             while has_room(&batch, bytes) && !linger.enough(batch.len()) {
                 let next = tokio::select! {
                     biased;
@@ -200,7 +201,7 @@ async fn batcher(
                     break;
                 }
             }
-            linger.stop();
+            linger.stop(batch.len() - before + usize::from(carried.is_some()));
         }
         queued.fetch_sub(bytes, Ordering::Relaxed);
         // A write whose caller stopped waiting (answered UNCERTAIN after the write timeout, or
