@@ -76,7 +76,7 @@ impl Linger {
     /// How long to wait for more writes when `have` are ready, or `None` to propose now.
     pub(super) fn wait_for(&mut self, have: usize) -> Option<Duration> {
         let wait = self.most.min(self.last_round);
-        if have >= self.expected || wait.is_zero() {
+        if self.enough(have) || wait.is_zero() {
             return None;
         }
         if self.skip > 0 {
