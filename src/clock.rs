@@ -67,7 +67,11 @@ impl Clock {
 
     /// Never answer earlier than `ms` from now on.
     pub fn advance_to(&self, ms: u64) {
-        self.last.fetch_max(ms, Ordering::Relaxed);
+        // Read first, as in `now_ms`: every read calls this, and an unconditional `fetch_max`
+        // would take the shared line exclusive on every call, bouncing it between cores.
+        if self.last.load(Ordering::Relaxed) < ms {
+            self.last.fetch_max(ms, Ordering::Relaxed);
+        }
     }
 }
 

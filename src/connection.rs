@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 use tracing::debug;
 
 use crate::commands::{self, Session, Shared};
-use crate::protocol::{Limits, RespCodec};
+use crate::protocol::{self, Limits, RespCodec};
 use crate::reply::{RedisError, Reply};
 
 /// Replies are written once this much is buffered even if more requests are waiting, so a huge
@@ -107,13 +107,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Err(e) => {
                     debug!(cause = %e, "protocol error");
                     self.answer_queued(shared, session, &mut queued).await?;
-                    self.encode(shared, Reply::Error(e.line()));
+                    self.encode(Reply::Error(e.line()));
                     self.flush(shared).await?;
                     return Ok(false);
                 }
             };
             if request.is_empty() {
                 continue;
+            }
+            let mut request = commands::Request::new(request);
+            if !request.keeps_no_arguments(session) {
+                protocol::detach(request.argv_mut());
             }
             if commands::deferrable(shared, session, &request) && queued.len() < MAX_QUEUED_WRITES {
                 // Queued to the log now, answered in order below.
@@ -130,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // HELLO 3 answers in RESP3 already, so switch before encoding.
             self.codec.set_resp3(session.resp3);
             self.codec.set_authenticated(session.authenticated);
-            self.encode(shared, reply);
+            self.encode(reply);
             if session.close {
                 self.flush(shared).await?;
                 return Ok(false);
@@ -158,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     commands::finish(shared, session, deferred).await
                 }
             };
-            self.encode(shared, reply);
+            self.encode(reply);
             if self.write_buf.len() >= WRITE_HIGH_WATER {
                 self.flush(shared).await?;
             }
@@ -166,16 +170,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
-    fn encode(&mut self, shared: &Shared, reply: Reply) {
-        if let Err(e) = self.codec.encode(reply, &mut self.write_buf) {
-            // Encoding our own replies cannot fail for well-formed values; report rather than
-            // corrupt the stream.
-            shared.stats.record_error("ERR");
-            let _ = self.codec.encode(
-                Reply::Error(format!("ERR internal encoding error: {e}")),
-                &mut self.write_buf,
-            );
-        }
+    fn encode(&mut self, reply: Reply) {
+        self.codec.encode(&reply, &mut self.write_buf);
     }
 
     async fn flush(&mut self, shared: &Shared) -> std::io::Result<()> {

@@ -7,6 +7,10 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+/// Stored values up to this size are copied into their replies rather than shared
+/// ([`Reply::stored`]).
+const COPIED_REPLY_BYTES: usize = 128;
+
 /// A protocol-independent reply. RESP3-only shapes (maps, sets, doubles, booleans) degrade to
 /// their RESP2 equivalents when encoded for a RESP2 client, exactly as Redis does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +61,23 @@ impl Reply {
     /// An error reply from anything that knows its Redis error line.
     pub fn error(err: impl RedisError) -> Reply {
         Reply::Error(err.line())
+    }
+
+    /// A bulk reply of a value the keyspace keeps: copied when small, shared when large.
+    /// Sharing a stored value touches the count on its allocation (a cache miss on a cold key,
+    /// and two atomic operations), which costs more than copying a few dozen bytes that the
+    /// reply reads anyway.
+    pub fn stored(value: &Bytes) -> Reply {
+        if value.len() <= COPIED_REPLY_BYTES {
+            Reply::Bulk(Bytes::copy_from_slice(value))
+        } else {
+            Reply::Bulk(value.clone())
+        }
+    }
+
+    /// [`Reply::stored`] for `Some`, nil for `None`.
+    pub fn opt_stored(value: Option<&Bytes>) -> Reply {
+        value.map_or(Reply::Nil, Reply::stored)
     }
 
     /// A bulk reply for `Some`, nil for `None`.

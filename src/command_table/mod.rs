@@ -331,6 +331,16 @@ impl CommandSpec {
         }
     }
 
+    /// Whether the command names at most one key whatever its arguments: then its keys
+    /// cannot span slots, and the check is skipped without collecting them.
+    pub fn at_most_one_key(&self) -> bool {
+        match self.keys {
+            Keys::None => true,
+            Keys::Range { first, last, .. } => first == last && first > 0,
+            Keys::Numkeys(_) | Keys::KeysKeyword => false,
+        }
+    }
+
     /// The keys of `argv` (name included); none if the words do not reach the key positions.
     pub fn keys<'a>(&self, argv: &'a [Bytes]) -> Vec<&'a Bytes> {
         match self.keys {

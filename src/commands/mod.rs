@@ -41,9 +41,43 @@ fn unknown_command(argv: &[Bytes]) -> CommandError {
     }
 }
 
-/// Runs one request and returns its reply. `argv` is non-empty.
-pub async fn execute(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Reply {
-    let Some(index) = command_table::lookup_index(&argv[0]) else {
+/// A decoded request, its command looked up once for everything that follows.
+#[derive(Debug)]
+pub struct Request {
+    argv: Vec<Bytes>,
+    /// The command's position in the table; `None` for an unknown command.
+    index: Option<usize>,
+}
+
+impl Request {
+    /// Looks up the command of `argv`, which is non-empty.
+    pub fn new(argv: Vec<Bytes>) -> Request {
+        let index = command_table::lookup_index(&argv[0]);
+        Request { argv, index }
+    }
+
+    /// Whether the request keeps none of its arguments once its reply is made: a data read
+    /// outside MULTI (it is parsed into a read and dropped). Anything else may store them (the
+    /// keyspace, the log, a MULTI queue, the session), so its arguments must not share a
+    /// buffer the connection reuses.
+    pub fn keeps_no_arguments(&self, session: &Session) -> bool {
+        session.multi.is_none()
+            && self.index.is_some_and(|i| {
+                let spec = &command_table::COMMANDS[i];
+                spec.handler == Handler::Data && !spec.is_write()
+            })
+    }
+
+    /// The words of the request, to copy them.
+    pub fn argv_mut(&mut self) -> &mut [Bytes] {
+        &mut self.argv
+    }
+}
+
+/// Runs one request and returns its reply.
+pub async fn execute(shared: &Shared, session: &mut Session, request: Request) -> Reply {
+    let Request { argv, index } = request;
+    let Some(index) = index else {
         session.multi_failed |= session.multi.is_some();
         session.stats.record_rejected();
         return rejected(shared, None, unknown_command(&argv));
@@ -83,13 +117,17 @@ fn account(shared: &Shared, session: &mut Session, index: usize, started: Instan
 /// write, or a call that goes through the log (`FCALL` or `WASM.CALL` of a module loaded with
 /// WRITE), outside MULTI. A connection queues such writes to the log back to back, without
 /// waiting for each reply, so the writes of one pipeline share log entries and fsyncs.
-pub fn deferrable(shared: &Shared, session: &Session, argv: &[Bytes]) -> bool {
+pub fn deferrable(shared: &Shared, session: &Session, request: &Request) -> bool {
     if session.multi.is_some() || !session.authenticated {
         return false;
     }
-    match command_table::lookup(&argv[0]).map(|s| (s.is_write(), s.handler)) {
-        Some((true, Handler::Data)) => true,
-        Some((_, Handler::Functions(command))) => functions::defers(shared, command, &argv[1..]),
+    let Some(index) = request.index else {
+        return false;
+    };
+    let spec = &command_table::COMMANDS[index];
+    match (spec.is_write(), spec.handler) {
+        (true, Handler::Data) => true,
+        (_, Handler::Functions(command)) => functions::defers(shared, command, &request.argv[1..]),
         _ => false,
     }
 }
@@ -114,8 +152,9 @@ pub struct Deferred {
 /// Runs a command [`deferrable`] said may be pipelined: the same checks as [`execute`], then
 /// the write is queued to the log without waiting. Every command before it must have been
 /// answered or queued, and none after it may run before [`finish`] unless it is queued too.
-pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>) -> Step {
-    let Some(index) = command_table::lookup_index(&argv[0]) else {
+pub fn execute_deferred(shared: &Shared, session: &mut Session, request: Request) -> Step {
+    let Request { argv, index } = request;
+    let Some(index) = index else {
         return Step::Now(rejected(shared, None, unknown_command(&argv)));
     };
     let spec = &command_table::COMMANDS[index];
@@ -145,7 +184,9 @@ pub fn execute_deferred(shared: &Shared, session: &mut Session, argv: Vec<Bytes>
 
 /// Parses the data write `argv` and queues it for the log.
 fn submit_op(shared: &Shared, spec: &CommandSpec, argv: &[Bytes]) -> Result<Ticket, Reply> {
-    same_slot(spec.keys(argv)).map_err(Reply::error)?;
+    if !spec.at_most_one_key() {
+        same_slot(spec.keys(argv)).map_err(Reply::error)?;
+    }
     let ctx = shared.node.parse_ctx();
     match node::parse(spec.name, &argv[1..], &ctx) {
         Some(Ok(op)) => shared.node.submit(op, &ctx).map_err(Reply::error),
@@ -261,7 +302,9 @@ async fn data(
     argv: &[Bytes],
 ) -> Reply {
     // Before parsing, as Redis routes before it validates arguments.
-    if let Err(e) = same_slot(spec.keys(argv)) {
+    if !spec.at_most_one_key()
+        && let Err(e) = same_slot(spec.keys(argv))
+    {
         return Reply::error(e);
     }
     let ctx = shared.node.parse_ctx();
@@ -412,6 +455,31 @@ mod tests {
                 spec.name
             );
         }
+    }
+
+    /// Only a data read outside MULTI may keep its arguments in the connection's read buffer:
+    /// everything that may store an argument gets copies.
+    #[test]
+    fn only_data_reads_outside_multi_keep_no_arguments() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let client = crate::clients::Clients::default()
+            .register(addr, addr, 1)
+            .unwrap();
+        let mut session = Session::new(client, true);
+        let request = |w: &[&str]| Request::new(words(w));
+        assert!(request(&["GET", "k"]).keeps_no_arguments(&session));
+        assert!(request(&["mget", "a", "b"]).keeps_no_arguments(&session));
+        for stores in [
+            &["SET", "k", "v"][..],
+            &["WATCH", "k"],
+            &["CLIENT", "SETNAME", "n"],
+            &["FCALL", "f", "0"],
+            &["NOSUCH", "k"],
+        ] {
+            assert!(!request(stores).keeps_no_arguments(&session), "{stores:?}");
+        }
+        session.multi = Some(Vec::new());
+        assert!(!request(&["GET", "k"]).keeps_no_arguments(&session));
     }
 
     #[test]

@@ -126,8 +126,8 @@ impl Keyspace {
     }
 
     pub(super) fn hget(&self, key: &Bytes, field: &[u8], now: u64) -> KsResult<Reply> {
-        Ok(Reply::opt_bulk(
-            self.hash(key, now)?.and_then(|h| h.get(field)).cloned(),
+        Ok(Reply::opt_stored(
+            self.hash(key, now)?.and_then(|h| h.get(field)),
         ))
     }
 
@@ -136,7 +136,7 @@ impl Keyspace {
         Ok(Reply::Array(
             fields
                 .iter()
-                .map(|f| Reply::opt_bulk(hash.and_then(|h| h.get(f)).cloned()))
+                .map(|f| Reply::opt_stored(hash.and_then(|h| h.get(f))))
                 .collect(),
         ))
     }

@@ -383,7 +383,7 @@ impl Op {
     fn try_read(&self, ks: &Keyspace, ctx: Ctx) -> KsResult<Reply> {
         let now = ctx.now_ms;
         match self {
-            Op::Get { key } => ks.get_string(key, now).map(|v| Reply::opt_bulk(v.cloned())),
+            Op::Get { key } => ks.get_string(key, now).map(Reply::opt_stored),
             Op::MGet { keys } => Ok(ks.mget(keys, now)),
             Op::StrLen { key } => ks.strlen(key, now),
             Op::GetRange { key, start, end } => ks.getrange(key, *start, *end, now),

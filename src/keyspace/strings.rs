@@ -275,7 +275,7 @@ impl Keyspace {
         Reply::Array(
             keys.iter()
                 .map(|k| match self.get_string(k, now) {
-                    Ok(Some(v)) => Reply::Bulk(v.clone()),
+                    Ok(Some(v)) => Reply::stored(v),
                     _ => Reply::Nil,
                 })
                 .collect(),

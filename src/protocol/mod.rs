@@ -7,9 +7,9 @@
 //! buffer or allocate without bound; the walk records where each argument lies, so a complete
 //! request is split without parsing it again. (`redis-protocol`'s decoder has no limits and no
 //! inline commands, and re-parses an incomplete frame from its start on every read; a unit test
-//! checks that our split agrees with it.) Replies are converted to `redis-protocol` frames for
-//! the client's protocol version (RESP2 or RESP3) and encoded by its tokio codecs
-//! (`encode.rs`); inline commands are split like `sdssplitargs` (`inline.rs`). This module
+//! checks that our split agrees with it.) Replies are written straight into the output buffer
+//! in the client's protocol version, RESP2 or RESP3 (`encode.rs`; a unit test checks the bytes
+//! against `redis-protocol`'s encoders); inline commands are split like `sdssplitargs` (`inline.rs`). This module
 //! knows nothing about commands.
 
 mod encode;
@@ -18,7 +18,6 @@ mod inline;
 pub use inline::split_inline;
 
 use bytes::{Buf, Bytes, BytesMut};
-use redis_protocol::codec::{Resp2, Resp3};
 use thiserror::Error;
 use tokio_util::codec::Decoder;
 
@@ -76,9 +75,6 @@ pub enum ProtocolError {
     /// More unparsed input than the query buffer limit.
     #[error("Protocol error: query buffer limit reached")]
     QueryBufferLimit,
-    /// A reply could not be encoded.
-    #[error("{0}")]
-    Encode(#[source] redis_protocol::error::RedisProtocolError),
     /// The socket failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -111,12 +107,32 @@ pub struct RespCodec {
     authenticated: bool,
     resp3: bool,
     scan: Scan,
-    resp2: Resp2,
-    resp3_codec: Resp3,
 }
 
 /// One decoded request: the command name and its arguments, binary-safe.
+///
+/// The arguments of a multibulk request share the connection's read buffer, so that a request
+/// that only reads costs no copy. Whoever keeps an argument beyond the request (the keyspace,
+/// the log, a MULTI queue) must [`detach`] the request first, or the argument would pin the
+/// whole (much larger, reused) buffer.
 pub type Request = Vec<Bytes>;
+
+/// Copies the arguments of `argv` into one allocation of their own, so they no longer share
+/// the read buffer they were decoded from.
+pub fn detach(argv: &mut [Bytes]) {
+    let total = argv.iter().map(Bytes::len).sum();
+    let mut copy = BytesMut::with_capacity(total);
+    for arg in argv.iter() {
+        copy.extend_from_slice(arg);
+    }
+    let copy = copy.freeze();
+    let mut at = 0;
+    for arg in argv.iter_mut() {
+        let len = arg.len();
+        *arg = copy.slice(at..at + len);
+        at += len;
+    }
+}
 
 impl RespCodec {
     /// A codec enforcing `limits`; `authenticated` false applies Redis's pre-AUTH limits.
@@ -126,8 +142,6 @@ impl RespCodec {
             authenticated,
             resp3: false,
             scan: Scan::default(),
-            resp2: Resp2::default(),
-            resp3_codec: Resp3::default(),
         }
     }
 
@@ -241,21 +255,25 @@ impl RespCodec {
             }
             return Ok(None);
         }
-        let scanned = std::mem::take(&mut self.scan);
+        let offset = self.scan.offset;
+        let empty = self.scan.empty;
+        self.scan.offset = 0;
+        self.scan.remaining = None;
+        self.scan.pending_bulk = None;
+        self.scan.empty = false;
         // A zero or negative count is an empty request, which Redis skips without a reply.
-        if scanned.empty {
-            src.advance(scanned.offset);
+        if empty {
+            self.scan.args.clear();
+            src.advance(offset);
             return Ok(Some(Vec::new()));
         }
-        // Copy the request out of the read buffer into an allocation of its own: arguments are
-        // slices of it, and those that end up stored in the keyspace must not pin the (much
-        // larger, reused) socket buffer. The scan already located every argument.
-        let request = Bytes::copy_from_slice(&src[..scanned.offset]);
-        src.advance(scanned.offset);
+        // The arguments are slices of the read buffer, not copies: see [`Request`]. The scan
+        // already located every argument; its list keeps its capacity for the next request.
+        let request = src.split_to(offset).freeze();
         Ok(Some(
-            scanned
+            self.scan
                 .args
-                .into_iter()
+                .drain(..)
                 .map(|(start, end)| request.slice(start..end))
                 .collect(),
         ))
@@ -388,6 +406,30 @@ mod tests {
             b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
             &[&["PING"], &["PING"], &["PING"]],
         );
+    }
+
+    /// Decoded arguments share the read buffer; detached ones share nothing with it, so a
+    /// stored argument cannot keep the buffer alive.
+    #[test]
+    fn arguments_share_the_read_buffer_until_detached() {
+        let mut codec = RespCodec::new(limits(), true);
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n*1\r\n$4\r\nPI");
+        let whole = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.capacity();
+        let inside = |arg: &Bytes| whole.contains(&(arg.as_ptr() as usize));
+        let mut argv = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(argv, [&b"SET"[..], b"k", b"value"]);
+        assert!(argv.iter().all(inside), "decoded without a copy");
+        detach(&mut argv);
+        assert_eq!(argv, [&b"SET"[..], b"k", b"value"]);
+        assert!(
+            !argv.iter().any(inside),
+            "detached arguments still share the buffer"
+        );
+        // The unfinished request after it stays in the buffer.
+        assert_eq!(&buf[..], b"*1\r\n$4\r\nPI");
+        buf.extend_from_slice(b"NG\r\n");
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), [&b"PING"[..]]);
     }
 
     /// Our split must agree with redis-protocol's decoder on every well-formed request, also
