@@ -25,7 +25,7 @@ impl Node {
         permissions: Permissions,
         replace: bool,
     ) -> Reply {
-        if let Err(e) = self.must_lead(0) {
+        if let Err(e) = self.must_lead(|| 0) {
             return Reply::error(e);
         }
         if !replace && self.state.modules().get(&name).is_some() {
@@ -50,7 +50,7 @@ impl Node {
 
     /// Replicates an unload.
     pub async fn wasm_unload(&self, name: String) -> Reply {
-        if let Err(e) = self.must_lead(0) {
+        if let Err(e) = self.must_lead(|| 0) {
             return Reply::error(e);
         }
         if self.state.modules().get(&name).is_none() {

@@ -95,7 +95,7 @@ impl Node {
     /// for the write timeout (unreachable, or holding another cluster secret) is taken out
     /// again and the command fails.
     pub async fn add_node(&self, id: NodeId, member: Member) -> Result<(), NodeError> {
-        self.must_lead(0)?;
+        self.must_lead(|| 0)?;
         if self.me.cport == 0 {
             return Err(MembershipError::NoClusterBus.into());
         }
@@ -164,7 +164,7 @@ impl Node {
 
     /// Removes node `id` from the cluster through joint consensus.
     pub async fn remove_node(&self, id: NodeId) -> Result<(), NodeError> {
-        self.must_lead(0)?;
+        self.must_lead(|| 0)?;
         let membership = self.metrics.borrow().membership_config.membership().clone();
         if membership.get_node(&id).is_none() {
             return Err(MembershipError::NotAMember(id).into());

@@ -276,7 +276,12 @@ impl Node {
 
     /// Queues `command` for the log (after the leadership check) without waiting.
     pub(super) fn enqueue(&self, command: LogCommand, slot: u16) -> Result<Ticket, NodeError> {
-        self.must_lead(slot)?;
+        self.must_lead(|| slot)?;
+        self.push(command)
+    }
+
+    /// Queues `command` for the log without waiting; the caller checked that this node leads.
+    fn push(&self, command: LogCommand) -> Result<Ticket, NodeError> {
         let encoded = replication::encode(&command);
         if encoded.len() > self.max_entry_bytes {
             return Err(NodeError::TooLarge {
@@ -296,14 +301,12 @@ impl Node {
     /// [`Ticket`]. Writes queued one after another apply in that order, so a pipeline of
     /// writes from one client can be queued whole and share log entries.
     pub fn submit(&self, op: Op, ctx: &ParseCtx) -> Result<Ticket, NodeError> {
-        let slot = op.keys().first().map_or(0, |k| key_slot(k));
-        self.enqueue(
-            LogCommand::Op {
-                now_ms: ctx.now_ms,
-                op,
-            },
-            slot,
-        )
+        // The slot only names itself in a MOVED: hashed only then.
+        self.must_lead(|| op.keys().first().map_or(0, |k| key_slot(k)))?;
+        self.push(LogCommand::Op {
+            now_ms: ctx.now_ms,
+            op,
+        })
     }
 }
 

@@ -18,7 +18,6 @@ use crate::keyspace::{Ctx, Op, ParseCtx, WatchToken};
 use crate::peers::{Member, NodeId};
 use crate::reply::Reply;
 use crate::slot::key_slot;
-use crate::state_machine::LogCommand;
 
 /// How a read may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,28 +77,21 @@ impl Node {
 
     /// Runs `op`, created at `ctx.now_ms`: writes through the log, reads as `mode` allows.
     pub async fn execute(&self, op: Op, ctx: &ParseCtx, mode: ReadMode) -> Reply {
-        let result = if op.is_write() {
-            let slot = op.keys().first().map_or(0, |k| key_slot(k));
-            self.propose(
-                LogCommand::Op {
-                    now_ms: ctx.now_ms,
-                    op,
-                },
-                slot,
-            )
-            .await
-        } else {
-            // The slot is hashed only if the read is refused (MOVED names it).
-            let slot = || op.keys().first().map(|k| key_slot(k));
-            match self.read_barrier(mode, slot).await {
-                Ok(()) => {
-                    let now_ms = self.read_time(ctx.now_ms);
-                    Ok(op.read(&self.state.keyspace(), Ctx { now_ms }))
-                }
-                Err(e) => Err(e),
+        if op.is_write() {
+            return match self.submit(op, ctx) {
+                Ok(ticket) => ticket.wait().await,
+                Err(e) => Reply::error(e),
+            };
+        }
+        // The slot is hashed only if the read is refused (MOVED names it).
+        let slot = || op.keys().first().map(|k| key_slot(k));
+        match self.read_barrier(mode, slot).await {
+            Ok(()) => {
+                let now_ms = self.read_time(ctx.now_ms);
+                op.read(&self.state.keyspace(), Ctx { now_ms })
             }
-        };
-        result.unwrap_or_else(Reply::error)
+            Err(e) => Reply::error(e),
+        }
     }
 
     /// The time a read that passed its barrier judges expiry at: its own stamp `stamped_ms`
@@ -146,8 +138,9 @@ impl Node {
     }
 
     /// Refuses unless this node leads: `MOVED` to the leader, or `CLUSTERDOWN` without one
-    /// (or with a state found different).
-    pub(super) fn must_lead(&self, slot: u16) -> Result<(), NodeError> {
+    /// (or with a state found different). `slot` is asked only for a `MOVED` (which names it),
+    /// so the leader's common path hashes no key.
+    pub(super) fn must_lead(&self, slot: impl FnOnce() -> u16) -> Result<(), NodeError> {
         self.must_serve()?;
         let m = self.metrics.borrow();
         raft_running(&m)?;
@@ -159,7 +152,7 @@ impl Node {
             Some(leader) if leader == self.id && m.state == ServerState::Leader => Ok(()),
             Some(leader) => match membership.get_node(&leader) {
                 Some(member) => Err(NodeError::Moved {
-                    slot,
+                    slot: slot(),
                     addr: member.client_addr(),
                 }),
                 None => Err(NodeError::LeaderUnknown),
@@ -189,7 +182,7 @@ impl Node {
                 return match slot() {
                     // Keyless reads (DBSIZE, SCAN) answer on any member, as on a replica.
                     None => Ok(()),
-                    Some(slot) => self.must_lead(slot),
+                    Some(slot) => self.must_lead(|| slot),
                 };
             }
             // A sole voter, or a leader under its lease once it applied an entry of its own

@@ -303,8 +303,11 @@ pub struct CodecError(#[from] bincode::error::DecodeError);
 /// Encodes a value for the disk or the wire (bincode 2, standard configuration). One codec for
 /// the whole layer, so it can be swapped in one place.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .expect("bincode encodes every serde value of ours")
+    // Room for a small command up front: bincode's own writer starts empty and grows one
+    // reallocation at a time, and every write is encoded on its way to the log.
+    let mut out = Vec::with_capacity(128);
+    encode_into(value, &mut out);
+    out
 }
 
 /// Encodes a value into `sink` as [`encode`] would, without holding the bytes (a digest of a
