@@ -17,6 +17,7 @@ mod parse;
 mod scan;
 mod scanmap;
 mod sets;
+mod small;
 mod strings;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use op::{ExpireCond, GetExExpire, HSetMode, Op, SetCond, SetExpiry, SetOp, S
 pub use parse::parse;
 pub use scan::ScanOp;
 pub use scanmap::ScanMap;
+pub use small::SmallBytes;
 
 /// The time an operation executes at, carried by the operation, never read from a clock here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +56,8 @@ pub struct ParseCtx {
 /// A stored value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
-    /// A binary string.
-    String(Bytes),
+    /// A binary string (short ones held inline: [`SmallBytes`]).
+    String(SmallBytes),
     /// A hash of fields to values.
     Hash(Box<ScanMap<Bytes>>),
     /// A list.
@@ -316,7 +318,7 @@ impl Keyspace {
     }
 
     /// The live value of `key` if it is a string; WRONGTYPE if it is another type.
-    pub fn get_string(&self, key: &[u8], now: u64) -> KsResult<Option<&Bytes>> {
+    pub fn get_string(&self, key: &[u8], now: u64) -> KsResult<Option<&SmallBytes>> {
         match self.lookup(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::scan::ScanOp;
-use super::{Ctx, Keyspace, KeyspaceError, KsResult, WatchToken};
+use super::{Ctx, Keyspace, KeyspaceError, KsResult, SmallBytes, WatchToken};
 use crate::reply::Reply;
 
 /// SET's condition.
@@ -383,7 +383,9 @@ impl Op {
     fn try_read(&self, ks: &Keyspace, ctx: Ctx) -> KsResult<Reply> {
         let now = ctx.now_ms;
         match self {
-            Op::Get { key } => ks.get_string(key, now).map(Reply::opt_stored),
+            Op::Get { key } => ks
+                .get_string(key, now)
+                .map(|v| v.map_or(Reply::Nil, SmallBytes::reply)),
             Op::MGet { keys } => Ok(ks.mget(keys, now)),
             Op::StrLen { key } => ks.strlen(key, now),
             Op::GetRange { key, start, end } => ks.getrange(key, *start, *end, now),

@@ -8,78 +8,13 @@
 //! random hash seed cannot leak into replies: two replicas that applied the same operations
 //! iterate in the same order (the Raft issue relies on this for HGETALL, SPOP and snapshots).
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use foldhash::fast::RandomState;
 
 use bytes::Bytes;
 
-/// Keys up to this long are held inside the index's own table ([`IndexKey`]).
-const INLINE_KEY: usize = 23;
-
-/// A key as the hash index holds it: a short key inside the table itself, so that the
-/// comparison that ends a lookup reads the memory the probe has just brought in rather than
-/// a separate allocation (a cache miss per lookup on a keyspace larger than the cache); a
-/// longer key shares the slot vector's allocation.
-#[derive(Debug, Clone)]
-enum IndexKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Shared(Bytes),
-}
-
-impl IndexKey {
-    fn new(key: &Bytes) -> IndexKey {
-        match key.len() {
-            len @ 0..=INLINE_KEY => {
-                let mut bytes = [0; INLINE_KEY];
-                bytes[..len].copy_from_slice(key);
-                IndexKey::Inline {
-                    len: len as u8,
-                    bytes,
-                }
-            }
-            _ => IndexKey::Shared(key.clone()),
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            IndexKey::Inline { len, bytes } => &bytes[..*len as usize],
-            IndexKey::Shared(key) => key,
-        }
-    }
-}
-
-/// Lookups borrow a key as `[u8]`: equality and hashing must be the slice's.
-impl Borrow<[u8]> for IndexKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Hash for IndexKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for IndexKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for IndexKey {}
-
-/// As `Bytes` serializes (a byte string), so the layout's encoding does not depend on where
-/// the index keeps a key.
-impl serde::Serialize for IndexKey {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.as_slice())
-    }
-}
+use super::small::SmallBytes;
 
 /// One position of a map's layout: an entry or a hole.
 pub type Slot<V> = Option<(Bytes, V)>;
@@ -92,8 +27,9 @@ pub type Slot<V> = Option<(Bytes, V)>;
 #[derive(Debug, Clone)]
 pub struct ScanMap<V> {
     /// Randomly seeded per map (foldhash), so colliding keys cannot be precomputed; never
-    /// iterated.
-    index: HashMap<IndexKey, (u32, V), RandomState>,
+    /// iterated. Short keys are held inside the table ([`SmallBytes`]), so the comparison
+    /// that ends a lookup reads no other allocation.
+    index: HashMap<SmallBytes, (u32, V), RandomState>,
     slots: Vec<Option<Bytes>>,
     free: Vec<u32>,
 }
@@ -119,7 +55,7 @@ impl<V: serde::Serialize> serde::Serialize for ScanMap<V> {
                 // memory) rather than looked up slot by slot (a hash probe and a cache miss
                 // per key, measured at half the time of a state digest); where each lands
                 // depends only on its slot, never on the index's order.
-                let mut laid_out: Vec<Option<(&IndexKey, &V)>> = vec![None; self.0.slots.len()];
+                let mut laid_out: Vec<Option<(&SmallBytes, &V)>> = vec![None; self.0.slots.len()];
                 for (key, (slot, value)) in &self.0.index {
                     if let Some(place) = laid_out.get_mut(*slot as usize) {
                         *place = Some((key, value));
@@ -194,7 +130,7 @@ impl<V> ScanMap<V> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(IndexKey::new(&key), (slot, value));
+        self.index.insert(SmallBytes::from_ref(&key), (slot, value));
         None
     }
 
@@ -303,7 +239,7 @@ impl<V> ScanMap<V> {
         for (i, slot) in slots.into_iter().enumerate() {
             keys.push(slot.as_ref().map(|(k, _)| k.clone()));
             if let Some((k, v)) = slot {
-                index.insert(IndexKey::new(&k), (i as u32, v));
+                index.insert(SmallBytes::from_ref(&k), (i as u32, v));
             }
         }
         ScanMap {
@@ -326,6 +262,7 @@ impl<V> FromIterator<(Bytes, V)> for ScanMap<V> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::small::INLINE_BYTES as INLINE;
     use super::*;
 
     fn b(s: &str) -> Bytes {
@@ -377,9 +314,7 @@ mod tests {
     /// not depend on where the index keeps a key).
     #[test]
     fn short_and_long_keys_behave_alike() {
-        // The short form costs no room: a key takes as much of the table as a `Bytes` did.
-        assert_eq!(size_of::<IndexKey>(), size_of::<Bytes>());
-        let lengths = [1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 100];
+        let lengths = [1, INLINE - 1, INLINE, INLINE + 1, 100];
         let key = |len: usize, tag: u8| Bytes::from(vec![tag; len]);
         let mut m = ScanMap::new();
         for (i, &len) in lengths.iter().enumerate() {
@@ -397,9 +332,9 @@ mod tests {
                 assert!(!m.contains_key(&other), "len {len}");
             }
         }
-        assert_eq!(m.remove(&key(INLINE_KEY, b'b')), Some(10 + 2));
-        assert_eq!(m.remove(&key(INLINE_KEY + 1, b'a')), Some(20 + 3));
-        assert_eq!(m.get(&key(INLINE_KEY, b'a')), Some(&(20 + 2)));
+        assert_eq!(m.remove(&key(INLINE, b'b')), Some(10 + 2));
+        assert_eq!(m.remove(&key(INLINE + 1, b'a')), Some(20 + 3));
+        assert_eq!(m.get(&key(INLINE, b'a')), Some(&(20 + 2)));
         m.insert(Bytes::new(), 99);
         assert_eq!(m.get(b""), Some(&99));
         assert_eq!(m.len(), 2 * lengths.len() - 1);

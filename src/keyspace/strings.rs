@@ -4,7 +4,9 @@
 use bytes::{Bytes, BytesMut};
 
 use super::op::{GetExExpire, Op, SetCond, SetExpiry, SetOp, SetReply};
-use super::{Entry, Keyspace, KeyspaceError, KsResult, MAX_STRING_LEN, ParseCtx, Value};
+use super::{
+    Entry, Keyspace, KeyspaceError, KsResult, MAX_STRING_LEN, ParseCtx, SmallBytes, Value,
+};
 use crate::args::{Args, parse_f64, parse_i64};
 use crate::reply::{Reply, format_double};
 
@@ -226,7 +228,7 @@ impl Keyspace {
             let old = if expire_at.is_some_and(|at| at <= now) {
                 self.remove(&op.key)
             } else {
-                self.store(op.key, Value::String(op.value), expire_at)
+                self.store(op.key, Value::String(SmallBytes::new(op.value)), expire_at)
             };
             if old.is_some_and(|o| o.is_expired(now)) {
                 self.expired_total += 1;
@@ -241,7 +243,7 @@ impl Keyspace {
         let old = match self.lookup_mut(&op.key, now) {
             None => None,
             Some(entry) => match &entry.value {
-                Value::String(s) => Some((s.clone(), entry.expire_at)),
+                Value::String(s) => Some((s.to_bytes(), entry.expire_at)),
                 _ if op.reply == SetReply::OldValue => return Err(KeyspaceError::WrongType),
                 _ => Some((Bytes::new(), entry.expire_at)),
             },
@@ -260,7 +262,7 @@ impl Keyspace {
             if expire_at.is_some_and(|at| at <= now) {
                 self.remove(&op.key);
             } else {
-                self.store(op.key, Value::String(op.value), expire_at);
+                self.store(op.key, Value::String(SmallBytes::new(op.value)), expire_at);
             }
         }
         Ok(match op.reply {
@@ -275,7 +277,7 @@ impl Keyspace {
         Reply::Array(
             keys.iter()
                 .map(|k| match self.get_string(k, now) {
-                    Ok(Some(v)) => Reply::stored(v),
+                    Ok(Some(v)) => v.reply(),
                     _ => Reply::Nil,
                 })
                 .collect(),
@@ -288,13 +290,13 @@ impl Keyspace {
         }
         for (key, value) in pairs {
             self.expire_if_needed(&key, now);
-            self.store(key, Value::String(value), None);
+            self.store(key, Value::String(SmallBytes::new(value)), None);
         }
         if nx { Reply::Int(1) } else { Reply::ok() }
     }
 
     pub(super) fn getdel(&mut self, key: &Bytes, now: u64) -> KsResult<Reply> {
-        let value = self.get_string(key, now)?.cloned();
+        let value = self.get_string(key, now)?.map(SmallBytes::to_bytes);
         if value.is_some() {
             self.remove(key);
         }
@@ -302,7 +304,7 @@ impl Keyspace {
     }
 
     pub(super) fn getex(&mut self, key: &Bytes, expire: GetExExpire, now: u64) -> KsResult<Reply> {
-        let Some(value) = self.get_string(key, now)?.cloned() else {
+        let Some(value) = self.get_string(key, now)?.map(SmallBytes::to_bytes) else {
             return Ok(Reply::Nil);
         };
         match expire {
@@ -343,22 +345,22 @@ impl Keyspace {
     /// Replaces a string's value keeping its TTL, or creates it without one.
     fn replace_string(&mut self, key: &Bytes, value: Bytes, now: u64) {
         match self.modify(key, now) {
-            Some(entry) => entry.value = Value::String(value),
+            Some(entry) => entry.value = Value::String(SmallBytes::new(value)),
             None => {
-                self.store(key.clone(), Value::String(value), None);
+                self.store(key.clone(), Value::String(SmallBytes::new(value)), None);
             }
         }
     }
 
     pub(super) fn append(&mut self, key: &Bytes, value: &[u8], now: u64) -> KsResult<Reply> {
-        let len = self.get_string(key, now)?.map_or(0, Bytes::len);
+        let len = self.get_string(key, now)?.map_or(0, |v| v.len());
         if (len + value.len()) as u64 > MAX_STRING_LEN {
             return Err(KeyspaceError::StringTooLong);
         }
         let Some(entry) = self.modify(key, now) else {
             self.store(
                 key.clone(),
-                Value::String(Bytes::copy_from_slice(value)),
+                Value::String(SmallBytes::copy_from_slice(value)),
                 None,
             );
             return Ok(Reply::Int(value.len() as i64));
@@ -366,21 +368,23 @@ impl Keyspace {
         let Value::String(current) = &mut entry.value else {
             return Err(KeyspaceError::WrongType);
         };
-        let mut buffer = into_mut(std::mem::take(current));
+        let mut buffer = into_mut(std::mem::take(current).into_bytes());
         buffer.extend_from_slice(value);
         let new_len = buffer.len();
-        *current = buffer.freeze();
+        *current = SmallBytes::new(buffer.freeze());
         Ok(Reply::Int(new_len as i64))
     }
 
     pub(super) fn strlen(&self, key: &Bytes, now: u64) -> KsResult<Reply> {
         Ok(Reply::Int(
-            self.get_string(key, now)?.map_or(0, Bytes::len) as i64
+            self.get_string(key, now)?.map_or(0, |v| v.len()) as i64,
         ))
     }
 
     pub(super) fn getrange(&self, key: &Bytes, start: i64, end: i64, now: u64) -> KsResult<Reply> {
-        let value = self.get_string(key, now)?.cloned().unwrap_or_default();
+        let value = (self.get_string(key, now)?)
+            .map(SmallBytes::to_bytes)
+            .unwrap_or_default();
         let len = value.len() as i64;
         if len == 0 || (start < 0 && end < 0 && start > end) {
             return Ok(Reply::Bulk(Bytes::new()));
@@ -408,7 +412,7 @@ impl Keyspace {
         value: &[u8],
         now: u64,
     ) -> KsResult<Reply> {
-        let len = self.get_string(key, now)?.map_or(0, Bytes::len);
+        let len = self.get_string(key, now)?.map_or(0, |v| v.len());
         if value.is_empty() {
             return Ok(Reply::Int(len as i64));
         }
@@ -420,7 +424,7 @@ impl Keyspace {
             Some(Entry {
                 value: Value::String(s),
                 ..
-            }) => std::mem::take(s),
+            }) => std::mem::take(s).into_bytes(),
             _ => Bytes::new(),
         };
         let mut buffer = into_mut(current);

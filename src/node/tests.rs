@@ -537,9 +537,11 @@ async fn writers_taking_turns_share_entries_when_the_batcher_waits_for_them() {
         };
         let (node, gate) = gated_node(dir.path(), options).await;
         let last = |node: &Node| node.metrics.borrow().last_log_index.unwrap_or(0);
-        // `a1` is proposed and held by the shut disk for a round of 200 ms; `b1` queues.
-        let a1 = set(&node, "a1").unwrap();
+        // `a1` is proposed and held by the shut disk for a round of 200 ms; `b1` queues. Its
+        // index is read before it is submitted: the batcher runs on the other worker and may
+        // append it at once.
         let held = last(&node) + 1;
+        let a1 = set(&node, "a1").unwrap();
         let proposed = |m: &RaftMetrics<NodeId, Member>| m.last_log_index >= Some(held);
         within("the proposal", node.metrics.clone().wait_for(proposed))
             .await

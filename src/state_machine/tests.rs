@@ -528,7 +528,7 @@ fn replicas_with_different_native_stacks_trap_at_the_same_depth() {
             );
             assert_eq!(machines[0].snapshot(), machines[1].snapshot());
             let keyspace = machines[0].keyspace.read().unwrap();
-            let value = keyspace.get_string(b"g", 0).unwrap().cloned();
+            let value = (keyspace.get_string(b"g", 0).unwrap()).map(|v| v.to_bytes());
             assert_eq!(
                 value,
                 Some(Bytes::from_static(b"1")),

@@ -385,7 +385,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let now_ms = state.ctx.now_ms;
             let key = Bytes::from(key);
             let read = state.access.read(&[&key], false, now_ms, |ks| {
-                ks.get_string(&key, now_ms).map(|v| v.cloned())
+                ks.get_string(&key, now_ms)
+                    .map(|v| v.map(crate::keyspace::SmallBytes::to_bytes))
             });
             let value = match read {
                 Ok(Ok(v)) => v,
