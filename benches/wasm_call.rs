@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrite::keyspace::{Entry, Keyspace, ParseCtx, Value};
+use ferrite::keyspace::{Entry, Keyspace, ParseCtx, SmallBytes, Value};
 use ferrite::wasm::{CallLimits, CallMode, EngineSettings, Permissions, Runtime};
 
 fn main() {
@@ -41,10 +41,12 @@ fn main() {
     keyspace.restore_entry(
         key.clone(),
         Some(Entry {
-            value: Value::String(match std::env::var("FERRITE_BENCH_VALUE_FILE") {
-                Ok(path) => Bytes::from(std::fs::read(path).expect("the value file")),
-                Err(_) => Bytes::from_static(b"a value of some length"),
-            }),
+            value: Value::String(SmallBytes::new(
+                match std::env::var("FERRITE_BENCH_VALUE_FILE") {
+                    Ok(path) => Bytes::from(std::fs::read(path).expect("the value file")),
+                    Err(_) => Bytes::from_static(b"a value of some length"),
+                },
+            )),
             expire_at: None,
             version: 1,
         }),

@@ -18,7 +18,7 @@ use crate::reply::Reply;
 /// Strings up to this long are held inline.
 pub const INLINE_BYTES: usize = 23;
 
-/// A byte string, inline up to [`INLINE_BYTES`], otherwise a shared `Bytes`.
+/// A byte string, inline up to 23 bytes, otherwise a shared `Bytes`.
 #[derive(Clone)]
 pub enum SmallBytes {
     /// The bytes themselves.
