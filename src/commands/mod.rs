@@ -184,9 +184,7 @@ pub fn execute_deferred(shared: &Shared, session: &mut Session, request: Request
 
 /// Parses the data write `argv` and queues it for the log.
 fn submit_op(shared: &Shared, spec: &CommandSpec, argv: &[Bytes]) -> Result<Ticket, Reply> {
-    if !spec.at_most_one_key() {
-        same_slot(spec.keys(argv)).map_err(Reply::error)?;
-    }
+    command_keys_in_one_slot(spec, argv).map_err(Reply::error)?;
     let ctx = shared.node.parse_ctx();
     match node::parse(spec.name, &argv[1..], &ctx) {
         Some(Ok(op)) => shared.node.submit(op, &ctx).map_err(Reply::error),
@@ -276,6 +274,15 @@ fn read_mode(shared: &Shared, session: &Session) -> ReadMode {
     }
 }
 
+/// [`same_slot`] for the keys of the data command `argv`; a command that names at most one
+/// key passes without its keys being collected.
+fn command_keys_in_one_slot(spec: &CommandSpec, argv: &[Bytes]) -> Result<(), CommandError> {
+    if spec.at_most_one_key() {
+        return Ok(());
+    }
+    same_slot(spec.keys(argv))
+}
+
 /// `CROSSSLOT` unless every key hashes to one slot (Redis Cluster's rule: the cluster is one
 /// shard today, but clients and scripts written against it stay portable).
 fn same_slot<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), CommandError> {
@@ -302,9 +309,7 @@ async fn data(
     argv: &[Bytes],
 ) -> Reply {
     // Before parsing, as Redis routes before it validates arguments.
-    if !spec.at_most_one_key()
-        && let Err(e) = same_slot(spec.keys(argv))
-    {
+    if let Err(e) = command_keys_in_one_slot(spec, argv) {
         return Reply::error(e);
     }
     let ctx = shared.node.parse_ctx();

@@ -9,8 +9,8 @@
 //! inline commands, and re-parses an incomplete frame from its start on every read; a unit test
 //! checks that our split agrees with it.) Replies are written straight into the output buffer
 //! in the client's protocol version, RESP2 or RESP3 (`encode.rs`; a unit test checks the bytes
-//! against `redis-protocol`'s encoders); inline commands are split like `sdssplitargs` (`inline.rs`). This module
-//! knows nothing about commands.
+//! against `redis-protocol`'s encoders); inline commands are split like `sdssplitargs`
+//! (`inline.rs`). This module knows nothing about commands.
 
 mod encode;
 mod inline;
