@@ -198,6 +198,10 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
             line("aof_enabled", &0);
             line("raft_log_fsyncs", &writes);
             line("raft_log_entries_written", &entries);
+            line(
+                "raft_writes_proposed_alone",
+                &shared.node.writes_proposed_alone(),
+            );
         }
         "stats" => {
             line(

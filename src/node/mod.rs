@@ -33,6 +33,8 @@ mod routing;
 mod gated;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_alone;
 
 pub use crate::clock::{Clock, WallClock, system_clock, system_time_ms};
 pub use error::{MembershipError, NodeError, StartError, Uncertain};
@@ -264,6 +266,11 @@ impl Node {
             self.disk.writes.load(Ordering::Relaxed),
             self.disk.entries.load(Ordering::Relaxed),
         )
+    }
+
+    /// Writes a lone writer proposed itself, past the batcher (`proposals.rs`).
+    pub fn writes_proposed_alone(&self) -> u64 {
+        self.proposals.proposed_alone()
     }
 
     /// The cluster as this node sees it.

@@ -6,13 +6,26 @@
 //! makes a busy leader pay one fsync (and one replication round) for a whole batch. A write
 //! whose entry may or may not commit (timeout, leadership lost in flight) answers
 //! `UNCERTAIN`, never OK.
+//!
+//! A lone writer skips the batcher: when the last entries each carried one write and nothing
+//! is queued or in flight, a write is proposed by its own connection's task when it is
+//! awaited ([`Queue::ticket`]). There is nothing to batch then, and the batcher's two
+//! hand-offs (connection to batcher, batcher back to connection) were two of the six or seven
+//! a write crosses: on tokio's scheduler, a chain of more than three hand-offs wakes the
+//! other worker. Who proposes is decided under one token, held by the batcher from the
+//! moment it takes a write off the queue until its entry is answered, and by a direct
+//! proposal until it is answered: a write goes direct only when it holds the token and the
+//! queue is empty, so a connection's writes are proposed in the order it made them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -20,6 +33,7 @@ use tokio::task::JoinHandle;
 use super::linger::Linger;
 use super::{Node, NodeError, Raft, Uncertain};
 use crate::keyspace::{Op, ParseCtx};
+use crate::peers::{Member, NodeId};
 use crate::replication::{self, Payload};
 use crate::reply::Reply;
 use crate::slot::key_slot;
@@ -56,9 +70,53 @@ pub(super) struct Queue {
     /// Tells the batcher to stop once its entry in flight is answered.
     stop: Arc<Notify>,
     batcher: Mutex<Option<JoinHandle<()>>>,
+    turn: Turn,
+    /// Writes proposed on their own (for INFO).
+    alone: AtomicU64,
+    raft: Raft,
+    write_timeout: Duration,
+}
+
+/// Who proposes next: shared by the queue and the batcher.
+#[derive(Clone, Default)]
+struct Turn {
+    /// Held by whoever is proposing: the batcher (from taking a write off the queue until its
+    /// entry is answered), or a lone writer's own proposal (until it is answered).
+    token: Arc<tokio::sync::Mutex<()>>,
+    /// The batcher's last entries each carried one write with nothing queued behind it: the
+    /// next write may be proposed by its own task. Cleared by a write that finds the token
+    /// taken, and by the batcher's next entry of more than one write.
+    lone: Arc<AtomicBool>,
 }
 
 impl Queue {
+    /// The ticket for the write `encoded`: proposed on its own when it is awaited, if the
+    /// writer looks alone and nothing is queued or in flight; else queued for the batcher.
+    fn ticket(&self, encoded: Vec<u8>) -> Result<Ticket, NodeError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(NodeError::ShuttingDown);
+        }
+        if self.turn.lone.load(Ordering::Relaxed) && self.bytes.load(Ordering::Relaxed) == 0 {
+            // The queue is empty and the token free: every write queued before this one
+            // (the caller's earlier ones included) has been proposed and answered.
+            if let Ok(token) = self.turn.token.clone().try_lock_owned() {
+                self.alone.fetch_add(1, Ordering::Relaxed);
+                let proposal = propose_alone(self.raft.clone(), token, encoded, self.write_timeout);
+                return Ok(Ticket {
+                    answer: Answer::Direct(Box::pin(proposal)),
+                    timeout: self.write_timeout,
+                });
+            }
+            self.turn.lone.store(false, Ordering::Relaxed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.push(Pending { encoded, reply })?;
+        Ok(Ticket {
+            answer: Answer::Queued(answer),
+            timeout: self.write_timeout,
+        })
+    }
+
     /// Queues `pending`, or refuses it when the queue is full or the node is stopping.
     fn push(&self, pending: Pending) -> Result<(), NodeError> {
         if self.stopping.load(Ordering::Relaxed) {
@@ -79,6 +137,11 @@ impl Queue {
         })
     }
 
+    /// Writes proposed on their own rather than by the batcher.
+    pub(super) fn proposed_alone(&self) -> u64 {
+        self.alone.load(Ordering::Relaxed)
+    }
+
     /// Whether the node has begun to stop (new writes are refused).
     #[cfg(test)]
     pub(super) fn is_stopping(&self) -> bool {
@@ -86,8 +149,9 @@ impl Queue {
     }
 
     /// Refuses new writes and waits (up to `within`) for the batcher to finish the entry it
-    /// has in flight, so Raft is never stopped under a proposal. Writes still queued then were
-    /// never proposed; their callers are answered that the node is shutting down.
+    /// has in flight, and for a lone writer's proposal in flight, so Raft is never stopped
+    /// under a proposal. Writes still queued then were never proposed; their callers are
+    /// answered that the node is shutting down.
     pub(super) async fn stop(&self, within: Duration) {
         self.stopping.store(true, Ordering::Relaxed);
         self.stop.notify_one();
@@ -96,6 +160,12 @@ impl Queue {
             && tokio::time::timeout(within, batcher).await.is_err()
         {
             tracing::warn!("the write batcher did not stop in time");
+        }
+        if tokio::time::timeout(within, self.turn.token.lock())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a write proposed on its own did not end in time");
         }
     }
 }
@@ -111,8 +181,10 @@ pub(super) fn start(
     let (sender, pending) = mpsc::unbounded_channel();
     let bytes = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(Notify::new());
+    let turn = Turn::default();
     let task = tokio::spawn(batcher(
-        raft,
+        raft.clone(),
+        turn.clone(),
         pending,
         bytes.clone(),
         write_timeout,
@@ -126,22 +198,52 @@ pub(super) fn start(
         stopping: AtomicBool::new(false),
         stop,
         batcher: Mutex::new(Some(task)),
+        turn,
+        alone: AtomicU64::new(0),
+        raft,
+        write_timeout,
     }
 }
 
 /// The reply to come for a queued write.
-#[derive(Debug)]
 pub struct Ticket {
-    answer: oneshot::Receiver<Result<Reply, NodeError>>,
+    answer: Answer,
     timeout: Duration,
+}
+
+/// Where a write's reply comes from.
+enum Answer {
+    /// The batcher, once the write's entry is applied.
+    Queued(oneshot::Receiver<Result<Reply, NodeError>>),
+    /// The write's own proposal, made when the ticket is first awaited ([`Queue::ticket`]).
+    Direct(Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match self.answer {
+            Answer::Queued(_) => "queued",
+            Answer::Direct(_) => "direct",
+        };
+        f.debug_struct("Ticket").field("answer", &from).finish()
+    }
 }
 
 impl Ticket {
     /// Waits for the write's reply: its applied result, or UNCERTAIN when the write timed
     /// out or its entry's fate is unknown.
     pub async fn wait(self) -> Reply {
+        let mut answer = match self.answer {
+            Answer::Direct(proposal) => return proposal.await,
+            Answer::Queued(answer) => answer,
+        };
+        // A pipelined write's reply is usually in by the time the connection gets to it (its
+        // entry answered every write it carried at once): taken without arming a timer.
+        if let Ok(answer) = answer.try_recv() {
+            return answer.unwrap_or_else(Reply::error);
+        }
         let uncertain = |cause| Reply::error(NodeError::Uncertain(cause));
-        match tokio::time::timeout(self.timeout, self.answer).await {
+        match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result.unwrap_or_else(Reply::error),
             Ok(Err(_)) => uncertain(Uncertain::ShuttingDown),
             Err(_) => uncertain(Uncertain::TimedOut(self.timeout.as_millis())),
@@ -153,6 +255,7 @@ impl Ticket {
 /// goes into the next entry, applied in queue order, each command with its own reply.
 async fn batcher(
     raft: Raft,
+    turn: Turn,
     mut queue: mpsc::UnboundedReceiver<Pending>,
     queued: Arc<AtomicUsize>,
     write_timeout: Duration,
@@ -163,6 +266,8 @@ async fn batcher(
     // throughput (openraft flushes a leader's appends one after another anyway).
     let mut carried: Option<Pending> = None;
     let mut linger = Linger::new(batch_wait);
+    // Entries in a row that carried one write with nothing queued behind them.
+    let mut alone = 0u32;
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -175,6 +280,8 @@ async fn batcher(
                 },
             },
         };
+        // Taken before anything leaves the queue's count, held until the entry is answered.
+        let _token = turn.token.lock().await;
         let mut bytes = first.encoded.len();
         let mut batch = vec![first];
         while has_room(&batch, bytes) {
@@ -214,30 +321,92 @@ async fn batcher(
         let waiters: Vec<_> = batch.into_iter().map(|p| p.reply).collect();
         let proposed = tokio::time::Instant::now();
         let written = tokio::time::timeout(write_timeout, raft.client_write(payload)).await;
-        let failure = match written {
-            Ok(Ok(response)) if response.data.len() == waiters.len() => {
-                linger.answered(waiters.len(), queue.len(), proposed.elapsed());
-                for (waiter, reply) in waiters.into_iter().zip(response.data) {
+        match replies(written, waiters.len(), write_timeout) {
+            Ok(replies) => {
+                let behind = queue.len();
+                linger.answered(waiters.len(), behind, proposed.elapsed());
+                alone = if waiters.len() == 1 && behind == 0 {
+                    alone.saturating_add(1)
+                } else {
+                    0
+                };
+                turn.lone.store(alone >= LONE_ENTRIES, Ordering::Relaxed);
+                for (waiter, reply) in waiters.into_iter().zip(replies) {
                     let _ = waiter.send(Ok(reply));
                 }
-                continue;
             }
-            Ok(Ok(response)) => Uncertain::Unanswered {
-                writes: waiters.len(),
-                answered: response.data.len(),
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Uncertain::LeaderChanged
+            Err(failure) => {
+                linger.failed();
+                alone = 0;
+                turn.lone.store(false, Ordering::Relaxed);
+                let failure = NodeError::Uncertain(failure);
+                for waiter in waiters {
+                    let _ = waiter.send(Err(failure.clone()));
+                }
             }
-            Ok(Err(e)) => Uncertain::Raft(Box::new(e)),
-            Err(_) => Uncertain::TimedOut(write_timeout.as_millis()),
-        };
-        linger.failed();
-        let failure = NodeError::Uncertain(failure);
-        for waiter in waiters {
-            let _ = waiter.send(Err(failure.clone()));
         }
     }
+}
+
+/// Entries in a row carrying one write, with nothing queued behind, after which the batcher
+/// takes its writer for a lone one.
+const LONE_ENTRIES: u32 = 2;
+
+/// What proposing an entry came to: openraft's answer, or the write timeout.
+type Written = Result<
+    Result<
+        ClientWriteResponse<replication::TypeConfig<Vec<Reply>>>,
+        RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+    >,
+    tokio::time::error::Elapsed,
+>;
+
+/// What a proposal of `writes` writes came to: their replies, or why their fate is unknown.
+fn replies(
+    written: Written,
+    writes: usize,
+    write_timeout: Duration,
+) -> Result<Vec<Reply>, Uncertain> {
+    match written {
+        Ok(Ok(response)) if response.data.len() == writes => Ok(response.data),
+        Ok(Ok(response)) => Err(Uncertain::Unanswered {
+            writes,
+            answered: response.data.len(),
+        }),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(Uncertain::LeaderChanged)
+        }
+        Ok(Err(e)) => Err(Uncertain::Raft(Box::new(e))),
+        Err(_) => Err(Uncertain::TimedOut(write_timeout.as_millis())),
+    }
+}
+
+/// A lone writer's proposal of its one write, holding `token` until it is answered.
+async fn propose_alone(
+    raft: Raft,
+    token: tokio::sync::OwnedMutexGuard<()>,
+    encoded: Vec<u8>,
+    write_timeout: Duration,
+) -> Reply {
+    let mut payload = replication::encode(&1u64);
+    payload.extend_from_slice(&encoded);
+    let written = tokio::time::timeout(
+        write_timeout,
+        raft.client_write(Payload(Bytes::from(payload))),
+    )
+    .await;
+    drop(token);
+    let failure = match replies(written, 1, write_timeout) {
+        Ok(replies) => match replies.into_iter().next() {
+            Some(reply) => return reply,
+            None => Uncertain::Unanswered {
+                writes: 1,
+                answered: 0,
+            },
+        },
+        Err(failure) => failure,
+    };
+    Reply::error(NodeError::Uncertain(failure))
 }
 
 /// Whether `batch`, holding `bytes`, may take another write.
@@ -289,12 +458,7 @@ impl Node {
                 limit: self.max_entry_bytes,
             });
         }
-        let (reply, answer) = oneshot::channel();
-        self.proposals.push(Pending { encoded, reply })?;
-        Ok(Ticket {
-            answer,
-            timeout: self.write_timeout,
-        })
+        self.proposals.ticket(encoded)
     }
 
     /// Queues the write `op` for the log and returns at once; the reply comes from the

@@ -14,7 +14,7 @@ use crate::replication::WalDisk;
 /// How long any wait in these tests may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn args(words: &[&str]) -> Vec<Bytes> {
+pub(super) fn args(words: &[&str]) -> Vec<Bytes> {
     words
         .iter()
         .map(|w| Bytes::copy_from_slice(w.as_bytes()))
@@ -29,7 +29,7 @@ pub(super) async fn within<T>(what: &str, future: impl std::future::Future<Outpu
 }
 
 /// A one-member node on a temporary data directory, leading.
-async fn single_node(dir: &std::path::Path) -> Node {
+pub(super) async fn single_node(dir: &std::path::Path) -> Node {
     let disk = Arc::new(WalDisk::open(&dir.join("wal"), dir.join("raft.snapshot")).unwrap());
     single_node_on(dir, disk, Options::default()).await
 }
@@ -138,7 +138,7 @@ async fn start_on<K: replication::Disk>(
     .await
 }
 
-async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
+pub(super) async fn run(node: &Node, name: &str, words: &[&str]) -> Reply {
     let ctx = node.parse_ctx();
     let op = crate::keyspace::parse(name, &args(words), &ctx)
         .unwrap()

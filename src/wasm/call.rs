@@ -139,7 +139,9 @@ impl Runtime {
                 mut handles,
             )) => {
                 *store.data_mut() = state;
-                faults_before = keepable.then(pagemap::faults_on_this_thread).flatten();
+                faults_before = keepable
+                    .then(pagemap::faults_by_now_on_this_thread)
+                    .flatten();
                 // A panic in our own host code must not take the keyspace with it: the store,
                 // which holds it, outlives the unwind here, and the call is undone below.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -253,8 +253,8 @@ pub(super) fn record_globals(store: &mut Store<CallState>, handles: &Handles) ->
 /// Puts `instance` back in the state a new instance has; `false` when it cannot (its memory
 /// grew, or the kernel cannot say which pages were written), and the instance must be dropped.
 ///
-/// `faults_before` is this thread's page-fault count ([`pagemap::faults_on_this_thread`]) read
-/// when the call began. A page the instance never wrote can only become written through a
+/// `faults_before` is this thread's page-fault count as of the call's start or earlier
+/// ([`pagemap::faults_by_now_on_this_thread`]). A page the instance never wrote can only become written through a
 /// fault, taken by the thread that writes it, and only the calling thread touches the
 /// instance's memory during a call; so when the count has not moved, the pages the last scan
 /// found are still all there are, and they are rewritten without asking the kernel again (a

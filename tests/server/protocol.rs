@@ -125,6 +125,59 @@ fn ten_thousand_pipelined_commands_answer_in_order() {
     assert_eq!(String::from_utf8_lossy(&got), expected);
 }
 
+/// An integer field of `INFO persistence`.
+fn persistence_field(c: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("INFO persistence has no {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_lone_writer_proposes_its_own_writes_and_a_pipeline_after_them_keeps_its_order() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let alone = |c: &mut redis::Connection| persistence_field(c, "raft_writes_proposed_alone");
+    // One client writing and waiting: after two entries of one write each, the writes skip
+    // the batcher.
+    let before = alone(&mut c);
+    for i in 0..20 {
+        assert_eq!(
+            cmd(&mut c, &["SET", &format!("solo{i}"), "v"]).unwrap(),
+            Value::Okay
+        );
+    }
+    let direct = alone(&mut c) - before;
+    assert!(
+        direct >= 15,
+        "only {direct} of 20 lone writes went on their own"
+    );
+    // A pipeline from the same client: its first write goes on its own, the others queue
+    // behind it, and all apply in the order sent (the batcher waits for the lone proposal
+    // to be answered before it proposes what queued after it).
+    let before = alone(&mut c);
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("chain").arg("0");
+    for i in 1..=50 {
+        pipe.cmd("APPEND").arg("chain").arg(i.to_string());
+    }
+    pipe.cmd("GET").arg("chain");
+    let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+    let expected: String = (0..=50).map(|i| i.to_string()).collect();
+    assert_eq!(
+        replies.last(),
+        Some(&Value::BulkString(expected.into_bytes()))
+    );
+    assert_eq!(
+        alone(&mut c) - before,
+        1,
+        "the pipeline's first write goes alone"
+    );
+}
+
 #[test]
 fn inline_commands_work_like_telnet() {
     let server = Server::start(&[]);
