@@ -254,12 +254,13 @@ pub(super) fn record_globals(store: &mut Store<CallState>, handles: &Handles) ->
 /// grew, or the kernel cannot say which pages were written), and the instance must be dropped.
 ///
 /// `faults_before` is this thread's page-fault count as of the call's start or earlier
-/// ([`pagemap::faults_by_now_on_this_thread`]). A page the instance never wrote can only become written through a
-/// fault, taken by the thread that writes it, and only the calling thread touches the
-/// instance's memory during a call; so when the count has not moved, the pages the last scan
-/// found are still all there are, and they are rewritten without asking the kernel again (a
-/// `PAGEMAP_SCAN` was more than half of a short call's cost). Transparent huge pages, which
-/// the kernel can map behind a memory without a fault, are refused for a kept memory first.
+/// ([`pagemap::faults_by_now_on_this_thread`]). A page the instance never wrote can only
+/// become written through a fault, taken by the thread that writes it, and only the calling
+/// thread touches the instance's memory during a call; so when the count has not moved, the
+/// pages the last scan found are still all there are, and they are rewritten without asking
+/// the kernel again (a `PAGEMAP_SCAN` was more than half of a short call's cost). Transparent
+/// huge pages, which the kernel can map behind a memory without a fault, are refused for a
+/// kept memory first.
 pub(super) fn reset(
     store: &mut Store<CallState>,
     handles: &mut Handles,
