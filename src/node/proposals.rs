@@ -13,12 +13,14 @@
 //! hand-offs (connection to batcher, batcher back to connection) were two of the six or seven
 //! a write crosses: on tokio's scheduler, a chain of more than three hand-offs wakes the
 //! other worker. Who proposes is decided under one token, held by the batcher from the
-//! moment it takes a write off the queue until its entry is answered, and by a direct
+//! moment it takes a write off the queue until openraft answers its entry, and by a direct
 //! proposal until it is answered: a write goes direct only when it holds the token and the
-//! queue is empty, so a connection's writes are proposed in the order it made them.
+//! queue is empty, so a connection's writes are proposed in the order it made them. A lone
+//! ticket finding writes queued behind it when awaited (a pipeline, or other clients) hands
+//! its write to the batcher, which puts it ahead of them in one entry, rather than
+//! proposing two entries in a row ([`Lone::propose`]).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -71,8 +73,6 @@ pub(super) struct Queue {
     stop: Arc<Notify>,
     batcher: Mutex<Option<JoinHandle<()>>>,
     turn: Turn,
-    /// Writes proposed on their own (for INFO).
-    alone: AtomicU64,
     raft: Raft,
     write_timeout: Duration,
 }
@@ -87,6 +87,12 @@ struct Turn {
     /// next write may be proposed by its own task. Cleared by a write that finds the token
     /// taken, and by the batcher's next entry of more than one write.
     lone: Arc<AtomicBool>,
+    /// A lone writer's write handed to the batcher because writes queued behind it before it
+    /// was proposed: set while holding the token, taken by the batcher with the token, and
+    /// proposed ahead of everything queued.
+    handed: Arc<Mutex<Option<Pending>>>,
+    /// Writes proposed on their own (for INFO).
+    alone: Arc<AtomicU64>,
 }
 
 impl Queue {
@@ -100,10 +106,15 @@ impl Queue {
             // The queue is empty and the token free: every write queued before this one
             // (the caller's earlier ones included) has been proposed and answered.
             if let Ok(token) = self.turn.token.clone().try_lock_owned() {
-                self.alone.fetch_add(1, Ordering::Relaxed);
-                let proposal = propose_alone(self.raft.clone(), token, encoded, self.write_timeout);
+                let lone = Lone {
+                    token,
+                    encoded,
+                    raft: self.raft.clone(),
+                    queued: self.bytes.clone(),
+                    turn: self.turn.clone(),
+                };
                 return Ok(Ticket {
-                    answer: Answer::Direct(Box::pin(proposal)),
+                    answer: Answer::Direct(Box::new(lone)),
                     timeout: self.write_timeout,
                 });
             }
@@ -139,7 +150,7 @@ impl Queue {
 
     /// Writes proposed on their own rather than by the batcher.
     pub(super) fn proposed_alone(&self) -> u64 {
-        self.alone.load(Ordering::Relaxed)
+        self.turn.alone.load(Ordering::Relaxed)
     }
 
     /// Whether the node has begun to stop (new writes are refused).
@@ -167,6 +178,8 @@ impl Queue {
         {
             tracing::warn!("a write proposed on its own did not end in time");
         }
+        // A write handed to the batcher it stopped before taking was never proposed.
+        self.turn.handed.lock().take();
     }
 }
 
@@ -199,7 +212,6 @@ pub(super) fn start(
         stop,
         batcher: Mutex::new(Some(task)),
         turn,
-        alone: AtomicU64::new(0),
         raft,
         write_timeout,
     }
@@ -216,7 +228,47 @@ enum Answer {
     /// The batcher, once the write's entry is applied.
     Queued(oneshot::Receiver<Result<Reply, NodeError>>),
     /// The write's own proposal, made when the ticket is first awaited ([`Queue::ticket`]).
-    Direct(Pin<Box<dyn Future<Output = Reply> + Send>>),
+    Direct(Box<Lone>),
+}
+
+/// A lone writer's write, holding the token from its ticket's making until it is answered or
+/// handed to the batcher.
+struct Lone {
+    token: tokio::sync::OwnedMutexGuard<()>,
+    encoded: Vec<u8>,
+    raft: Raft,
+    /// The queue's byte count.
+    queued: Arc<AtomicUsize>,
+    turn: Turn,
+}
+
+impl Lone {
+    /// Proposes the write on its own, or, when writes have queued behind it since its ticket
+    /// was made (a pipeline, or other clients), hands it to the batcher to lead their entry:
+    /// one entry rather than two in a row.
+    fn propose(
+        self,
+        write_timeout: Duration,
+    ) -> Result<impl Future<Output = Reply>, oneshot::Receiver<Result<Reply, NodeError>>> {
+        if self.queued.load(Ordering::Relaxed) > 0 {
+            // The batcher cannot have taken them (it needs the token): it will take this one
+            // first.
+            let (reply, answer) = oneshot::channel();
+            *self.turn.handed.lock() = Some(Pending {
+                encoded: self.encoded,
+                reply,
+            });
+            drop(self.token);
+            return Err(answer);
+        }
+        self.turn.alone.fetch_add(1, Ordering::Relaxed);
+        Ok(propose_alone(
+            self.raft,
+            self.token,
+            self.encoded,
+            write_timeout,
+        ))
+    }
 }
 
 impl std::fmt::Debug for Ticket {
@@ -234,7 +286,10 @@ impl Ticket {
     /// out or its entry's fate is unknown.
     pub async fn wait(self) -> Reply {
         let mut answer = match self.answer {
-            Answer::Direct(proposal) => return proposal.await,
+            Answer::Direct(lone) => match lone.propose(self.timeout) {
+                Ok(proposal) => return proposal.await,
+                Err(handed) => handed,
+            },
             Answer::Queued(answer) => answer,
         };
         // A pipelined write's reply is usually in by the time the connection gets to it (its
@@ -267,7 +322,7 @@ async fn batcher(
     let mut carried: Option<Pending> = None;
     let mut linger = Linger::new(batch_wait);
     // Entries in a row that carried one write with nothing queued behind them.
-    let mut alone = 0u32;
+    let mut single_write_entries = 0u32;
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -281,10 +336,19 @@ async fn batcher(
             },
         };
         // Taken before anything leaves the queue's count, held until the entry is answered.
-        let _token = turn.token.lock().await;
-        let mut bytes = first.encoded.len();
-        let mut batch = vec![first];
-        while has_room(&batch, bytes) {
+        let token = turn.token.lock().await;
+        // A lone writer's write handed over leads the entry: it was made before these.
+        let handed = turn.handed.lock().take();
+        let handed_bytes = handed.as_ref().map_or(0, |p| p.encoded.len());
+        let mut bytes = handed_bytes;
+        let mut batch: Vec<Pending> = handed.into_iter().collect();
+        if batch.is_empty() {
+            bytes = first.encoded.len();
+            batch.push(first);
+        } else {
+            carried = add(&mut batch, &mut bytes, first);
+        }
+        while carried.is_none() && has_room(&batch, bytes) {
             let Ok(next) = queue.try_recv() else { break };
             carried = add(&mut batch, &mut bytes, next);
             if carried.is_some() {
@@ -310,34 +374,39 @@ async fn batcher(
             }
             linger.stop(batch.len() - before + usize::from(carried.is_some()));
         }
-        queued.fetch_sub(bytes, Ordering::Relaxed);
+        queued.fetch_sub(bytes - handed_bytes, Ordering::Relaxed);
         // A write whose caller stopped waiting (answered UNCERTAIN after the write timeout, or
         // gone) before it was proposed is dropped, not committed long after that answer.
         batch.retain(|p| !p.reply.is_closed());
         if batch.is_empty() {
             continue;
         }
-        let payload = Payload(Bytes::from(entry_payload(&batch)));
+        let encoded = batch.iter().map(|p| p.encoded.as_slice());
+        let payload = Payload(Bytes::from(entry_payload(encoded)));
         let waiters: Vec<_> = batch.into_iter().map(|p| p.reply).collect();
         let proposed = tokio::time::Instant::now();
         let written = tokio::time::timeout(write_timeout, raft.client_write(payload)).await;
+        // Freed before the writers hear back: one of them may go alone next, and the entry
+        // is applied (or its fate settled) by now, so nothing can be proposed ahead of it.
+        drop(token);
         match replies(written, waiters.len(), write_timeout) {
             Ok(replies) => {
                 let behind = queue.len();
                 linger.answered(waiters.len(), behind, proposed.elapsed());
-                alone = if waiters.len() == 1 && behind == 0 {
-                    alone.saturating_add(1)
+                single_write_entries = if waiters.len() == 1 && behind == 0 {
+                    single_write_entries.saturating_add(1)
                 } else {
                     0
                 };
-                turn.lone.store(alone >= LONE_ENTRIES, Ordering::Relaxed);
+                turn.lone
+                    .store(single_write_entries >= LONE_ENTRIES, Ordering::Relaxed);
                 for (waiter, reply) in waiters.into_iter().zip(replies) {
                     let _ = waiter.send(Ok(reply));
                 }
             }
             Err(failure) => {
                 linger.failed();
-                alone = 0;
+                single_write_entries = 0;
                 turn.lone.store(false, Ordering::Relaxed);
                 let failure = NodeError::Uncertain(failure);
                 for waiter in waiters {
@@ -388,13 +457,8 @@ async fn propose_alone(
     encoded: Vec<u8>,
     write_timeout: Duration,
 ) -> Reply {
-    let mut payload = replication::encode(&1u64);
-    payload.extend_from_slice(&encoded);
-    let written = tokio::time::timeout(
-        write_timeout,
-        raft.client_write(Payload(Bytes::from(payload))),
-    )
-    .await;
+    let payload = Payload(Bytes::from(entry_payload([encoded.as_slice()].into_iter())));
+    let written = tokio::time::timeout(write_timeout, raft.client_write(payload)).await;
     drop(token);
     let failure = match replies(written, 1, write_timeout) {
         Ok(replies) => match replies.into_iter().next() {
@@ -427,11 +491,11 @@ fn add(batch: &mut Vec<Pending>, bytes: &mut usize, next: Pending) -> Option<Pen
 
 /// The entry's payload: the encoding of the batch's commands as one `Vec<LogCommand>` (its
 /// length, then each command's own encoding), made from the commands encoded one by one.
-fn entry_payload(batch: &[Pending]) -> Vec<u8> {
-    let mut payload = replication::encode(&(batch.len() as u64));
-    payload.reserve(batch.iter().map(|p| p.encoded.len()).sum());
-    for p in batch {
-        payload.extend_from_slice(&p.encoded);
+fn entry_payload<'a>(encoded: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let mut payload = replication::encode(&(encoded.len() as u64));
+    payload.reserve(encoded.clone().map(<[u8]>::len).sum());
+    for command in encoded {
+        payload.extend_from_slice(command);
     }
     payload
 }
@@ -493,7 +557,7 @@ mod tests {
                 reply: oneshot::channel().0,
             })
             .collect();
-        let payload = entry_payload(&batch);
+        let payload = entry_payload(batch.iter().map(|p| p.encoded.as_slice()));
         assert_eq!(payload, replication::encode(&commands));
     }
 }

@@ -32,11 +32,11 @@ async fn a_write_queued_behind_a_lone_writers_proposal_applies_after_it() {
     assert!(alone >= 5, "{alone} of 10 lone writes went on their own");
     // Two writes made in order, neither awaited yet: the first takes the token (it is
     // proposed when awaited), the second is queued for the batcher.
+    let entries = node.raft.metrics().borrow().last_log_index;
     let first = submit(&node, "set", "chain", "first");
     let second = submit(&node, "append", "chain", "+second");
-    assert_eq!(node.writes_proposed_alone(), alone + 1);
     // Time for the batcher to take the second one off the queue: it must not propose it
-    // before the first, which holds the token until it is answered.
+    // before the first, which holds the token until it is proposed or handed over.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(within("the first", first.wait()).await, Reply::ok());
     assert_eq!(within("the second", second.wait()).await, Reply::Int(12));
@@ -44,6 +44,38 @@ async fn a_write_queued_behind_a_lone_writers_proposal_applies_after_it() {
         run(&node, "get", &["chain"]).await,
         Reply::Bulk(bytes::Bytes::from_static(b"first+second"))
     );
+    // A write behind it when it was awaited: the first was handed to the batcher to lead
+    // that write's entry, rather than proposed alone with the second's entry after it.
+    assert_eq!(node.writes_proposed_alone(), alone);
+    let entries = node.raft.metrics().borrow().last_log_index.unwrap() - entries.unwrap();
+    assert_eq!(
+        entries, 1,
+        "two writes made together took {entries} entries"
+    );
+}
+
+/// Entries of one write in a row after which a writer goes alone, and one more.
+const LONE_WARMUP: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_made_while_a_lone_writer_proposes_applies_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(single_node(dir.path()).await);
+    for round in 0..50 {
+        // Two writes waited for one by one put the writer in the lone mode again.
+        for _ in 0..LONE_WARMUP {
+            within("a write", submit(&node, "set", "warm", "v").wait()).await;
+        }
+        let key = format!("chain{round}");
+        let first = submit(&node, "set", &key, "first");
+        // Awaited on another task while this one makes the next write: it goes alone or
+        // leads the batcher's entry, by the race; either way it applies first.
+        let first = tokio::spawn(within("the first", first.wait()));
+        tokio::task::yield_now().await;
+        let second = submit(&node, "append", &key, "+second");
+        assert_eq!(within("the second", second.wait()).await, Reply::Int(12));
+        assert_eq!(first.await.unwrap(), Reply::ok());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
