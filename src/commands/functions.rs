@@ -1,6 +1,7 @@
 //! WebAssembly function commands: WASM.LOAD, WASM.UNLOAD, WASM.CALL, WASM.CALL_RO, WASM.LIST,
 //! WASM.INFO, WASM.STATS, and the Redis 7 style FCALL / FCALL_RO.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -36,45 +37,47 @@ pub(super) async fn execute(
     }
 }
 
-/// A parsed call.
-struct Call {
-    module: String,
-    entry: String,
-    keys: Vec<Bytes>,
-    args: Vec<Bytes>,
+/// A parsed call, borrowing the request's words.
+struct Call<'a> {
+    module: Cow<'a, str>,
+    entry: Cow<'a, str>,
+    keys: &'a [Bytes],
+    args: &'a [Bytes],
 }
 
 /// `name[.export]`: the entry defaults to `main`.
-fn target(word: &[u8]) -> (String, String) {
-    let word = text(word);
-    match word.split_once('.') {
-        Some((module, entry)) => (module.to_owned(), entry.to_owned()),
-        None => (word, ferrite_abi::export::DEFAULT_ENTRY.to_owned()),
+fn target(word: &[u8]) -> (Cow<'_, str>, Cow<'_, str>) {
+    let default = || Cow::Borrowed(ferrite_abi::export::DEFAULT_ENTRY);
+    match String::from_utf8_lossy(word) {
+        Cow::Borrowed(word) => match word.split_once('.') {
+            Some((module, entry)) => (Cow::Borrowed(module), Cow::Borrowed(entry)),
+            None => (Cow::Borrowed(word), default()),
+        },
+        Cow::Owned(word) => match word.split_once('.') {
+            Some((module, entry)) => (Cow::Owned(module.to_owned()), Cow::Owned(entry.to_owned())),
+            None => (Cow::Owned(word), default()),
+        },
     }
 }
 
 /// `WASM.CALL name[.export] [KEYS key ...] [ARGS arg ...]`. Keys run until the word `ARGS`.
-fn parse_wasm_call(args: &[Bytes]) -> Result<Call, CommandError> {
+fn parse_wasm_call(args: &[Bytes]) -> Result<Call<'_>, CommandError> {
     let (module, entry) = target(&args[0]);
     let mut rest = &args[1..];
-    let mut keys = Vec::new();
-    let mut call_args = Vec::new();
+    let mut keys: &[Bytes] = &[];
     if rest.first().is_some_and(|w| is(w, "KEYS")) {
         rest = &rest[1..];
-        while let Some((first, tail)) = rest.split_first() {
-            if is(first, "ARGS") {
-                break;
-            }
-            keys.push(first.clone());
-            rest = tail;
-        }
+        let count = rest
+            .iter()
+            .position(|w| is(w, "ARGS"))
+            .unwrap_or(rest.len());
+        (keys, rest) = rest.split_at(count);
     }
-    if let Some((first, tail)) = rest.split_first() {
-        if !is(first, "ARGS") {
-            return Err(CommandError::Syntax);
-        }
-        call_args = tail.to_vec();
-    }
+    let call_args = match rest.split_first() {
+        Some((first, _)) if !is(first, "ARGS") => return Err(CommandError::Syntax),
+        Some((_, tail)) => tail,
+        None => &[],
+    };
     Ok(Call {
         module,
         entry,
@@ -84,7 +87,7 @@ fn parse_wasm_call(args: &[Bytes]) -> Result<Call, CommandError> {
 }
 
 /// `FCALL name[.export] numkeys key ... arg ...`, with Redis's error texts.
-fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
+fn parse_fcall(args: &[Bytes]) -> Result<Call<'_>, CommandError> {
     let (module, entry) = target(&args[0]);
     let numkeys = parse_i64(&args[1]).ok_or(CommandError::NotInteger)?;
     if numkeys < 0 {
@@ -98,9 +101,17 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call, CommandError> {
     Ok(Call {
         module,
         entry,
-        keys: keys.to_vec(),
-        args: call_args.to_vec(),
+        keys,
+        args: call_args,
     })
+}
+
+/// Whether `command` calls a function (and keeps none of its words once answered).
+pub(super) fn is_call(command: Functions) -> bool {
+    matches!(
+        command,
+        Functions::Call | Functions::CallRo | Functions::Fcall | Functions::FcallRo
+    )
 }
 
 /// Whether the call command `command` with `args` goes through the log, so that a connection
@@ -120,12 +131,12 @@ pub(super) fn submit(shared: &Shared, command: Functions, args: &[Bytes]) -> Res
         _ => parse_fcall(args),
     }
     .map_err(Reply::error)?;
-    super::same_slot(&call.keys).map_err(Reply::error)?;
+    super::same_slot(call.keys).map_err(Reply::error)?;
     shared.node.submit_call(
         &call.module,
         &call.entry,
-        &call.keys,
-        &call.args,
+        call.keys,
+        call.args,
         call_limits(shared),
     )
 }
@@ -156,10 +167,10 @@ pub(super) fn queued_call(
         _ => return None,
     };
     Some(call.map(|c| Queued::Call {
-        module: c.module,
-        entry: c.entry,
-        keys: c.keys,
-        args: c.args,
+        module: c.module.into_owned(),
+        entry: c.entry.into_owned(),
+        keys: c.keys.to_vec(),
+        args: c.args.to_vec(),
         read_only,
     }))
 }
@@ -171,10 +182,10 @@ pub(super) fn queued_call(
 async fn run(
     shared: &Shared,
     session: &Session,
-    call: Call,
+    call: Call<'_>,
     read_only: bool,
 ) -> Result<Reply, CommandError> {
-    super::same_slot(&call.keys)?;
+    super::same_slot(call.keys)?;
     let reads = super::read_mode(shared, session);
     let limits = call_limits(shared);
     Ok(shared
@@ -182,8 +193,8 @@ async fn run(
         .wasm_call(
             &call.module,
             &call.entry,
-            &call.keys,
-            &call.args,
+            call.keys,
+            call.args,
             CallMode { read_only },
             limits,
             reads,

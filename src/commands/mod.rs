@@ -56,15 +56,20 @@ impl Request {
         Request { argv, index }
     }
 
-    /// Whether the request keeps none of its arguments once its reply is made: a data read
-    /// outside MULTI (it is parsed into a read and dropped). Anything else may store them (the
-    /// keyspace, the log, a MULTI queue, the session), so its arguments must not share a
-    /// buffer the connection reuses.
+    /// Whether the request keeps none of its arguments once its reply is made, outside MULTI:
+    /// a data read (parsed into a read and dropped), or a function call (its words are copied
+    /// into the guest's memory, or encoded for the log). Anything else may store them (the
+    /// keyspace, a MULTI queue, the session, a module's bytes), so its arguments must not
+    /// share a buffer the connection reuses.
     pub fn keeps_no_arguments(&self, session: &Session) -> bool {
         session.multi.is_none()
             && self.index.is_some_and(|i| {
                 let spec = &command_table::COMMANDS[i];
-                spec.handler == Handler::Data && !spec.is_write()
+                match spec.handler {
+                    Handler::Data => !spec.is_write(),
+                    Handler::Functions(command) => functions::is_call(command),
+                    _ => false,
+                }
             })
     }
 
@@ -462,10 +467,10 @@ mod tests {
         }
     }
 
-    /// Only a data read outside MULTI may keep its arguments in the connection's read buffer:
-    /// everything that may store an argument gets copies.
+    /// Only a data read or a function call outside MULTI may keep its arguments in the
+    /// connection's read buffer: everything that may store an argument gets copies.
     #[test]
-    fn only_data_reads_outside_multi_keep_no_arguments() {
+    fn only_data_reads_and_calls_outside_multi_keep_no_arguments() {
         let addr = "127.0.0.1:1".parse().unwrap();
         let client = crate::clients::Clients::default()
             .register(addr, addr, 1)
@@ -474,11 +479,19 @@ mod tests {
         let request = |w: &[&str]| Request::new(words(w));
         assert!(request(&["GET", "k"]).keeps_no_arguments(&session));
         assert!(request(&["mget", "a", "b"]).keeps_no_arguments(&session));
+        for call in [
+            &["FCALL", "f", "0"][..],
+            &["fcall_ro", "f", "1", "k"],
+            &["WASM.CALL", "m", "KEYS", "k"],
+            &["WASM.CALL_RO", "m.f"],
+        ] {
+            assert!(request(call).keeps_no_arguments(&session), "{call:?}");
+        }
         for stores in [
             &["SET", "k", "v"][..],
             &["WATCH", "k"],
             &["CLIENT", "SETNAME", "n"],
-            &["FCALL", "f", "0"],
+            &["WASM.LOAD", "m", "(module)"],
             &["NOSUCH", "k"],
         ] {
             assert!(!request(stores).keeps_no_arguments(&session), "{stores:?}");
