@@ -60,7 +60,7 @@ const LONE_WARMUP: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_made_while_a_lone_writer_proposes_applies_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(single_node(dir.path()).await);
+    let node = single_node(dir.path()).await;
     for round in 0..50 {
         // Two writes waited for one by one put the writer in the lone mode again.
         for _ in 0..LONE_WARMUP {
@@ -89,7 +89,8 @@ async fn writes_queued_together_are_batched_not_proposed_alone() {
         )
         .await;
     }
-    // A burst: the first goes alone, the rest queue behind it, and the lone mode ends.
+    // A burst: the first takes the lone ticket, the rest queue behind it before it is
+    // awaited, so it leads their entry instead of going alone, and the lone mode ends.
     let burst: Vec<Ticket> = (0..50)
         .map(|i| submit(&node, "set", &format!("b{i}"), "v"))
         .collect();
