@@ -335,7 +335,7 @@ async fn batcher(
                 },
             },
         };
-        // Taken before anything leaves the queue's count, held until the entry is answered.
+        // Taken before anything leaves the queue's count, held until openraft answers the entry.
         let token = turn.token.lock().await;
         // A lone writer's write handed over leads the entry: it was made before these.
         let handed = turn.handed.lock().take();
