@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 use tracing::debug;
@@ -85,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         session.arrived = Some(shared.node.read_epoch());
                     }
                 },
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|stop| *stop).map(drop) => return,
             }
             self.codec.set_limits(limits(shared));
         }

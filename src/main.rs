@@ -53,11 +53,14 @@ fn main() -> anyhow::Result<()> {
             set_log_level,
             config_file: cli.config,
         };
+        // The handlers are in place before the node starts: a signal that arrives as soon as
+        // the node is ready takes the orderly path, not the default action that kills it.
+        let signal = shutdown_signal().context("installing the signal handlers")?;
         let app = App::start(config, client_port, listeners.peers, env, process).await?;
         let signals = {
             let shared = app.shared().clone();
             tokio::spawn(async move {
-                wait_for_signal().await;
+                signal.await;
                 info!("signal received, shutting down");
                 shared.trigger_shutdown();
             })
@@ -88,26 +91,25 @@ fn install_tracing(level: &str) -> LogLevelSetter {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// Installs handlers for SIGINT and SIGTERM at once (so neither kills the process from now
+/// on) and returns a future that resolves when either arrives.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

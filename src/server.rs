@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug_span, info, warn};
@@ -21,7 +22,8 @@ pub use crate::net::Listener;
 /// How long shutdown waits for connections to finish their current batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves clients from `listener` until `shared.shutdown` fires, then drains connections.
+/// Serves clients from `listener` until `shared.shutdown` fires (or at once, when it fired
+/// before this started), then drains connections.
 pub async fn run<L: Listener>(mut listener: L, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut connections = JoinSet::new();
@@ -42,7 +44,7 @@ pub async fn run<L: Listener>(mut listener: L, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait_for(|stop| *stop).map(drop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }

@@ -265,7 +265,7 @@ impl App {
         }
         if single {
             // A one-member cluster elects itself at once; wait so the first command finds a
-            // leader and the preload below can run.
+            // leader with its log applied, and the preload below can run.
             shared.node.wait_for_leader(Duration::from_secs(10)).await;
             shared.node.refresh_own_address().await;
         }

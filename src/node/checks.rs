@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tracing::{debug, error};
 
@@ -36,7 +37,7 @@ impl Node {
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.propose_state_check().await,
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|stop| *stop).map(drop) => return,
             }
         }
     }

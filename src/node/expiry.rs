@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tracing::debug;
 
 use super::Node;
@@ -61,7 +62,7 @@ impl Node {
         loop {
             tokio::select! {
                 _ = ticker.tick() => { self.expire_cycle().await; }
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|stop| *stop).map(drop) => return,
             }
         }
     }

@@ -53,12 +53,22 @@ impl Node {
         self.state.cluster_id()
     }
 
-    /// Waits up to `within` for a leader to be known; true if one is.
+    /// Waits up to `within` for a leader to be known and, when this node is that leader, for
+    /// it to have applied an entry of its own term (so the log it started with, membership
+    /// included, is applied before a first command); true if that happened.
     pub async fn wait_for_leader(&self, within: Duration) -> bool {
         let mut metrics = self.metrics.clone();
         tokio::time::timeout(within, async {
             loop {
-                if metrics.borrow_and_update().current_leader.is_some() {
+                let ready = {
+                    let m = metrics.borrow_and_update();
+                    match m.current_leader {
+                        Some(leader) if leader == self.id => super::routing::applied_own_term(&m),
+                        Some(_) => true,
+                        None => false,
+                    }
+                };
+                if ready {
                     return;
                 }
                 if metrics.changed().await.is_err() {

@@ -43,7 +43,7 @@ fn sole_voter_caught_up(m: &RaftMetrics<NodeId, Member>, me: NodeId) -> bool {
 
 /// Whether this node applied an entry of the current term: as leader, then, every entry an
 /// earlier leader committed is applied here.
-fn applied_own_term(m: &RaftMetrics<NodeId, Member>) -> bool {
+pub(super) fn applied_own_term(m: &RaftMetrics<NodeId, Member>) -> bool {
     m.last_applied
         .is_some_and(|l| l.leader_id.term == m.current_term)
 }

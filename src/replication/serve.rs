@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
@@ -74,7 +74,7 @@ pub async fn serve<L: Listener, R: MachineResponse>(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait_for(|stop| *stop).map(drop) => break,
         }
     }
     connections.abort_all();

@@ -239,8 +239,13 @@ fn the_default_log_is_the_nodes_own_lifecycle() {
         "node stopped",
     ];
     let mut server = Server::start(&[]);
+    // At once: the handlers are in place by the time the node says it is ready.
     server.signal("TERM");
-    server.wait_exit(Duration::from_secs(10)).expect("stopped");
+    let status = server.wait_exit(Duration::from_secs(10)).expect("stopped");
+    assert!(
+        status.success(),
+        "SIGTERM as soon as it is ready: {status:?}"
+    );
     let log = server.log();
     for event in events {
         let lines = log.iter().filter(|l| l.contains(event)).count();
