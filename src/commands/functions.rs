@@ -24,10 +24,10 @@ pub(super) async fn execute(
     match command {
         Functions::Load => load(shared, args).await,
         Functions::Unload => Ok(shared.node.wasm_unload(text(&args[0])).await),
-        Functions::Call => run(shared, session, parse_wasm_call(args)?, false).await,
-        Functions::CallRo => run(shared, session, parse_wasm_call(args)?, true).await,
-        Functions::Fcall => run(shared, session, parse_fcall(args)?, false).await,
-        Functions::FcallRo => run(shared, session, parse_fcall(args)?, true).await,
+        Functions::Call | Functions::CallRo | Functions::Fcall | Functions::FcallRo => {
+            let form = CallForm::of(command).expect("a call command");
+            run(shared, session, (form.parse)(args)?, form.read_only).await
+        }
         Functions::List => list(shared, args),
         Functions::Info => match shared.node.modules().get(&text(&args[0])) {
             Some(module) => Ok(Reply::Map(describe(&module, true))),
@@ -45,18 +45,44 @@ struct Call<'a> {
     args: &'a [Bytes],
 }
 
-/// `name[.export]`: the entry defaults to `main`.
+/// Reads a call command's words.
+type ParseCall = for<'a> fn(&'a [Bytes]) -> Result<Call<'a>, CommandError>;
+
+/// How a call command reads its words, and whether it only reads.
+struct CallForm {
+    parse: ParseCall,
+    read_only: bool,
+}
+
+impl CallForm {
+    /// The form of `command`, when it calls a function.
+    fn of(command: Functions) -> Option<CallForm> {
+        let (parse, read_only): (ParseCall, bool) = match command {
+            Functions::Call => (parse_wasm_call, false),
+            Functions::CallRo => (parse_wasm_call, true),
+            Functions::Fcall => (parse_fcall, false),
+            Functions::FcallRo => (parse_fcall, true),
+            _ => return None,
+        };
+        Some(CallForm { parse, read_only })
+    }
+}
+
+/// `name[.export]`: the entry defaults to `main`. Borrows the word when it is UTF-8.
 fn target(word: &[u8]) -> (Cow<'_, str>, Cow<'_, str>) {
-    let default = || Cow::Borrowed(ferrite_abi::export::DEFAULT_ENTRY);
+    fn split(word: &str) -> (&str, &str) {
+        word.split_once('.')
+            .unwrap_or((word, ferrite_abi::export::DEFAULT_ENTRY))
+    }
     match String::from_utf8_lossy(word) {
-        Cow::Borrowed(word) => match word.split_once('.') {
-            Some((module, entry)) => (Cow::Borrowed(module), Cow::Borrowed(entry)),
-            None => (Cow::Borrowed(word), default()),
-        },
-        Cow::Owned(word) => match word.split_once('.') {
-            Some((module, entry)) => (Cow::Owned(module.to_owned()), Cow::Owned(entry.to_owned())),
-            None => (Cow::Owned(word), default()),
-        },
+        Cow::Borrowed(word) => {
+            let (module, entry) = split(word);
+            (Cow::Borrowed(module), Cow::Borrowed(entry))
+        }
+        Cow::Owned(word) => {
+            let (module, entry) = split(&word);
+            (Cow::Owned(module.to_owned()), Cow::Owned(entry.to_owned()))
+        }
     }
 }
 
@@ -108,10 +134,7 @@ fn parse_fcall(args: &[Bytes]) -> Result<Call<'_>, CommandError> {
 
 /// Whether `command` calls a function (and keeps none of its words once answered).
 pub(super) fn is_call(command: Functions) -> bool {
-    matches!(
-        command,
-        Functions::Call | Functions::CallRo | Functions::Fcall | Functions::FcallRo
-    )
+    CallForm::of(command).is_some()
 }
 
 /// Whether the call command `command` with `args` goes through the log, so that a connection
@@ -126,11 +149,8 @@ pub(super) fn defers(shared: &Shared, command: Functions, args: &[Bytes]) -> boo
 
 /// Queues a call that [`defers`] accepted for the log, without waiting for its reply.
 pub(super) fn submit(shared: &Shared, command: Functions, args: &[Bytes]) -> Result<Ticket, Reply> {
-    let call = match command {
-        Functions::Call => parse_wasm_call(args),
-        _ => parse_fcall(args),
-    }
-    .map_err(Reply::error)?;
+    let form = CallForm::of(command).expect("defers accepted a call command");
+    let call = (form.parse)(args).map_err(Reply::error)?;
     super::same_slot(call.keys).map_err(Reply::error)?;
     shared.node.submit_call(
         &call.module,
@@ -159,19 +179,13 @@ pub(super) fn queued_call(
     command: Functions,
     args: &[Bytes],
 ) -> Option<Result<Queued, CommandError>> {
-    let (call, read_only) = match command {
-        Functions::Call => (parse_wasm_call(args), false),
-        Functions::CallRo => (parse_wasm_call(args), true),
-        Functions::Fcall => (parse_fcall(args), false),
-        Functions::FcallRo => (parse_fcall(args), true),
-        _ => return None,
-    };
-    Some(call.map(|c| Queued::Call {
+    let form = CallForm::of(command)?;
+    Some((form.parse)(args).map(|c| Queued::Call {
         module: c.module.into_owned(),
         entry: c.entry.into_owned(),
         keys: c.keys.to_vec(),
         args: c.args.to_vec(),
-        read_only,
+        read_only: form.read_only,
     }))
 }
 

@@ -90,9 +90,17 @@ struct Turn {
     /// A lone writer's write handed to the batcher because writes queued behind it before it
     /// was proposed: set while holding the token, taken by the batcher with the token, and
     /// proposed ahead of everything queued.
-    handed: Arc<Mutex<Option<Pending>>>,
+    handed: Arc<Mutex<Handoff>>,
     /// Writes proposed on their own (for INFO).
     alone: Arc<AtomicU64>,
+}
+
+/// The place where a lone writer hands its write to the batcher.
+#[derive(Default)]
+struct Handoff {
+    write: Option<Pending>,
+    /// The queue stopped: nothing handed now would be taken.
+    closed: bool,
 }
 
 impl Queue {
@@ -178,8 +186,16 @@ impl Queue {
         {
             tracing::warn!("a write proposed on its own did not end in time");
         }
-        // A write handed to the batcher it stopped before taking was never proposed.
-        self.turn.handed.lock().take();
+        // A write handed to the batcher it stopped before taking was never proposed; one handed
+        // from now on is refused when it is handed.
+        let handed = {
+            let mut handoff = self.turn.handed.lock();
+            handoff.closed = true;
+            handoff.write.take()
+        };
+        if let Some(write) = handed {
+            let _ = write.reply.send(Err(NodeError::ShuttingDown));
+        }
     }
 }
 
@@ -254,10 +270,16 @@ impl Lone {
             // The batcher cannot have taken them (it needs the token): it will take this one
             // first.
             let (reply, answer) = oneshot::channel();
-            *self.turn.handed.lock() = Some(Pending {
-                encoded: self.encoded,
-                reply,
-            });
+            let mut handoff = self.turn.handed.lock();
+            if handoff.closed {
+                let _ = reply.send(Err(NodeError::ShuttingDown));
+            } else {
+                handoff.write = Some(Pending {
+                    encoded: self.encoded,
+                    reply,
+                });
+            }
+            drop(handoff);
             drop(self.token);
             return Err(answer);
         }
@@ -294,10 +316,15 @@ impl Ticket {
         };
         // A pipelined write's reply is usually in by the time the connection gets to it (its
         // entry answered every write it carried at once): taken without arming a timer.
-        if let Ok(answer) = answer.try_recv() {
-            return answer.unwrap_or_else(Reply::error);
-        }
         let uncertain = |cause| Reply::error(NodeError::Uncertain(cause));
+        match answer.try_recv() {
+            Ok(answer) => return answer.unwrap_or_else(Reply::error),
+            // Dropped unanswered (the queue stopped); the receiver is spent, not to be awaited.
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return uncertain(Uncertain::ShuttingDown);
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result.unwrap_or_else(Reply::error),
             Ok(Err(_)) => uncertain(Uncertain::ShuttingDown),
@@ -338,7 +365,7 @@ async fn batcher(
         // Taken before anything leaves the queue's count, held until openraft answers the entry.
         let token = turn.token.lock().await;
         // A lone writer's write handed over leads the entry: it was made before these.
-        let handed = turn.handed.lock().take();
+        let handed = turn.handed.lock().write.take();
         let handed_bytes = handed.as_ref().map_or(0, |p| p.encoded.len());
         let mut bytes = handed_bytes;
         let mut batch: Vec<Pending> = handed.into_iter().collect();

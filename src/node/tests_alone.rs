@@ -110,3 +110,30 @@ async fn writes_queued_together_are_batched_not_proposed_alone() {
         "writes queued while others were in flight went alone"
     );
 }
+
+/// A lone writer's write handed over after the queue stopped (the stop gave up waiting for
+/// the writer's token) is refused at once as never proposed, not left to time out as
+/// UNCERTAIN, and never applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_handed_over_after_the_queue_stopped_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path()).await;
+    for _ in 0..LONE_WARMUP {
+        within("a write", submit(&node, "set", "warm", "v").wait()).await;
+    }
+    // The first holds the token until it is awaited; the second queues behind it.
+    let first = submit(&node, "set", "late", "first");
+    let second = submit(&node, "append", "late", "+second");
+    assert!(format!("{first:?}").contains("direct"), "{first:?}");
+    node.proposals.stop(Duration::from_millis(50)).await;
+    assert_eq!(
+        within("the first", first.wait()).await,
+        Reply::error(NodeError::ShuttingDown)
+    );
+    let _ = within("the second", second.wait()).await;
+    let value = run(&node, "get", &["late"]).await;
+    assert!(
+        !matches!(&value, Reply::Bulk(v) if v.starts_with(b"first")),
+        "a refused write applied: {value:?}"
+    );
+}
