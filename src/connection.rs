@@ -84,6 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                         // Everything in the buffer was sent before this moment.
                         session.arrived = Some(shared.node.read_epoch());
+                        session.lap = None;
                     }
                 },
                 _ = shutdown.wait_for(|stop| *stop).map(drop) => return,

@@ -88,7 +88,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, request: Request) -
         return rejected(shared, None, unknown_command(&argv));
     };
     let spec = &command_table::COMMANDS[index];
-    let started = Instant::now();
+    let started = session.lap.take().unwrap_or_else(Instant::now);
     session.client.touch(spec.name, started);
     if let Err(e) = check(spec, session, &argv) {
         session.multi_failed |= session.multi.is_some();
@@ -106,11 +106,14 @@ pub async fn execute(shared: &Shared, session: &mut Session, request: Request) -
     reply
 }
 
-/// Counts a command that ran: its latency, and its error if it failed.
+/// Counts a command that ran: its latency, and its error if it failed. Its end is the start
+/// of the connection's next command, until the connection reads again.
 fn account(shared: &Shared, session: &mut Session, index: usize, started: Instant, reply: &Reply) {
+    let ended = Instant::now();
+    session.lap = Some(ended);
     session.stats.record(
         index,
-        started.elapsed().as_micros() as u64,
+        ended.duration_since(started).as_micros() as u64,
         reply.is_error(),
     );
     if let Reply::Error(line) = reply {
@@ -163,7 +166,7 @@ pub fn execute_deferred(shared: &Shared, session: &mut Session, request: Request
         return Step::Now(rejected(shared, None, unknown_command(&argv)));
     };
     let spec = &command_table::COMMANDS[index];
-    let started = Instant::now();
+    let started = session.lap.take().unwrap_or_else(Instant::now);
     session.client.touch(spec.name, started);
     if let Err(e) = check(spec, session, &argv) {
         session.stats.record_rejected();

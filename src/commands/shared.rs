@@ -118,6 +118,9 @@ pub struct Session {
     /// When the requests being run arrived (set by the connection after each read from the
     /// socket; `None`: now). Reads of a pipeline share a leadership confirmation.
     pub arrived: Option<ReadEpoch>,
+    /// When the last command run since then was counted: the next one's start, so a
+    /// pipelined command reads the clock once, not twice (`None`: read it).
+    pub lap: Option<Instant>,
     /// Statistics not yet merged into the shared ones (merged after each batch).
     pub stats: LocalStats,
 }
@@ -135,6 +138,7 @@ impl Session {
             close: false,
             readonly: false,
             arrived: None,
+            lap: None,
             stats: LocalStats::default(),
         }
     }
