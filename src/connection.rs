@@ -143,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             if self.write_buf.len() >= WRITE_HIGH_WATER {
                 self.flush(shared).await?;
+                // The wait for a slow reader is no command's time.
+                session.lap = None;
             }
         }
         self.answer_queued(shared, session, &mut queued).await?;
@@ -167,6 +169,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.encode(reply);
             if self.write_buf.len() >= WRITE_HIGH_WATER {
                 self.flush(shared).await?;
+                // The wait for a slow reader is no command's time.
+                session.lap = None;
             }
         }
         Ok(())
