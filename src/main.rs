@@ -31,17 +31,20 @@ struct Cli {
     overrides: Overrides,
 }
 
-/// Native stack a thread needs besides a WebAssembly call's.
-const HOST_STACK_BYTES: usize = 2 * 1024 * 1024;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), cli.overrides)?;
     let set_log_level = install_tracing(&config.server.log_level);
-    // WebAssembly calls run on the runtime's threads: each has room for a call's stack limit
-    // and the host frames below it.
+    // One async worker runs every client's commands, Raft and the log's disk writes: on a
+    // second worker, short requests cost more in cross-thread wake-ups than they gain. The
+    // other `server.threads` are helpers from the blocking pool that take long read-only
+    // function calls (`ferrite::blocking::Helpers`). WebAssembly calls run on all of them:
+    // each thread has room for a call's stack limit and the host frames below it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_stack_size(config.wasm.limits.max_stack_bytes as usize + HOST_STACK_BYTES)
+        .worker_threads(1)
+        .thread_stack_size(
+            config.wasm.limits.max_stack_bytes as usize + ferrite::blocking::HOST_STACK_BYTES,
+        )
         .enable_all()
         .build()
         .context("starting the async runtime")?;

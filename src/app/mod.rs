@@ -21,6 +21,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::info;
 
+use crate::blocking::Helpers;
 use crate::clock::{Clock, WallClock, system_clock};
 use crate::commands::Shared;
 use crate::config::Config;
@@ -51,6 +52,9 @@ pub enum AppError {
     /// A module in `wasm.module_dir` would not load.
     #[error("preloading WASM modules: {0}")]
     Preload(#[from] PreloadError),
+    /// The helper threads (`server.threads`) would not start.
+    #[error("starting the helper threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// The listeners a node serves: clients, and Raft peers when it has a cluster bus.
@@ -190,7 +194,19 @@ impl App {
         };
         let cluster_port = cluster_addr.map_or(0, |a| a.port());
         let clock = Arc::new(Clock::new(env.clock));
-        let options = node_options(&config, client_port, cluster_port, clock.clone());
+        // The command threads after the async worker (`blocking.rs`).
+        let helpers = Helpers::start(
+            config.server.command_threads() - 1,
+            config.wasm.limits.max_stack_bytes as usize + crate::blocking::HOST_STACK_BYTES,
+        )
+        .map_err(AppError::Threads)?;
+        let options = node_options(
+            &config,
+            client_port,
+            cluster_port,
+            clock.clone(),
+            Arc::new(helpers),
+        );
         let clocks = Arc::new(PeerClocks::new(
             clock,
             config.cluster.max_clock_offset_ms,
@@ -323,7 +339,13 @@ fn initial_members(config: &Config, me: &Member) -> Option<BTreeMap<NodeId, Memb
 /// for Raft peers on `cluster_port`. The address it announces for itself is `announce_ip`,
 /// else its own entry in `peers`, else the bind address (127.0.0.1 when binding every
 /// interface).
-fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>) -> NodeOptions {
+fn node_options(
+    config: &Config,
+    port: u16,
+    cluster_port: u16,
+    clock: Arc<Clock>,
+    helpers: Arc<Helpers>,
+) -> NodeOptions {
     let c = &config.cluster;
     let host = if !c.announce_ip.is_empty() {
         c.announce_ip.clone()
@@ -355,6 +377,7 @@ fn node_options(config: &Config, port: u16, cluster_port: u16, clock: Arc<Clock>
         clock,
         max_entry_bytes: c.max_entry_bytes as usize,
         batch_wait: Duration::from_micros(c.batch_wait_us),
+        helpers,
     }
 }
 
@@ -377,6 +400,10 @@ fn engine_settings(config: &Config) -> EngineSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_helpers() -> Arc<Helpers> {
+        Arc::new(Helpers::start(0, 0).unwrap())
+    }
 
     fn me() -> Member {
         Member {
@@ -408,18 +435,22 @@ mod tests {
         let mut config = Config::default();
         config.server.bind = "0.0.0.0".into();
         assert_eq!(
-            node_options(&config, 7, 8, Arc::default()).me.host,
+            node_options(&config, 7, 8, Arc::default(), no_helpers())
+                .me
+                .host,
             "127.0.0.1"
         );
         config.cluster.peers = "1@10.0.0.5:7001".parse().unwrap();
-        let options = node_options(&config, 7, 8, Arc::default());
+        let options = node_options(&config, 7, 8, Arc::default(), no_helpers());
         assert_eq!(
             (options.me.host.as_str(), options.me.port, options.me.cport),
             ("10.0.0.5", 7, 8)
         );
         config.cluster.announce_ip = "example".into();
         assert_eq!(
-            node_options(&config, 7, 8, Arc::default()).me.host,
+            node_options(&config, 7, 8, Arc::default(), no_helpers())
+                .me
+                .host,
             "example"
         );
     }

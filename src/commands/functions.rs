@@ -381,6 +381,14 @@ fn stats(shared: &Shared) -> Reply {
             Reply::Int(shared.node.wasm_calls_on_kept_instances() as i64),
         ),
         field(
+            "helper_threads",
+            Reply::Int(shared.node.helpers().count() as i64),
+        ),
+        field(
+            "helper_calls",
+            Reply::Int(shared.node.helpers().ran() as i64),
+        ),
+        field(
             "compile_cache_hits",
             Reply::Int(shared.node.wasm_cache_counts().0 as i64),
         ),

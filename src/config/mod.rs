@@ -53,6 +53,8 @@ pub const DEFAULT_MAX_INLINE_LEN: u64 = 64 * 1024;
 pub const DEFAULT_CLIENT_QUERY_BUFFER_LIMIT: u64 = 1024 * 1024 * 1024;
 /// How often the active expiry cycle looks for expired keys, in milliseconds (Redis: hz 10).
 pub const DEFAULT_ACTIVE_EXPIRE_INTERVAL_MS: u64 = 100;
+/// Most threads `server.threads` may ask for.
+pub const MAX_THREADS: usize = 256;
 
 /// The whole configuration, one section per subsystem.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -93,6 +95,9 @@ pub struct ServerConfig {
     pub client_query_buffer_limit: u64,
     /// Period of the active expiry cycle in milliseconds.
     pub active_expire_interval_ms: u64,
+    /// Threads that run commands: one runs every client's commands, the others take only
+    /// long read-only function calls off it. 0 means one per core.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +114,7 @@ impl Default for ServerConfig {
             max_inline_len: DEFAULT_MAX_INLINE_LEN,
             client_query_buffer_limit: DEFAULT_CLIENT_QUERY_BUFFER_LIMIT,
             active_expire_interval_ms: DEFAULT_ACTIVE_EXPIRE_INTERVAL_MS,
+            threads: 0,
         }
     }
 }
@@ -132,6 +138,10 @@ pub struct Overrides {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Threads that run commands; the ones after the first take only long read-only function
+    /// calls [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// This node's Raft id [default: 1].
     #[arg(long, value_name = "N")]
     pub node_id: Option<NodeId>,
@@ -193,6 +203,16 @@ pub enum ConfigError {
 /// The log levels `log_level` accepts.
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
+impl ServerConfig {
+    /// Threads that run commands (`threads`, 0 resolved to one per core).
+    pub fn command_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path` (if any), applies `overrides`, and validates the result.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
@@ -247,6 +267,9 @@ impl Config {
         if let Some(v) = o.log_level {
             s.log_level = v;
         }
+        if let Some(v) = o.threads {
+            s.threads = v;
+        }
         let c = &mut self.cluster;
         if let Some(v) = o.node_id {
             c.node_id = v;
@@ -279,6 +302,12 @@ impl Config {
             return Err(invalid(
                 "server.log_level",
                 format!("'{}' is not one of {}", s.log_level, LOG_LEVELS.join(", ")),
+            ));
+        }
+        if s.threads > MAX_THREADS {
+            return Err(invalid(
+                "server.threads",
+                format!("must be at most {MAX_THREADS} (0: one per core)"),
             ));
         }
         if s.maxclients == 0 {
@@ -377,6 +406,19 @@ mod tests {
         c.server.log_level = "loud".into();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("server.log_level"), "{err}");
+        let mut c = Config::default();
+        c.server.threads = MAX_THREADS + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.threads"), "{err}");
+    }
+
+    #[test]
+    fn threads_default_to_one_per_core() {
+        let c = Config::default();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(c.server.command_threads(), cores);
+        let c = Config::from_toml("[server]\nthreads = 3\n").unwrap();
+        assert_eq!(c.server.command_threads(), 3);
     }
 
     #[test]

@@ -147,6 +147,7 @@ const PARAMETERS: &[Parameter] = &[
         }),
     },
     read_only!("save", |_c| String::new()),
+    read_only!("threads", |c| c.server.command_threads().to_string()),
     number!("wasm-max-duration-ms", wasm.limits.max_duration_ms),
     number!("wasm-max-fuel", wasm.limits.max_fuel),
     number!("wasm-max-memory-bytes", wasm.limits.max_memory_bytes),

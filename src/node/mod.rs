@@ -86,6 +86,8 @@ pub struct NodeOptions {
     pub max_entry_bytes: usize,
     /// The most the write batcher waits for writers it expects back (`linger.rs`).
     pub batch_wait: Duration,
+    /// Threads that take long read-only calls off the async worker (`blocking.rs`).
+    pub helpers: Arc<crate::blocking::Helpers>,
 }
 
 /// A member of the cluster as INFO and CLUSTER commands show it.
@@ -163,6 +165,8 @@ pub struct Node {
     reads: Arc<read_index::ReadIndex>,
     write_timeout: Duration,
     max_entry_bytes: usize,
+    /// Threads that take long read-only calls off the async worker.
+    helpers: Arc<crate::blocking::Helpers>,
 }
 
 impl std::fmt::Debug for Node {
@@ -225,6 +229,7 @@ impl Node {
             reads,
             write_timeout: options.write_timeout,
             max_entry_bytes: options.max_entry_bytes,
+            helpers: options.helpers,
         })
     }
 

@@ -111,6 +111,7 @@ async fn start_on<K: replication::Disk>(
         clock,
         max_entry_bytes,
         batch_wait,
+        helpers: Arc::new(crate::blocking::Helpers::start(1, 8 << 20).expect("helper thread")),
     };
     let state = Arc::new(
         StateMachine::new(

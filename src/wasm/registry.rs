@@ -29,6 +29,8 @@ pub struct ModuleStats {
     /// Total call time in µs.
     pub total_us: AtomicU64,
     recent_us: Mutex<VecDeque<u64>>,
+    /// A moving average of the recent calls' times in ns (each call weighs 1/8).
+    typical_ns: AtomicU64,
     /// The last error line, if any.
     pub last_error: Mutex<Option<String>>,
 }
@@ -37,6 +39,10 @@ impl ModuleStats {
     /// Records one call.
     pub fn record(&self, outcome: &Result<CallOutcome, WasmError>, took: Duration) {
         let us = took.as_micros() as u64;
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let typical = self.typical_ns.load(Ordering::Relaxed);
+        self.typical_ns
+            .store(typical - typical / 8 + ns / 8, Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.total_us.fetch_add(us, Ordering::Relaxed);
         match outcome {
@@ -53,6 +59,11 @@ impl ModuleStats {
             recent.pop_front();
         }
         recent.push_back(us);
+    }
+
+    /// How long this module's calls have taken lately (a moving average).
+    pub fn typical(&self) -> Duration {
+        Duration::from_nanos(self.typical_ns.load(Ordering::Relaxed))
     }
 
     /// Mean call time in µs.

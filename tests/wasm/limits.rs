@@ -250,6 +250,41 @@ fn a_long_read_only_call_does_not_hold_up_other_clients() {
     assert_eq!(spinner.join().unwrap(), Err("ERR wasm: timeout".to_owned()));
 }
 
+/// With `--threads 2`, a read-only call of a module whose calls have been long runs on the
+/// helper thread (`src/blocking.rs`), with the same outcome as on the async worker; with
+/// `--threads 1` there is no helper and every call runs on the worker.
+#[test]
+fn long_read_only_calls_go_to_a_helper_thread_when_there_is_one() {
+    for threads in [1, 2] {
+        let server = Server::start(&["--threads", &threads.to_string()]);
+        let mut c = server.client();
+        load(&mut c, "probe", "probe.wat", &[]).unwrap();
+        cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "1000000000000"]).unwrap();
+        cmd(&mut c, &["CONFIG", "SET", "wasm-max-duration-ms", "50"]).unwrap();
+        let int = |c: &mut redis::Connection, name| match stat(c, name) {
+            Value::Int(n) => n,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(int(&mut c, "helper_threads"), threads - 1);
+        // The first call makes the module's calls look long; the next ones are handed over.
+        for _ in 0..4 {
+            let spun = cmd(&mut c, &["WASM.CALL_RO", "probe.spin"]).map_err(|e| error_line(&e));
+            assert_eq!(spun, Err("ERR wasm: timeout".to_owned()));
+        }
+        let cmd_ok = cmd(&mut c, &["FCALL_RO", "probe.nkeys", "0"]);
+        assert!(cmd_ok.is_ok(), "{cmd_ok:?}");
+        let helped = int(&mut c, "helper_calls");
+        if threads == 1 {
+            assert_eq!(helped, 0);
+        } else {
+            assert!(
+                helped >= 3,
+                "{helped} of the 3 long calls ran on the helper"
+            );
+        }
+    }
+}
+
 /// A write call runs on every replica at apply, where only fuel ends it: however high
 /// `wasm-max-fuel` is set, a write call starts with at most the cluster's ceiling, so an
 /// endless loop ends (out of fuel) instead of holding up the log for good.

@@ -475,7 +475,8 @@ impl Disk for WalDisk {
             // waits for the writer (appends are acknowledged when queued, `durable.rs`), and
             // a hand-off to the blocking pool and back cost more than the worker it spares
             // (measured: 1-node SET at 16 clients 40,000/s here, 34,000/s through the pool).
-            // While a sync runs, the other workers take this one's queued tasks.
+            // With one async worker (`main.rs`), a sync holds up the node's other tasks, as
+            // Redis's own `appendfsync always` holds up its event loop.
             disk.write_now(&ops)
         }
     }
