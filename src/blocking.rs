@@ -41,7 +41,12 @@ pub fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
 pub struct Helpers {
     shared: Arc<Shared>,
     count: usize,
+    /// The task (a client's connection) that began the last long call, and when.
+    last_long: Mutex<Option<(tokio::task::Id, std::time::Instant)>>,
 }
+
+/// How recently another client's long call must have begun for calls to count as concurrent.
+const CONCURRENT_WITHIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A call waiting for a thread: whoever takes it first runs it.
 type Job = Arc<dyn Runnable>;
@@ -102,7 +107,25 @@ impl Helpers {
                 .stack_size(stack_bytes)
                 .spawn(move || shared.serve())?;
         }
-        Ok(Helpers { shared, count })
+        Ok(Helpers {
+            shared,
+            count,
+            last_long: Mutex::new(None),
+        })
+    }
+
+    /// Notes that the calling task begins a long call, and tells whether another task began
+    /// one within the last millisecond: whether long calls come from more than one client,
+    /// so that a hand-off lets the worker serve one while a helper runs another.
+    pub fn others_calling(&self) -> bool {
+        let now = std::time::Instant::now();
+        let Some(me) = tokio::task::try_id() else {
+            return false;
+        };
+        let mut last = self.last_long.lock();
+        let others = last.is_some_and(|(task, at)| task != me && now - at < CONCURRENT_WITHIN);
+        *last = Some((me, now));
+        others
     }
 
     /// How many there are.
@@ -252,6 +275,27 @@ mod tests {
         release.send(()).unwrap();
         let ran = busy.await.unwrap().ok().flatten();
         assert_eq!(ran.as_deref(), Some("ferrite-helper-0"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn long_calls_count_as_concurrent_only_from_two_tasks() {
+        let helpers = Arc::new(Helpers::start(1, 1 << 20).unwrap());
+        let call = |helpers: Arc<Helpers>| tokio::spawn(async move { helpers.others_calling() });
+        let one = helpers.clone();
+        let alone = tokio::spawn(async move {
+            // The same task again and again: one client.
+            (
+                one.others_calling(),
+                one.others_calling(),
+                one.others_calling(),
+            )
+        });
+        assert_eq!(alone.await.unwrap(), (false, false, false));
+        // Another task right after: two clients.
+        assert!(call(helpers.clone()).await.unwrap());
+        // Long after the last one: alone again.
+        tokio::time::sleep(CONCURRENT_WITHIN * 3).await;
+        assert!(!call(helpers.clone()).await.unwrap());
     }
 
     #[tokio::test(flavor = "current_thread")]

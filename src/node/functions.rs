@@ -16,9 +16,15 @@ use crate::wasm::{CallLimits, CallMode, MAX_WRITE_FUEL, ModuleRef, Permissions, 
 const TIME_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long a module's read-only calls must have lately taken for one to be handed to a
-/// helper thread, when one is free: about what the hand-off costs the async worker in
-/// wake-ups on a VM like the ones the benchmarks ran on.
-const HAND_OFF_AFTER: std::time::Duration = std::time::Duration::from_micros(8);
+/// helper thread. A hand-off wakes the helper and then the worker; on the VMs the benchmarks
+/// ran on, a call of 9 µs (a 4 KB string transformed) served more clients, and one client
+/// sooner, on the worker, while calls of 40 µs and more (JSON, primes) gained from a helper.
+const HAND_OFF_AFTER: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// The longest a module's calls may lately have taken for one from a lone client (no other
+/// client's long call began within the last millisecond) to run on the async worker; other
+/// clients' requests wait that long at most.
+const ALONE_HERE_UP_TO: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl Node {
     /// Compiles and validates a module here first (so a bad module never reaches the log),
@@ -178,7 +184,13 @@ impl Node {
         // costs has this one run by a free helper thread, with its full limits, while the
         // async worker serves the other clients (`blocking.rs`). Short calls, and any call
         // while every helper is busy, run on the worker.
-        if self.helpers.count() > 0 && module.stats.typical() >= HAND_OFF_AFTER {
+        // A call from a lone client runs here unless it is very long: the worker would only
+        // wait for the helper, whose two wake-ups would add to the call's time.
+        let typical = module.stats.typical();
+        if self.helpers.count() > 0
+            && typical >= HAND_OFF_AFTER
+            && (self.helpers.others_calling() || typical > ALONE_HERE_UP_TO)
+        {
             let state = self.state.clone();
             let called = (
                 module.clone(),
