@@ -194,9 +194,16 @@ impl App {
         };
         let cluster_port = cluster_addr.map_or(0, |a| a.port());
         let clock = Arc::new(Clock::new(env.clock));
-        // The command threads after the async worker (`blocking.rs`).
+        // The command threads after the async worker (`blocking.rs`); none on a
+        // current-thread runtime (the simulation), where everything runs on its one thread.
+        let multi = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
         let helpers = Helpers::start(
-            config.server.command_threads() - 1,
+            if multi {
+                config.server.command_threads() - 1
+            } else {
+                0
+            },
             config.wasm.limits.max_stack_bytes as usize + crate::blocking::HOST_STACK_BYTES,
         )
         .map_err(AppError::Threads)?;
