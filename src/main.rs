@@ -37,9 +37,10 @@ fn main() -> anyhow::Result<()> {
     let set_log_level = install_tracing(&config.server.log_level);
     // One async worker runs every client's commands, Raft and the log's disk writes: on a
     // second worker, short requests cost more in cross-thread wake-ups than they gain. The
-    // other `server.threads` are helpers from the blocking pool that take long read-only
-    // function calls (`ferrite::blocking::Helpers`). WebAssembly calls run on all of them:
-    // each thread has room for a call's stack limit and the host frames below it.
+    // other `server.threads` are helper threads that take long read-only function calls
+    // (`ferrite::blocking::Helpers`, started by the app). WebAssembly calls run on the worker
+    // and on the runtime's blocking threads too: each has room for a call's stack limit and
+    // the host frames below it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_stack_size(

@@ -183,9 +183,9 @@ impl Node {
         // A module whose calls have lately taken longer than a hand-off to another thread
         // costs has this one run by a free helper thread, with its full limits, while the
         // async worker serves the other clients (`blocking.rs`). Short calls, and any call
-        // while every helper is busy, run on the worker.
-        // A call from a lone client runs here unless it is very long: the worker would only
-        // wait for the helper, whose two wake-ups would add to the call's time.
+        // while every helper is busy, run on the worker; so does a lone client's call unless
+        // it is very long: the worker would only wait for the helper, whose two wake-ups
+        // would add to the call's time.
         let typical = module.stats.typical();
         if self.helpers.count() > 0
             && typical >= HAND_OFF_AFTER
