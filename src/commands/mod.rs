@@ -113,7 +113,7 @@ fn account(shared: &Shared, session: &mut Session, index: usize, started: Instan
     session.lap = Some(ended);
     session.stats.record(
         index,
-        ended.duration_since(started).as_micros() as u64,
+        u64::try_from(ended.duration_since(started).as_nanos()).unwrap_or(u64::MAX),
         reply.is_error(),
     );
     if let Reply::Error(line) = reply {

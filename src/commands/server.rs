@@ -294,13 +294,14 @@ fn section_body(shared: &Shared, section: &str, out: &mut String) {
                 if calls + rejected == 0 {
                     continue;
                 }
-                let usec = load(&c.usec);
+                let nsec = load(&c.nsec);
                 line(
                     &format!("cmdstat_{}", spec.name),
                     &format!(
-                        "calls={calls},usec={usec},usec_per_call={:.2},rejected_calls={rejected},failed_calls={failed}",
+                        "calls={calls},usec={},usec_per_call={:.2},rejected_calls={rejected},failed_calls={failed}",
+                        nsec / 1000,
                         if calls > 0 {
-                            usec as f64 / calls as f64
+                            nsec as f64 / 1000.0 / calls as f64
                         } else {
                             0.0
                         }

@@ -26,8 +26,8 @@ pub struct ModuleStats {
     pub errors: AtomicU64,
     /// Fuel consumed by successful calls.
     pub fuel_total: AtomicU64,
-    /// Total call time in µs.
-    pub total_us: AtomicU64,
+    /// Total call time in ns (summed in ns: calls of a microsecond or two would round away).
+    pub total_ns: AtomicU64,
     recent_us: Mutex<VecDeque<u64>>,
     /// A moving average of the recent calls' times in ns (each call weighs 1/8).
     typical_ns: AtomicU64,
@@ -44,7 +44,7 @@ impl ModuleStats {
         self.typical_ns
             .store(typical - typical / 8 + ns / 8, Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.total_ns.fetch_add(ns, Ordering::Relaxed);
         match outcome {
             Ok(o) => {
                 self.fuel_total.fetch_add(o.fuel, Ordering::Relaxed);
@@ -66,13 +66,13 @@ impl ModuleStats {
         Duration::from_nanos(self.typical_ns.load(Ordering::Relaxed))
     }
 
-    /// Mean call time in µs.
+    /// Mean call time in µs, rounded.
     pub fn avg_us(&self) -> u64 {
         let calls = self.calls.load(Ordering::Relaxed);
-        self.total_us
+        self.total_ns
             .load(Ordering::Relaxed)
             .checked_div(calls)
-            .unwrap_or(0)
+            .map_or(0, |ns| (ns + 500) / 1000)
     }
 
     /// 99th percentile of the recent call times in µs.
