@@ -102,8 +102,25 @@ pub(super) async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     request: Vec<u8>,
 ) -> io::Result<bytes::BytesMut> {
+    send(conn, request).await?;
+    receive(conn).await
+}
+
+/// Sends one sealed request on `conn`; its answer is read later ([`receive`]). The peer
+/// answers the requests of a connection one at a time, in order.
+pub(super) async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    request: Vec<u8>,
+) -> io::Result<()> {
     let (framed, session) = conn;
-    framed.send(session.seal(request)).await?;
+    framed.send(session.seal(request)).await
+}
+
+/// Reads the sealed answer to the oldest request on `conn` not yet answered.
+pub(super) async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+) -> io::Result<bytes::BytesMut> {
+    let (framed, session) = conn;
     let frame = framed.next().await.ok_or_else(|| {
         io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection")
     })??;

@@ -15,7 +15,7 @@
 //! append-only segment files, one write and one `fdatasync` per batch), `state.rs`
 //! ([`Applier`], the state machine
 //! adapter: applied position, membership, snapshots),
-//! `network.rs` (Raft RPCs over framed TCP, client and server), `conn.rs` (a request and
+//! `network/` (Raft RPCs over framed TCP, client and server), `conn.rs` (a request and
 //! its answer on a connection; authenticated connections kept between clients, so a read's
 //! leadership check does not dial), `auth.rs` (the cluster bus
 //! handshake and frame tags under the cluster secret), `clocks.rs` (peers whose clocks differ

@@ -1,5 +1,5 @@
 //! The server side of the cluster bus: authenticated connections from peers, each answering
-//! one Raft RPC at a time (`network.rs` holds the wire format and the client side).
+//! one Raft RPC at a time (`network/` holds the wire format and the client side).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

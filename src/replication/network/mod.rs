@@ -9,7 +9,8 @@
 //!
 //! openraft drives each peer connection sequentially (one replication stream per follower, one
 //! client per election round), so a connection carries one request at a time and needs no
-//! request ids. Any error drops the connection; the next call dials again.
+//! request ids; the one exception, a commit position sent ahead of its answer, is answered in
+//! order too (`commit.rs`). Any error drops the connection; the next call dials again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,14 +25,17 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{Entry, EntryPayload};
+use openraft::{Entry, EntryPayload, LogId};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
+
+mod commit;
+use commit::Owed;
 use tracing::{debug, warn};
 
 use super::auth::{BusAuth, TAG};
 use super::clocks::{Before, PeerClocks};
-use super::conn::{Conn, DialError, Idle, Permit, dial, round_trip};
+use super::conn::{Conn, DialError, Idle, Permit, dial, receive, round_trip, send};
 use super::durable::Durable;
 use super::lease::Lease;
 use super::local_time::LocalInstant;
@@ -175,6 +179,9 @@ impl<D: Dialer, R: MachineResponse> RaftNetworkFactory<TypeConfig<R>> for Networ
             durable: self.durable.clone(),
             lease: self.lease.clone(),
             conn: None,
+            owed: None,
+            commit_sent: None,
+            matched: None,
             idle: self.idle.clone(),
             response: std::marker::PhantomData,
         }
@@ -192,13 +199,23 @@ pub struct Peer<D: Dialer, R> {
     lease: Arc<Lease>,
     /// The connection (kept when this client is dropped if its last exchange completed).
     conn: Option<(Conn<D::Stream>, Permit)>,
+    /// A commit position sent on `conn` whose answer is read before the next request's.
+    owed: Option<Owed>,
+    /// The highest commit position sent to the peer.
+    commit_sent: Option<u64>,
+    /// The last entry the peer answered it holds, with every one before it, on this stream
+    /// (`None`: not known).
+    matched: Option<LogId<NodeId>>,
     idle: Arc<Idle<D::Stream>>,
     response: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<D: Dialer, R> Drop for Peer<D, R> {
     fn drop(&mut self) {
-        if let Some((conn, _)) = self.conn.take() {
+        // A connection with an answer still to come is no use to another client.
+        if let Some((conn, _)) = self.conn.take()
+            && self.owed.is_none()
+        {
             self.idle
                 .put(self.target, std::mem::take(&mut self.addr), conn);
         }
@@ -245,6 +262,8 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         if result.is_err() {
             // The stream may hold half a frame: start over on the next call.
             self.conn = None;
+            self.owed = None;
+            self.matched = None;
         }
         result
     }
@@ -316,10 +335,15 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
         });
         let frame = match self.conn.take() {
             // Its own connection (a replication stream keeps one): a failure ends the call.
+            // The answer to a commit position sent before comes first.
             Some((mut conn, permit)) => {
-                let frame = round_trip(&mut conn, request)
-                    .await
-                    .map_err(CallError::Network)?;
+                let owed = self.owed.take();
+                send(&mut conn, request).await.map_err(CallError::Network)?;
+                if let Some(owed) = owed {
+                    let frame = receive(&mut conn).await.map_err(CallError::Network)?;
+                    self.settle(owed, &frame)?;
+                }
+                let frame = receive(&mut conn).await.map_err(CallError::Network)?;
                 self.conn = Some((conn, permit));
                 frame
             }
@@ -410,9 +434,39 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
+        let commit = rpc.leader_commit.map(|c| c.index);
+        let end = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        // Only a heartbeat at the entries the follower already answered for is sent without
+        // waiting: its answer could say nothing new (a probe after a conflict could).
+        if rpc.entries.is_empty()
+            && commit > self.commit_sent
+            && rpc.prev_log_id.is_some()
+            && rpc.prev_log_id == self.matched
+        {
+            match self.send_commit(&rpc, option.soft_ttl()).await {
+                Ok(true) => {
+                    self.commit_sent = commit;
+                    return Ok(AppendEntriesResponse::Success);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.conn = None;
+                    self.matched = None;
+                    return Err(e.into_rpc());
+                }
+            }
+        }
         let (leader, sent) = (rpc.vote.leader_id, LocalInstant::now());
         match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
             Ok(Response::Append(Ok(r))) => {
+                self.matched = match &r {
+                    AppendEntriesResponse::Success => {
+                        self.commit_sent = self.commit_sent.max(commit);
+                        end
+                    }
+                    AppendEntriesResponse::PartialSuccess(upto) => *upto,
+                    _ => None,
+                };
                 // Any answer but a higher vote means the follower took this node's
                 // leadership as current when it handled the request: it refuses votes for a
                 // while from then on.
@@ -422,9 +476,13 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
                 Ok(r)
             }
             Ok(Response::Append(Err(e))) => {
+                self.matched = None;
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
-            Ok(_) => Err(unexpected().into_rpc()),
+            Ok(_) => {
+                self.matched = None;
+                Err(unexpected().into_rpc())
+            }
             Err(e) => Err(e.into_rpc()),
         }
     }
@@ -464,39 +522,4 @@ impl<D: Dialer, R: MachineResponse> RaftNetwork<TypeConfig<R>> for Peer<D, R> {
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-    use openraft::{CommittedLeaderId, LogId};
-
-    use super::*;
-    use crate::replication::Payload;
-
-    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig<Vec<u8>>> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Payload(Bytes::from(vec![0; bytes]))),
-        }
-    }
-
-    #[test]
-    fn append_entries_are_split_by_bytes_and_a_large_entry_travels_alone() {
-        let mib = 1 << 20;
-        let fit = |sizes: &[usize]| {
-            let entries: Vec<_> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, s)| entry(i as u64 + 1, *s))
-                .collect();
-            entries_that_fit(&entries)
-        };
-        assert_eq!(fit(&[mib, mib]), None, "exactly the cap");
-        assert_eq!(fit(&[mib; 6]), Some(2));
-        assert_eq!(
-            fit(&[10 * mib, 10]),
-            Some(1),
-            "a large entry goes first, alone"
-        );
-        assert_eq!(fit(&[10, 10 * mib]), Some(1));
-        assert_eq!(fit(&[10; 300]), None);
-    }
-}
+mod tests;
