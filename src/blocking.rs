@@ -101,11 +101,17 @@ impl Helpers {
         let shared = Arc::new(Shared::default());
         shared.queue.lock().idle = count;
         for i in 0..count {
-            let shared = shared.clone();
-            std::thread::Builder::new()
+            let serving = shared.clone();
+            let spawned = std::thread::Builder::new()
                 .name(format!("ferrite-helper-{i}"))
                 .stack_size(stack_bytes)
-                .spawn(move || shared.serve())?;
+                .spawn(move || serving.serve());
+            if let Err(e) = spawned {
+                // The helpers started so far end rather than wait for work forever.
+                shared.queue.lock().closed = true;
+                shared.ready.notify_all();
+                return Err(e);
+            }
         }
         Ok(Helpers {
             shared,
@@ -241,21 +247,15 @@ mod tests {
         helpers.shared.queue.lock().idle
     }
 
-    async fn until_idle(helpers: &Helpers, n: usize) {
-        while idle(helpers) != n {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_call_goes_to_a_free_helper_else_runs_on_its_own_task() {
         let helpers = Arc::new(Helpers::start(1, 1 << 20).unwrap());
-        until_idle(&helpers, 1).await;
         let name = || std::thread::current().name().map(str::to_owned);
         let ran = helpers.hand_off(name).await.ok().flatten();
         assert_eq!(ran.as_deref(), Some("ferrite-helper-0"));
+        // The helper marked itself free before it answered.
+        assert_eq!(idle(&helpers), 1);
         // The helper busy until released: the next call runs on this task's own thread.
-        until_idle(&helpers, 1).await;
         let (started, wait) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let busy = {
