@@ -161,6 +161,24 @@ impl PeerClocks {
     /// Checks a round trip with `peer`: sent at our `t1`, answered at its `t2`, received at
     /// our `t3`. A peer found off is refused until a later round trip finds it within bounds.
     pub fn check_round_trip(&self, peer: NodeId, t1: u64, t2: u64, t3: u64) -> Result<(), Skew> {
+        self.check_late_answer(peer, t1, t2, t3)?;
+        if !self.any_refused.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut refused = self.refused.lock();
+        if refused.remove(&peer).is_some() {
+            tracing::info!(peer, "peer's clock is back within bounds");
+        }
+        self.any_refused
+            .store(!refused.is_empty(), Ordering::Release);
+        Ok(())
+    }
+
+    /// As [`PeerClocks::check_round_trip`], for an answer read at `t3` some time after it
+    /// arrived (a commit position's, read before the next request's answer): a skew it proves
+    /// refuses the peer, but one that looks within bounds readmits no refused peer, since the
+    /// late reading widens the interval the peer's clock is judged on.
+    pub fn check_late_answer(&self, peer: NodeId, t1: u64, t2: u64, t3: u64) -> Result<(), Skew> {
         let bound = self.bound as i64;
         let (least, most) = (offset(t2, t3), offset(t2, t1));
         let off = if least > bound {
@@ -180,18 +198,7 @@ impl PeerClocks {
                 self.refuse(skew);
                 Err(skew)
             }
-            None => {
-                if !self.any_refused.load(Ordering::Acquire) {
-                    return Ok(());
-                }
-                let mut refused = self.refused.lock();
-                if refused.remove(&peer).is_some() {
-                    tracing::info!(peer, "peer's clock is back within bounds");
-                }
-                self.any_refused
-                    .store(!refused.is_empty(), Ordering::Release);
-                Ok(())
-            }
+            None => Ok(()),
         }
     }
 
@@ -283,6 +290,18 @@ mod tests {
         assert_eq!(clocks.before_send(3), Before::Probe);
         assert!(clocks.check_round_trip(3, 5_000, 5_001, 5_002).is_ok());
         assert_eq!(clocks.before_send(3), Before::Send);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_read_late_refuses_but_never_readmits() {
+        let clocks = clocks_at(Arc::new(AtomicU64::new(0)));
+        assert!(clocks.check_late_answer(2, 1_000, 2_000, 1_001).is_err());
+        assert!(matches!(clocks.before_send(2), Before::Refuse(_)));
+        tokio::time::advance(PROBE_EVERY).await;
+        assert!(clocks.check_late_answer(2, 5_000, 5_001, 5_002).is_ok());
+        assert_eq!(clocks.before_send(2), Before::Probe, "still refused");
+        assert!(clocks.check_late_answer(3, 1_000, 700, 1_010).is_err());
+        assert!(matches!(clocks.before_send(3), Before::Refuse(_)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,8 @@
 //! up for it tells openraft nothing the follower has not said. Any other answer fails the next
 //! call and drops the connection; openraft then retries, and the retry's own answer says what
 //! the follower said (a higher vote, say). Lease acknowledgements come only from the real
-//! answer, with the time its request was sent.
+//! answer, with the time its request was sent; its clock reading can refuse the peer but never
+//! readmit one, since it was read later than it arrived.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -84,7 +85,8 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
     }
 
     /// Checks the answer to a commit position sent without waiting (`send_commit`): it must
-    /// be a success, given under a clock within bounds; it extends the lease like any other.
+    /// be a success, given under a clock within bounds (judged as an answer read late: it
+    /// can refuse the peer, never readmit one); it extends the lease like any other.
     /// Anything else fails the call at hand, which drops the connection: openraft retries,
     /// and the retry's own answer tells it what this one said (a higher vote, say).
     pub(super) fn settle(&self, owed: Owed, frame: &[u8]) -> Result<(), CallError> {
@@ -101,7 +103,7 @@ impl<D: Dialer, R: MachineResponse> Peer<D, R> {
             )));
         }
         clocks
-            .check_round_trip(self.target, owed.sent_ms, answer.sent_ms, received_ms)
+            .check_late_answer(self.target, owed.sent_ms, answer.sent_ms, received_ms)
             .map_err(refused)?;
         match answer.response {
             Response::Append(Ok(AppendEntriesResponse::Success)) => {

@@ -28,9 +28,6 @@ use openraft::raft::{
 use openraft::{Entry, EntryPayload, LogId};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
-
-mod commit;
-use commit::Owed;
 use tracing::{debug, warn};
 
 use super::auth::{BusAuth, TAG};
@@ -42,6 +39,9 @@ use super::local_time::LocalInstant;
 use super::{Response as MachineResponse, TypeConfig, decode, encode};
 use crate::net::Dialer;
 use crate::peers::{Member, NodeId};
+
+mod commit;
+use commit::Owed;
 
 /// Largest frame either side accepts from an authenticated peer: room for a batch of large
 /// entries or a snapshot chunk.
