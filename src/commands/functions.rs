@@ -389,6 +389,10 @@ fn stats(shared: &Shared) -> Reply {
             Reply::Int(shared.node.helpers().ran() as i64),
         ),
         field(
+            "apply_calls_past_slice",
+            Reply::Int(shared.node.wasm_calls_past_slice() as i64),
+        ),
+        field(
             "compile_cache_hits",
             Reply::Int(shared.node.wasm_cache_counts().0 as i64),
         ),

@@ -82,6 +82,12 @@ impl Node {
         self.state.functions().calls_on_kept_instances()
     }
 
+    /// Write calls at apply that outran their first time slice on the async worker and ran
+    /// again off it.
+    pub fn wasm_calls_past_slice(&self) -> u64 {
+        self.state.functions().calls_past_slice()
+    }
+
     /// The threads that take long read-only calls off the async worker.
     pub fn helpers(&self) -> &crate::blocking::Helpers {
         &self.helpers

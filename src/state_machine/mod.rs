@@ -291,30 +291,7 @@ impl StateMachine {
                     Reply::error(WasmError::NoSuchModule(name))
                 }
             }
-            LogCommand::Call {
-                module,
-                sha256,
-                entry,
-                keys,
-                args,
-                now_ms,
-                seed,
-                max_fuel,
-                max_memory_bytes,
-            } => {
-                let now_ms = self.apply_time(now_ms);
-                let step = CallStep {
-                    module,
-                    sha256,
-                    entry,
-                    keys,
-                    args,
-                    read_only: false,
-                    max_fuel,
-                    max_memory_bytes,
-                };
-                self.call_step(&mut self.keyspace_mut(), step, ParseCtx { now_ms, seed })
-            }
+            command @ LogCommand::Call { .. } => self.apply_call(index, command, false),
             LogCommand::Transaction {
                 now_ms,
                 seed,
@@ -332,7 +309,8 @@ impl StateMachine {
                         Step::Op(op) => op.apply(&mut keyspace, Ctx { now_ms }),
                         Step::Call(call) => {
                             let seed = seed.wrapping_add(i as u64);
-                            self.call_step(&mut keyspace, call, ParseCtx { now_ms, seed })
+                            self.call_step(&mut keyspace, &call, ParseCtx { now_ms, seed }, false)
+                                .unwrap_or_else(|| Reply::error(WasmError::SliceEnded))
                         }
                     });
                 }
@@ -341,31 +319,83 @@ impl StateMachine {
         }
     }
 
+    /// Applies a write call found in the entry at log `index` (`LogCommand::Call`; any other
+    /// command as [`StateMachine::apply_command`] does). With `in_slice`, a first attempt runs right here
+    /// (on the async worker) cut to [`APPLY_TIME_SLICE`](crate::wasm::APPLY_TIME_SLICE); a
+    /// call that needs longer is undone and run again off the worker
+    /// (`blocking::off_the_workers`) with no clock limit. Fuel alone decides the outcome, so
+    /// it is the same either way, and on every member.
+    pub fn apply_call(&self, index: u64, command: LogCommand, in_slice: bool) -> Reply {
+        let LogCommand::Call {
+            module,
+            sha256,
+            entry,
+            keys,
+            args,
+            now_ms,
+            seed,
+            max_fuel,
+            max_memory_bytes,
+        } = command
+        else {
+            return self.apply_command(index, command);
+        };
+        let ctx = ParseCtx {
+            now_ms: self.apply_time(now_ms),
+            seed,
+        };
+        let step = CallStep {
+            module,
+            sha256,
+            entry,
+            keys,
+            args,
+            read_only: false,
+            max_fuel,
+            max_memory_bytes,
+        };
+        let first = self.call_step(&mut self.keyspace_mut(), &step, ctx, in_slice);
+        first.unwrap_or_else(|| {
+            self.functions.note_past_slice();
+            crate::blocking::off_the_workers(|| {
+                self.call_step(&mut self.keyspace_mut(), &step, ctx, false)
+            })
+            .unwrap_or_else(|| Reply::error(WasmError::SliceEnded))
+        })
+    }
+
     /// Runs a replicated call on `keyspace`: the module its entry names, with the entry's
-    /// limits and no clock limit. Everything that decides the outcome is in the entry or the
-    /// replicated state.
-    fn call_step(&self, keyspace: &mut Keyspace, call: CallStep, ctx: ParseCtx) -> Reply {
+    /// limits and no clock limit (but for a first attempt `in_slice`, `None` if it ran out of
+    /// its slice, with nothing changed). Everything that decides the outcome is in the entry
+    /// or the replicated state.
+    fn call_step(
+        &self,
+        keyspace: &mut Keyspace,
+        call: &CallStep,
+        ctx: ParseCtx,
+        in_slice: bool,
+    ) -> Option<Reply> {
         let Some(found) = self.modules.get(&call.module) else {
-            return Reply::error(WasmError::NoSuchModule(call.module));
+            return Some(Reply::error(WasmError::NoSuchModule(call.module.clone())));
         };
         if found.sha256 != call.sha256 {
             // Replaced between proposal and apply: refuse on every member alike.
-            return Reply::error(WasmError::NoSuchModule(format!(
+            return Some(Reply::error(WasmError::NoSuchModule(format!(
                 "{} (replaced while the call was in flight)",
                 call.module
-            )));
+            ))));
         }
         if !found.exports.contains(&call.entry) {
-            return Reply::error(WasmError::NoSuchEntry {
-                module: call.module,
-                entry: call.entry,
-            });
+            return Some(Reply::error(WasmError::NoSuchEntry {
+                module: call.module.clone(),
+                entry: call.entry.clone(),
+            }));
         }
         let limits = CallLimits {
             max_memory_bytes: call.max_memory_bytes,
             max_fuel: call.max_fuel,
             max_duration: Duration::ZERO,
-            time_slice: false,
+            time_slice: in_slice,
         };
         let read_only = call.read_only || !found.permissions.contains(Permissions::WRITE);
         let mode = CallMode { read_only };
@@ -379,7 +409,10 @@ impl StateMachine {
             mode,
             limits,
         );
-        self.reply(outcome)
+        match outcome {
+            Err(WasmError::SliceEnded) => None,
+            outcome => Some(self.reply(outcome)),
+        }
     }
 
     /// Runs a WebAssembly call against the keyspace: the keyspace is moved into the call's

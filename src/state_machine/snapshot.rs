@@ -122,16 +122,31 @@ impl Machine for StateMachine {
         match replication::decode::<Vec<LogCommand>>(payload) {
             Ok(commands) => {
                 let long = commands.iter().any(LogCommand::runs_long);
+                // A write call may run for up to a second of fuel, a compile or a state digest
+                // for longer. Write calls run first in a time slice on the async worker (most
+                // take microseconds; handing the worker's other tasks to another thread cost
+                // more than the call), and one that needs longer runs again off it
+                // (`StateMachine::apply_call`). Anything else that runs long has the applying
+                // worker hand its other tasks (clients, heartbeats) to another thread first.
+                // On a current-thread runtime (the simulation) a time slice would let the
+                // wall clock decide how often a call runs, so everything runs as it comes.
+                let sliced = long
+                    && multi_threaded()
+                    && commands
+                        .iter()
+                        .all(|c| !c.runs_long() || matches!(c, LogCommand::Call { .. }));
                 let run = || {
                     commands
                         .into_iter()
-                        .map(|c| self.apply_command(index, c))
+                        .map(|c| match c {
+                            call @ LogCommand::Call { .. } if sliced => {
+                                self.apply_call(index, call, true)
+                            }
+                            c => self.apply_command(index, c),
+                        })
                         .collect()
                 };
-                // A write call may run for up to a second of fuel, a compile or a state digest
-                // for longer: the applying worker hands its other tasks (clients, heartbeats)
-                // to another thread first.
-                Ok(if long {
+                Ok(if long && !sliced {
                     crate::blocking::off_the_workers(run)
                 } else {
                     run()
@@ -183,6 +198,12 @@ impl Machine for StateMachine {
         self.cluster_id.store(state.cluster_id, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Whether this runs on a multi-threaded tokio runtime (a server's; the simulation's is not).
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 #[cfg(test)]

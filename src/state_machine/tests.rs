@@ -333,22 +333,31 @@ const STARTS: &str = r#"(module
     (drop (call $set (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1)))
     (i64.const 0)))"#;
 
-/// A write call runs for up to a second of fuel inside the apply task; meanwhile the worker's
-/// other tasks (clients, Raft heartbeats) must go on. One worker: only it could run them.
+/// A write call runs for up to a second of fuel inside the apply task. Its first attempt runs
+/// on the async worker for at most a time slice; past it the call is undone and run again off
+/// the worker, and meanwhile the worker's other tasks (clients, Raft heartbeats) go on. One
+/// worker: only it could run them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn a_write_call_at_apply_leaves_the_async_worker_to_other_tasks() {
+async fn a_write_call_at_apply_past_its_slice_leaves_the_async_worker_to_other_tasks() {
     let machine = machine();
     let payload = write_call_on(b"a", "m", TWO_READS, "run", 2);
+    let runtime = machine.functions().clone();
     let applier = tokio::spawn(async move {
         let (answered, answer) = std::sync::mpsc::channel();
         let other_task_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ran = other_task_ran.clone();
-        // Halfway through the guest: another task must run before the guest goes on.
+        // Halfway through the first attempt the guest stalls past its slice; halfway through
+        // the second, another task must run before the guest goes on.
         crate::wasm::ON_LOG.with(|h| {
             *h.borrow_mut() = Some(Box::new(move || {
-                tokio::spawn(async move { answered.send(()) });
-                let got = answer.recv_timeout(std::time::Duration::from_secs(10));
-                ran.store(got.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(crate::wasm::APPLY_TIME_SLICE * 3);
+                crate::wasm::ON_LOG.with(|h| {
+                    *h.borrow_mut() = Some(Box::new(move || {
+                        tokio::spawn(async move { answered.send(()) });
+                        let got = answer.recv_timeout(std::time::Duration::from_secs(10));
+                        ran.store(got.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                    }));
+                });
             }));
         });
         let replies = machine.apply(2, &payload).unwrap();
@@ -359,6 +368,11 @@ async fn a_write_call_at_apply_leaves_the_async_worker_to_other_tasks() {
     });
     let (replies, other_task_ran) = applier.await.unwrap();
     assert_eq!(replies, vec![Reply::Int(101)]);
+    assert_eq!(
+        runtime.calls_past_slice(),
+        1,
+        "the first attempt ended with its slice"
+    );
     assert!(
         other_task_ran,
         "no other task ran on the runtime while the call was applied"

@@ -13,8 +13,8 @@ use wasmtime::{Extern, Store, Trap};
 use super::pool::{Handles, Ready, instantiate};
 use super::view::{Access, SharedView};
 use super::{
-    CallLimits, CallMode, CallState, Compiled, EPOCH_TICKS_PER_SECOND, LoadedModule, ModuleRef,
-    NO_DEADLINE, Runtime, WasmError, abi, first_line,
+    APPLY_TIME_SLICE, CallLimits, CallMode, CallState, Compiled, EPOCH_TICKS_PER_SECOND,
+    LoadedModule, ModuleRef, NO_DEADLINE, Runtime, WasmError, abi, first_line,
 };
 use super::{depth, pagemap, reuse};
 use crate::keyspace::{Keyspace, ParseCtx};
@@ -248,7 +248,11 @@ fn run(
     // Calls that run on this node only are cut off by wall-clock time; write calls, which
     // every replica re-executes, come with no time limit and are bounded by fuel alone so the
     // outcome is deterministic.
-    let ticks = if limits.at_apply() {
+    let ticks = if limits.at_apply() && limits.time_slice {
+        // A first attempt at apply, undone and run again off the worker if cut here: the
+        // outcome is decided by fuel alone either way.
+        (APPLY_TIME_SLICE.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)
+    } else if limits.at_apply() {
         NO_DEADLINE
     } else {
         (limits.max_duration.as_millis() as u64 * EPOCH_TICKS_PER_SECOND / 1000).max(1)

@@ -64,6 +64,9 @@ use pool::Slots;
 /// entry can hold up the log (about a second of guest code).
 pub const MAX_WRITE_FUEL: u64 = 1_000_000_000;
 
+/// The time slice of a write call's first attempt at apply ([`CallLimits::time_slice`]).
+pub const APPLY_TIME_SLICE: Duration = Duration::from_millis(20);
+
 /// The largest memory a wasm32 module can address: 4 GiB.
 pub const WASM32_MAX_MEMORY: usize = 1 << 32;
 
@@ -79,7 +82,8 @@ pub struct CallLimits {
     pub max_duration: Duration,
     /// A first attempt cut to a short time slice so that it may run on an async worker:
     /// reaching the limit then ends it with [`WasmError::SliceEnded`] (run it again, off the
-    /// worker, with the full limit), not with a timeout.
+    /// worker, with the full limit), not with a timeout. A write call at apply (no
+    /// `max_duration`) is cut after [`APPLY_TIME_SLICE`].
     pub time_slice: bool,
 }
 
@@ -237,6 +241,8 @@ pub struct Runtime {
     kept: reuse::Kept,
     /// Calls that ran on a kept instance.
     reused: AtomicU64,
+    /// Write calls at apply that outran their first time slice and ran again.
+    past_slice: AtomicU64,
 }
 
 /// An engine and the linker of host functions made for it. The two engines differ only in
@@ -385,6 +391,7 @@ impl Runtime {
             slots,
             kept: reuse::Kept::new(kept as usize),
             reused: AtomicU64::new(0),
+            past_slice: AtomicU64::new(0),
         })
     }
 
@@ -480,6 +487,17 @@ impl Runtime {
     /// Calls that ran on an instance kept from an earlier call (`reuse.rs`).
     pub fn calls_on_kept_instances(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Counts a write call at apply that outran its first time slice
+    /// ([`APPLY_TIME_SLICE`]) and is run again off the async worker.
+    pub fn note_past_slice(&self) {
+        self.past_slice.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Write calls at apply that outran their first time slice and ran again.
+    pub fn calls_past_slice(&self) -> u64 {
+        self.past_slice.load(Ordering::Relaxed)
     }
 
     /// Compile-cache hits and misses since start.

@@ -423,3 +423,29 @@ fn setrange_far_out_costs_fuel_by_the_bytes_it_adds() {
     );
     assert_eq!(cmd(&mut c, &["STRLEN", "{t}s"]).unwrap(), Value::Int(1001));
 }
+
+/// A write call first runs at apply in a time slice on the async worker; one that needs
+/// longer (this one spins for tens of milliseconds after its INCRBY) is undone and run again
+/// off the worker: it completes, and its write counts once.
+#[test]
+fn a_write_call_longer_than_its_time_slice_at_apply_counts_once() {
+    let (_server, mut c) = probe_server(&[]);
+    let write = ["PERMISSIONS", "READ", "WRITE"];
+    load(&mut c, "slow", "slow_incr.wat", &write).unwrap();
+    cmd(&mut c, &["CONFIG", "SET", "wasm-max-fuel", "1000000000"]).unwrap();
+    for expected in 1..=3 {
+        let reply = cmd(&mut c, &["FCALL", "slow.incr_slowly", "1", "{t}a"]);
+        assert_eq!(reply, Ok(Value::Int(expected)));
+    }
+    assert_eq!(
+        cmd(&mut c, &["GET", "{t}a"]),
+        Ok(Value::BulkString(b"3".to_vec()))
+    );
+    // Each ran past its slice (else this tested nothing); a short write call does not.
+    assert_eq!(stat(&mut c, "apply_calls_past_slice"), Value::Int(3));
+    assert_eq!(
+        cmd(&mut c, &["FCALL", "probe.incr", "1", "{t}a"]),
+        Ok(Value::Int(4))
+    );
+    assert_eq!(stat(&mut c, "apply_calls_past_slice"), Value::Int(3));
+}
